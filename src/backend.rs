@@ -1,0 +1,56 @@
+//! Picks the database behind the `Queue` and `Registry` traits from the configuration.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use crate::config::{Config, DatabaseUrl};
+use crate::db::sqlite::{SqliteDb, SqliteOptions};
+use crate::queue::sqlite::SqliteQueue;
+use crate::queue::Queue;
+use crate::store::sqlite::SqliteRegistry;
+use crate::store::Registry;
+
+/// Whether the database is opened by the long-running daemon or a one-shot command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Daemon,
+    Command,
+}
+
+pub struct Backend {
+    pub queue: Arc<dyn Queue>,
+    pub registry: Arc<dyn Registry>,
+    sqlite: Option<Arc<SqliteDb>>,
+}
+
+impl Backend {
+    pub fn open(config: &Config, purpose: Purpose) -> anyhow::Result<Self> {
+        match &config.database {
+            DatabaseUrl::Sqlite(path) => {
+                let db = Arc::new(SqliteDb::open(
+                    path,
+                    SqliteOptions {
+                        synchronous: config.queue.synchronous,
+                        background_checkpoints: purpose == Purpose::Daemon,
+                    },
+                )?);
+                Ok(Self {
+                    queue: Arc::new(SqliteQueue::new(db.clone())),
+                    registry: Arc::new(SqliteRegistry::new(db.clone())),
+                    sqlite: Some(db),
+                })
+            }
+            DatabaseUrl::Postgres(_) => {
+                bail!("PostgreSQL is not supported by this build yet; use the embedded SQLite default (omit --database-url)")
+            }
+        }
+    }
+
+    /// Flushes pending writes and closes the database.
+    pub fn close(&self) {
+        if let Some(db) = &self.sqlite {
+            db.close();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The command line, as clap types only. Parsing and dispatch live in `app.rs`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "futurnal", version, about = "Keeps a local, queryable copy of GitHub repositories up to date from webhooks.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Where the database, git mirrors and generated secrets live.
+    #[arg(long, global = true, env = "FUTURNAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (optional).
+    #[arg(long, global = true, env = "FUTURNAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `sqlite:PATH` or a path (the default: futurnal.db in the data dir), or postgres://…
+    #[arg(long, global = true, env = "FUTURNAL_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// GitHub REST API base URL (GitHub Enterprise and tests point elsewhere).
+    #[arg(long, global = true, env = "FUTURNAL_GITHUB_API_URL", value_name = "URL")]
+    pub github_api_url: Option<String>,
+    /// Print one JSON document instead of human tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook receiver, the workers and the admin endpoints until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Manage tracked sources.
+    Sources {
+        #[command(subcommand)]
+        source: SourceCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Webhook listener address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Admin listener address (health, metrics); never meant to face the internet.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Which parts of the daemon run in this process.
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// Do not poll GitHub for repositories without a working webhook.
+    #[arg(long)]
+    pub no_poll: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Receiver, workers and admin endpoints.
+    All,
+    /// Only the webhook receiver (and admin endpoints).
+    Receiver,
+    /// Only the workers (and admin endpoints).
+    Worker,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// GitHub repositories.
+    Github {
+        #[command(subcommand)]
+        command: GithubCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GithubCommand {
+    /// Track a repository.
+    Add(AddArgs),
+    /// List tracked repositories.
+    List,
+    /// Show one tracked repository.
+    Show { repo: String },
+    /// Stop tracking a repository and delete what is stored for it.
+    Remove { repo: String },
+    /// Webhook deliveries and hooks.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// OWNER/NAME on GitHub.
+    pub repo: String,
+    /// Branch glob to track (repeatable); default: the default branch.
+    #[arg(long = "branch", value_name = "PATTERN")]
+    pub branches: Vec<String>,
+    /// Git URL to mirror from instead of GitHub's (any git URL or a local path).
+    #[arg(long, value_name = "URL")]
+    pub clone_url: Option<String>,
+    /// Register the repository without mirroring or syncing it now.
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// List received deliveries, newest first.
+    Deliveries(DeliveriesArgs),
+    /// Process a stored delivery again, on purpose.
+    Replay { delivery_id: String },
+    /// Send one correctly signed delivery to a running receiver.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeliveriesArgs {
+    /// Only deliveries for this repository (id or OWNER/NAME).
+    pub repo: Option<String>,
+    /// queued, processing, retrying, done, ignored or dead.
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// push, pull_request, issues, issue_comment, release, create, delete, repository or ping.
+    pub event: String,
+    /// Send this JSON file instead of the built-in example.
+    #[arg(long, value_name = "FILE")]
+    pub payload: Option<PathBuf>,
+    /// Receiver URL; default: the configured webhook listener's /webhook/github.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Name of the environment variable holding the secret; default: the configured secret.
+    #[arg(long, value_name = "VAR")]
+    pub secret_env: Option<String>,
+    /// Rewrite the payload's repository to OWNER/NAME (a tracked one, say).
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    /// Set X-GitHub-Hook-ID (selects a per-hook secret on the receiver).
+    #[arg(long, value_name = "ID")]
+    pub hook_id: Option<u64>,
+}

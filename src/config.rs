@@ -1,0 +1,376 @@
+//! Configuration: a TOML file, then environment variables, then flags (each layer wins
+//! over the one before), resolved once into [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futurnal_github::WebhookEventType;
+use serde::Deserialize;
+
+use crate::cli::{GlobalArgs, Role, ServeArgs};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8766";
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+/// GitHub's own cap on a delivery's size.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+/// The configuration file, every key optional. Unknown keys are an error so that a typo
+/// does not silently leave a default in place.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub github_api_url: Option<String>,
+    #[serde(default)]
+    pub serve: FileServe,
+    #[serde(default)]
+    pub webhook: FileWebhook,
+    #[serde(default)]
+    pub queue: FileQueue,
+    #[serde(default)]
+    pub workers: FileWorkers,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServe {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub role: Option<Role>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebhook {
+    pub secret: Option<String>,
+    pub previous_secret: Option<String>,
+    /// Per-hook secrets, keyed by the hook id GitHub sends in `X-GitHub-Hook-ID`.
+    #[serde(default)]
+    pub hook_secrets: BTreeMap<String, String>,
+    pub events: Option<Vec<String>>,
+    pub verify_signatures: Option<bool>,
+    pub max_body_bytes: Option<usize>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
+    pub unverified_rate_per_sec: Option<u32>,
+    pub unverified_burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQueue {
+    pub max_queued: Option<u64>,
+    pub synchronous: Option<Synchronous>,
+    pub compression: Option<Compression>,
+    pub retention_days: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWorkers {
+    pub concurrency: Option<usize>,
+    pub batch_per_repository: Option<usize>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_cap_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+}
+
+/// SQLite's `synchronous` setting for the queue. `full` (the default) makes an
+/// acknowledged delivery survive power loss, not only a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// How stored payload bodies are compressed (off the parse path, after verification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Lz4,
+    None,
+}
+
+/// Everything resolved: defaults filled, paths absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database: DatabaseUrl,
+    pub github_api_url: String,
+    pub json: bool,
+    pub webhook: WebhookConfig,
+    pub queue: QueueConfig,
+    pub workers: WorkerConfig,
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The global secret from the environment or the file; `None` means "use or create
+    /// the generated secret file in the data dir".
+    pub secret: Option<String>,
+    pub previous_secret: Option<String>,
+    pub hook_secrets: BTreeMap<u64, String>,
+    pub events: Vec<WebhookEventType>,
+    pub verify_signatures: bool,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub unverified_rate_per_sec: u32,
+    pub unverified_burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub max_queued: u64,
+    pub synchronous: Synchronous,
+    pub compression: Compression,
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub batch_per_repository: usize,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub role: Role,
+    pub poll: bool,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Loads the file named by `--config`/`FUTURNAL_CONFIG` (or the default location when
+    /// it exists) and layers environment variables and flags over it.
+    pub fn load(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Self> {
+        let file = match &global.config {
+            Some(path) => read_file(path)?,
+            None => match dirs::config_dir().map(|d| d.join("futurnal").join("config.toml")) {
+                Some(path) if path.exists() => read_file(&path)?,
+                _ => FileConfig::default(),
+            },
+        };
+        Self::resolve(global, serve, file, |name| std::env::var(name).ok())
+    }
+
+    /// The pure part of [`Config::load`]: `env` stands in for the process environment so
+    /// tests can layer without touching it. Flags and their `env =` twins already arrive
+    /// merged in `global` and `serve` (clap gives flags precedence over the environment).
+    pub fn resolve(
+        global: &GlobalArgs,
+        serve: Option<&ServeArgs>,
+        file: FileConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let data_dir = match global.data_dir.clone().or(file.data_dir) {
+            Some(dir) => dir,
+            None => dirs::data_dir()
+                .context("no platform data directory; pass --data-dir or set FUTURNAL_DATA_DIR")?
+                .join("futurnal"),
+        };
+        let data_dir = absolute(&data_dir)?;
+        let database = match global.database_url.clone().or(file.database_url) {
+            None => DatabaseUrl::Sqlite(data_dir.join("futurnal.db")),
+            Some(url) => DatabaseUrl::parse(&url)?,
+        };
+        let github_api_url = global
+            .github_api_url
+            .clone()
+            .or(file.github_api_url)
+            .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+
+        let w = file.webhook;
+        let mut hook_secrets = BTreeMap::new();
+        for (id, secret) in w.hook_secrets {
+            let id: u64 = id
+                .parse()
+                .with_context(|| format!("webhook.hook_secrets: '{id}' is not a numeric hook id"))?;
+            hook_secrets.insert(id, secret);
+        }
+        let events = match w.events {
+            None => WebhookEventType::HANDLED.to_vec(),
+            Some(names) => {
+                let mut events = Vec::new();
+                for name in names {
+                    let kind = WebhookEventType::parse(&name);
+                    if !kind.is_handled() {
+                        bail!("webhook.events: '{name}' is not an event futurnal handles");
+                    }
+                    events.push(kind);
+                }
+                events
+            }
+        };
+        let webhook = WebhookConfig {
+            secret: env("FUTURNAL_WEBHOOK_SECRET").filter(|s| !s.is_empty()).or(w.secret),
+            previous_secret: env("FUTURNAL_WEBHOOK_PREVIOUS_SECRET")
+                .filter(|s| !s.is_empty())
+                .or(w.previous_secret),
+            hook_secrets,
+            events,
+            verify_signatures: w.verify_signatures.unwrap_or(true),
+            max_body_bytes: w.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            header_read_timeout: Duration::from_secs(w.header_read_timeout_secs.unwrap_or(10)),
+            body_read_timeout: Duration::from_secs(w.body_read_timeout_secs.unwrap_or(30)),
+            unverified_rate_per_sec: w.unverified_rate_per_sec.unwrap_or(10).max(1),
+            unverified_burst: w.unverified_burst.unwrap_or(30).max(1),
+        };
+        let q = file.queue;
+        let queue = QueueConfig {
+            max_queued: q.max_queued.unwrap_or(1_000_000),
+            synchronous: q.synchronous.unwrap_or(Synchronous::Full),
+            compression: q.compression.unwrap_or(Compression::Lz4),
+            retention: Duration::from_secs(q.retention_days.unwrap_or(14) * 86_400),
+        };
+        let wk = file.workers;
+        let workers = WorkerConfig {
+            concurrency: wk.concurrency.unwrap_or(4).max(1),
+            batch_per_repository: wk.batch_per_repository.unwrap_or(64).max(1),
+            retry_base: Duration::from_millis(wk.retry_base_ms.unwrap_or(1_000)),
+            retry_cap: Duration::from_millis(wk.retry_cap_ms.unwrap_or(300_000)),
+            max_attempts: wk.max_attempts.unwrap_or(8).max(1),
+        };
+        let s = file.serve;
+        let serve = ServeConfig {
+            listen: serve
+                .and_then(|a| a.listen)
+                .or(env_addr(&env, "FUTURNAL_LISTEN")?)
+                .or(s.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            admin_listen: serve
+                .and_then(|a| a.admin_listen)
+                .or(env_addr(&env, "FUTURNAL_ADMIN_LISTEN")?)
+                .or(s.admin_listen)
+                .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default")),
+            role: serve.and_then(|a| a.role).or(s.role).unwrap_or(Role::All),
+            poll: !serve.is_some_and(|a| a.no_poll),
+            shutdown_grace: Duration::from_secs(s.shutdown_grace_secs.unwrap_or(30)),
+        };
+        if !webhook.verify_signatures && !serve.listen.ip().is_loopback() {
+            bail!(
+                "webhook.verify_signatures = false is only allowed when the webhook listener is on loopback (it is {})",
+                serve.listen
+            );
+        }
+        Ok(Self { data_dir, database, github_api_url, json: global.json, webhook, queue, workers, serve })
+    }
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        if path.is_empty() || path.contains("://") {
+            bail!("unsupported database URL: expected sqlite:PATH, a file path, or postgres://…");
+        }
+        Ok(Self::Sqlite(absolute(Path::new(path))?))
+    }
+}
+
+fn env_addr(env: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<Option<SocketAddr>> {
+    env(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse().with_context(|| format!("{name}: '{v}' is not an address like 127.0.0.1:8765")))
+        .transpose()
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("invalid path {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global() -> GlobalArgs {
+        GlobalArgs { data_dir: Some("/tmp/fut".into()), config: None, database_url: None, github_api_url: None, json: false }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::resolve(&global(), None, FileConfig::default(), |_| None).unwrap();
+        assert_eq!(c.database, DatabaseUrl::Sqlite("/tmp/fut/futurnal.db".into()));
+        assert_eq!(c.github_api_url, DEFAULT_GITHUB_API_URL);
+        assert_eq!(c.serve.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.serve.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(c.webhook.events.len(), 9);
+        assert_eq!(c.webhook.max_body_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.queue.synchronous, Synchronous::Full);
+        assert!(c.webhook.verify_signatures);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            database_url = "sqlite:/tmp/file.db"
+            [serve]
+            listen = "127.0.0.1:1000"
+            admin_listen = "127.0.0.1:1001"
+            [webhook]
+            secret = "from-file"
+            events = ["push", "ping"]
+            hook_secrets = { "42" = "hook-secret" }
+            "#,
+        )
+        .unwrap();
+        let env = |name: &str| match name {
+            "FUTURNAL_WEBHOOK_SECRET" => Some("from-env".to_owned()),
+            "FUTURNAL_LISTEN" => Some("127.0.0.1:2000".to_owned()),
+            _ => None,
+        };
+        let serve = ServeArgs { listen: None, admin_listen: Some("127.0.0.1:3001".parse().unwrap()), role: None, no_poll: true };
+        let c = Config::resolve(&global(), Some(&serve), file, env).unwrap();
+        assert_eq!(c.database, DatabaseUrl::Sqlite("/tmp/file.db".into()));
+        assert_eq!(c.webhook.secret.as_deref(), Some("from-env"));
+        assert_eq!(c.serve.listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(c.serve.admin_listen.to_string(), "127.0.0.1:3001");
+        assert_eq!(c.webhook.events, vec![WebhookEventType::Push, WebhookEventType::Ping]);
+        assert_eq!(c.webhook.hook_secrets.get(&42).map(String::as_str), Some("hook-secret"));
+        assert!(!c.serve.poll);
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let unknown_key = toml::from_str::<FileConfig>("[webhook]\nsecrett = \"x\"");
+        assert!(unknown_key.is_err());
+        let file: FileConfig = toml::from_str("[webhook]\nevents = [\"workflow_run\"]").unwrap();
+        assert!(Config::resolve(&global(), None, file, |_| None).is_err());
+        let file: FileConfig =
+            toml::from_str("[webhook]\nverify_signatures = false\n[serve]\nlisten = \"0.0.0.0:8765\"").unwrap();
+        let err = Config::resolve(&global(), None, file, |_| None).unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db").unwrap(), DatabaseUrl::Postgres(_)));
+    }
+}

@@ -1,0 +1,427 @@
+//! SQLite in WAL mode: one writer thread that runs every write of the process and commits
+//! them in groups (one transaction and one fsync for all the writes that arrived while the
+//! previous commit was on disk), a few reader connections for queries, and versioned
+//! migrations applied at open.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use super::{StoreError, StoreResult};
+use crate::config::Synchronous;
+
+/// The most jobs one transaction takes. Large enough that one fsync covers a whole wave of
+/// concurrent requests, small enough to bound a batch's latency.
+const MAX_BATCH: usize = 1024;
+/// Jobs waiting for the writer beyond this make callers wait (backpressure).
+const CHANNEL_BOUND: usize = 16 * 1024;
+const READERS: usize = 3;
+
+/// Versioned migrations; `PRAGMA user_version` records how many have been applied.
+/// Append only: an applied migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: registry and delivery queue.
+    r#"
+    CREATE TABLE repositories (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        full_name TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        github_id INTEGER UNIQUE,
+        branches TEXT NOT NULL DEFAULT '[]',
+        clone_url TEXT,
+        mode TEXT NOT NULL DEFAULT 'polling',
+        added_at INTEGER NOT NULL,
+        last_delivery_at INTEGER
+    );
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        action TEXT,
+        repository TEXT,
+        repository_github_id INTEGER,
+        repo_key TEXT,
+        hook_id INTEGER,
+        received_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        finished_at INTEGER,
+        body_codec TEXT NOT NULL,
+        body BLOB
+    );
+    -- Per-repository order: the head of a repository is its lowest pending seq.
+    CREATE INDEX deliveries_pending ON deliveries(repo_key, seq)
+        WHERE status IN ('queued', 'processing', 'retrying');
+    CREATE INDEX deliveries_trouble ON deliveries(status, seq)
+        WHERE status IN ('retrying', 'dead');
+    CREATE INDEX deliveries_received ON deliveries(received_at);
+    -- Repositories that may have pending deliveries: the claim walks these, not the queue.
+    CREATE TABLE queue_repos (repo_key TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE hooks (
+        hook_id INTEGER PRIMARY KEY,
+        last_ping_at INTEGER,
+        last_delivery_at INTEGER
+    );
+    "#,
+];
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// Run WAL checkpoints on a thread of their own instead of inside the writer's commits
+    /// (the daemon does; one-shot CLI commands leave it to SQLite).
+    pub background_checkpoints: bool,
+}
+
+/// A SQLite database opened for this process.
+pub struct SqliteDb {
+    path: PathBuf,
+    writer: mpsc::SyncSender<Message>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: AtomicUsize,
+    checkpointer: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+enum Message {
+    Job(Box<dyn WriteJob>),
+    Stop,
+}
+
+trait WriteJob: Send {
+    /// Runs inside the batch's transaction, in a savepoint of its own.
+    fn run(&mut self, conn: &Connection);
+    /// Called once the batch's commit succeeded or failed: only then is a result reported.
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct TypedJob<F, R> {
+    work: Option<F>,
+    result: Option<StoreResult<R>>,
+    reply: oneshot::Sender<StoreResult<R>>,
+}
+
+impl<F, R> WriteJob for TypedJob<F, R>
+where
+    F: FnOnce(&Connection) -> StoreResult<R> + Send,
+    R: Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        if let Some(work) = self.work.take() {
+            self.result = Some(in_savepoint(conn, work));
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let outcome = match commit {
+            Ok(()) => self.result.unwrap_or_else(|| Err(StoreError::Unavailable("write was not run".into()))),
+            Err(e) => Err(e),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+impl SqliteDb {
+    /// Opens (creating when needed) the database file with mode 0600, applies migrations
+    /// and starts the writer thread.
+    pub fn open(path: &Path, options: SqliteOptions) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        }
+        create_private_file(path).with_context(|| format!("failed to create database {}", path.display()))?;
+        let writer_conn = open_connection(path, options.synchronous, false)
+            .with_context(|| format!("failed to open database {}", path.display()))?;
+        migrate(&writer_conn).with_context(|| format!("failed to migrate database {}", path.display()))?;
+        let checkpointer = if options.background_checkpoints {
+            writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            Some(spawn_checkpointer(path.to_owned())?)
+        } else {
+            None
+        };
+        let readers = (0..READERS)
+            .map(|_| open_connection(path, options.synchronous, true).map(Mutex::new))
+            .collect::<Result<Arc<[_]>, _>>()
+            .with_context(|| format!("failed to open database {}", path.display()))?;
+        let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: tx,
+            writer_thread: Mutex::new(Some(thread)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            checkpointer: Mutex::new(checkpointer),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on the writer thread inside a group-committed transaction. The result
+    /// is returned only after the transaction is durably committed; if the commit fails,
+    /// every job of the batch gets the error, so nothing is reported done that is not on disk.
+    pub async fn write<R, F>(&self, work: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(TypedJob { work: Some(work), result: None, reply });
+        let writer = self.writer.clone();
+        // The bounded channel blocks only when the writer is far behind.
+        match writer.try_send(Message::Job(job)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(msg)) => {
+                tokio::task::spawn_blocking(move || writer.send(msg))
+                    .await
+                    .map_err(|_| gone())?
+                    .map_err(|_| gone())?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(gone()),
+        }
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Runs a query on one of the reader connections, off the async threads.
+    pub async fn read<R, F>(&self, work: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[index].lock().unwrap_or_else(|p| p.into_inner());
+            work(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("database reader failed: {e}")))?
+    }
+
+    /// Finishes every queued write, then stops the writer thread.
+    pub fn close(&self) {
+        self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let _ = self.writer.send(Message::Stop);
+        if let Some(thread) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SqliteDb {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Unavailable("database writer stopped".into())
+}
+
+fn in_savepoint<R>(conn: &Connection, work: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match work(conn) {
+        Ok(value) => {
+            conn.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(value)
+        }
+        Err(e) => {
+            // If SQLite already rolled the whole transaction back, these fail too and the
+            // commit reports it to every job of the batch.
+            let _ = conn.prepare_cached("ROLLBACK TO job").and_then(|mut s| s.execute([]));
+            let _ = conn.prepare_cached("RELEASE job").and_then(|mut s| s.execute([]));
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let mut jobs: Vec<Box<dyn WriteJob>> = Vec::new();
+        match rx.recv() {
+            Ok(Message::Job(job)) => jobs.push(job),
+            Ok(Message::Stop) | Err(_) => stopping = true,
+        }
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Message::Job(job)) => jobs.push(job),
+                Ok(Message::Stop) => stopping = true,
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            run_batch(&conn, jobs);
+        }
+    }
+    // Anything sent after Stop still gets an answer rather than hanging.
+    while let Ok(Message::Job(job)) = rx.try_recv() {
+        job.finish(Err(gone()));
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+}
+
+fn run_batch(conn: &Connection, mut jobs: Vec<Box<dyn WriteJob>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = StoreError::from(e);
+        tracing::error!(error = %err, jobs = jobs.len(), "Database write failed to start");
+        for job in jobs {
+            job.finish(Err(err.clone()));
+        }
+        return;
+    }
+    for job in &mut jobs {
+        job.run(conn);
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+    if let Err(e) = &commit {
+        tracing::error!(error = %e, jobs = jobs.len(), "Database commit failed; nothing of this batch was acknowledged");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for job in jobs {
+        job.finish(commit.clone());
+    }
+}
+
+fn open_connection(path: &Path, synchronous: Synchronous, reader: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    if reader {
+        conn.pragma_update(None, "query_only", "ON")?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = conn
+            .execute_batch(sql)
+            .and_then(|()| conn.pragma_update(None, "user_version", (index + 1) as i64));
+        match step {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checkpoints the WAL into the database file every 200 ms without blocking the writer,
+/// so the writer's commits never pay for a checkpoint.
+/// Stops when the returned sender is dropped.
+fn spawn_checkpointer(path: PathBuf) -> anyhow::Result<mpsc::Sender<()>> {
+    let conn = open_connection(&path, Synchronous::Full, false)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(200)) {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+    })?;
+    Ok(stop)
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir) -> SqliteDb {
+        SqliteDb::open(
+            &dir.path().join("t.db"),
+            SqliteOptions { synchronous: Synchronous::Full, background_checkpoints: false },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_committed_and_a_failing_job_does_not_poison_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(open(&dir));
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    if i % 50 == 7 {
+                        c.execute("INSERT INTO repositories(full_name, added_at) VALUES ('a/dup', 0)", [])?;
+                    }
+                    c.execute("INSERT INTO repositories(full_name, added_at) VALUES (?1, 0)", [format!("o/r{i}")])?;
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut failures = 0;
+        for t in tasks {
+            if t.await.unwrap().is_err() {
+                failures += 1;
+            }
+        }
+        // Jobs 7, 57, 107, 157 each insert 'a/dup'; only the first succeeds.
+        assert_eq!(failures, 3);
+        let n: i64 = db
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM repositories", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        // 197 jobs each inserted their row, plus 'a/dup' once; the three failed jobs left
+        // nothing behind (their own row was rolled back with their savepoint).
+        assert_eq!(n, 198);
+        let orphan: i64 = db
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM repositories WHERE full_name = 'o/r57'", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(orphan, 0);
+        let mode = std::fs::metadata(dir.path().join("t.db")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn migrations_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(&dir));
+        let db = open(&dir);
+        let conn = Connection::open(db.path()).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+}

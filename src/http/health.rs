@@ -1,0 +1,89 @@
+//! `GET /health` on both listeners; `/metrics` and `/api/…` on the admin listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::output::delivery_json;
+use crate::queue::{DeliveryFilter, QueueStats};
+use crate::time::now_ms;
+
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn queue_stats(state: &AppState) -> Option<QueueStats> {
+    match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.queue.stats()).await {
+        Ok(Ok(stats)) => Some(stats),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Health check could not read the queue");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Health check timed out reading the queue");
+            None
+        }
+    }
+}
+
+fn age_seconds(stats: &QueueStats) -> Option<f64> {
+    stats.oldest_pending_received_at_ms.map(|at| (now_ms() - at).max(0) as f64 / 1000.0)
+}
+
+/// 200 with the queue's state when the database answers, 503 when it does not.
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let stats = queue_stats(&state).await;
+    let body = json!({
+        "status": if stats.is_some() { "ok" } else { "degraded" },
+        "role": state.role,
+        "database": if stats.is_some() { "reachable" } else { "unreachable" },
+        "queue_depth": stats.map_or(state.queue.approximate_depth(), |s| s.depth),
+        "queue_cap": state.max_queued,
+        "oldest_queued_age_seconds": stats.as_ref().and_then(age_seconds),
+    });
+    let status = if stats.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = queue_stats(&state).await;
+    let text = state.metrics.render(
+        stats.map_or(state.queue.approximate_depth(), |s| s.depth),
+        state.max_queued,
+        stats.as_ref().and_then(age_seconds),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveriesQuery {
+    status: Option<String>,
+    repository: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/deliveries?status=&repository=&limit=`: what `webhook deliveries --json` prints.
+pub async fn api_deliveries(State(state): State<Arc<AppState>>, Query(q): Query<DeliveriesQuery>) -> Response {
+    let status = match q.status.as_deref().map(str::parse).transpose() {
+        Ok(status) => status,
+        Err(message) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response(),
+    };
+    let filter = DeliveryFilter {
+        repository_name: q.repository,
+        repository_github_id: None,
+        status,
+        limit: q.limit.unwrap_or(50).min(1000),
+    };
+    match state.queue.list(filter).await {
+        Ok(records) => Json(records.iter().map(delivery_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "Listing deliveries failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "database unavailable" }))).into_response()
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! HTTP transport: the routers of the two listeners and the connection loop that serves
+//! them with header and body timeouts and a graceful drain. No SQL here: storage is
+//! reached only through the `Queue` and `Registry` traits.
+
+pub mod health;
+pub mod tracked;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::connect_info::ConnectInfo;
+use axum::routing::{get, post};
+use axum::Router;
+use futurnal_github::WebhookEventType;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::config::{Compression, Config};
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::secrets::SecretSet;
+use crate::store::Registry;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub queue: Arc<dyn Queue>,
+    pub registry: Arc<dyn Registry>,
+    pub secrets: RwLock<Arc<SecretSet>>,
+    pub events: Vec<WebhookEventType>,
+    pub verify_signatures: bool,
+    pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
+    pub max_queued: u64,
+    pub compression: Compression,
+    pub unverified_limiter: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    pub tracked: tracked::TrackedCache,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the workers when a delivery was queued.
+    pub work_available: Arc<Notify>,
+    pub role: &'static str,
+}
+
+impl AppState {
+    pub fn new(
+        config: &Config,
+        queue: Arc<dyn Queue>,
+        registry: Arc<dyn Registry>,
+        secrets: SecretSet,
+        metrics: Arc<Metrics>,
+        work_available: Arc<Notify>,
+    ) -> Self {
+        let w = &config.webhook;
+        let quota = Quota::per_second(NonZeroU32::new(w.unverified_rate_per_sec).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(w.unverified_burst).unwrap_or(NonZeroU32::MIN));
+        Self {
+            tracked: tracked::TrackedCache::new(registry.clone()),
+            queue,
+            registry,
+            secrets: RwLock::new(Arc::new(secrets)),
+            events: w.events.clone(),
+            verify_signatures: w.verify_signatures,
+            max_body_bytes: w.max_body_bytes,
+            body_read_timeout: w.body_read_timeout,
+            max_queued: config.queue.max_queued,
+            compression: config.queue.compression,
+            unverified_limiter: RateLimiter::keyed(quota),
+            metrics,
+            work_available,
+            role: match config.serve.role {
+                crate::cli::Role::All => "all",
+                crate::cli::Role::Receiver => "receiver",
+                crate::cli::Role::Worker => "worker",
+            },
+        }
+    }
+}
+
+/// The webhook listener's routes.
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhook/github", post(webhook::receive))
+        .route("/health", get(health::health))
+        .with_state(state)
+}
+
+/// The admin listener's routes: never meant to face the internet.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .route("/api/deliveries", get(health::api_deliveries))
+        .with_state(state)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// A client that has not sent a whole request head by then is disconnected.
+    pub header_read_timeout: Duration,
+    /// How long open connections may take to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and
+/// lets in-flight requests finish (for at most the grace period).
+pub async fn serve(listener: TcpListener, router: Router, options: ServerOptions, shutdown: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "Accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(client = %peer.ip(), error = %e, "Connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("Connections still open after the shutdown grace period were closed");
+    }
+}
+
+/// The client's address, when the connection loop recorded it (tests calling the router
+/// directly have none).
+pub fn client_addr(request: &axum::http::request::Parts) -> Option<SocketAddr> {
+    request.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}

@@ -1,0 +1,249 @@
+//! `POST /webhook/github`: PRODUCT.md's eight steps, in order. The only way to build a
+//! [`NewDelivery`] with `Queued` status here is past the signature check.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futurnal_github::signature::verify_any;
+use futurnal_github::{RoutingFields, WebhookEventType};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::AppState;
+use crate::config::Compression;
+use crate::db::StoreError;
+use crate::domain::DeliveryId;
+use crate::metrics::ReceiveOutcome;
+use crate::queue::{EnqueueOutcome, InitialStatus, NewDelivery, StoredBody};
+use crate::time::now_ms;
+
+/// A delivery whose signature was checked (or whose listener runs with verification
+/// switched off on loopback). Only [`verify`] builds one.
+struct VerifiedDelivery {
+    event: String,
+    delivery_id: DeliveryId,
+    hook_id: Option<u64>,
+    content_type: ContentKind,
+    body: Bytes,
+}
+
+enum ContentKind {
+    Json,
+    Form,
+}
+
+struct Rejection {
+    status: StatusCode,
+    outcome: ReceiveOutcome,
+    message: &'static str,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, outcome: ReceiveOutcome, message: &'static str) -> Self {
+        Self { status, outcome, message }
+    }
+}
+
+pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let client = super::client_addr(&parts).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let result = handle(&state, client, &parts.headers, body).await;
+    let (status, outcome, payload) = match result {
+        Ok(answer) => answer,
+        Err(rejection) => {
+            (rejection.status, rejection.outcome, json!({ "status": "error", "error": rejection.message }))
+        }
+    };
+    state.metrics.received(outcome);
+    let mut response = (status, axum::Json(payload)).into_response();
+    if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
+
+type Answer = (StatusCode, ReceiveOutcome, serde_json::Value);
+
+async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Body) -> Result<Answer, Rejection> {
+    // 1. Size: refuse an announced oversize body at once, and never buffer past the limit.
+    let too_large = || Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, ReceiveOutcome::TooLarge, "body too large");
+    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if length > state.max_body_bytes as u64 {
+            return Err(too_large());
+        }
+    }
+    let collected = tokio::time::timeout(state.body_read_timeout, Limited::new(body, state.max_body_bytes).collect());
+    let body = match collected.await {
+        Err(_) => {
+            return Err(Rejection::new(StatusCode::REQUEST_TIMEOUT, ReceiveOutcome::Timeout, "timed out reading the body"))
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(_)) => {
+            return Err(Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, "failed to read the body"))
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    // 2 and 3. Required headers, then the signature, before anything parses the body.
+    let delivery = verify(state, client, headers, body)?;
+
+    // 4. Content type, then JSON validity (parsing only the routing fields).
+    let json = match delivery.content_type {
+        ContentKind::Json => delivery.body.clone(),
+        ContentKind::Form => form_payload(&delivery.body).ok_or_else(|| {
+            Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, "form body has no payload field")
+        })?,
+    };
+    let routing = RoutingFields::parse(&json).map_err(|_| {
+        Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, "body is not a valid JSON object")
+    })?;
+    let kind = WebhookEventType::parse(&delivery.event);
+    let (repo_id, repo_name) = match &routing.repository {
+        Some(r) => (r.id, r.full_name.as_deref()),
+        None => (None, None),
+    };
+    let record = |initial| NewDelivery {
+        delivery_id: delivery.delivery_id.clone(),
+        event: delivery.event.clone(),
+        action: routing.action.as_deref().map(str::to_owned),
+        repository: repo_name.map(str::to_owned),
+        repository_github_id: repo_id,
+        hook_id: delivery.hook_id,
+        received_at_ms: now_ms(),
+        body: match state.compression {
+            Compression::Lz4 => StoredBody::compress(&json),
+            Compression::None => StoredBody::Raw(json.to_vec()),
+        },
+        initial,
+    };
+    let id = delivery.delivery_id.as_str();
+
+    // 5. Ping: the hook is alive.
+    if kind == WebhookEventType::Ping {
+        state.queue.enqueue(record(InitialStatus::Done)).await.map_err(unavailable)?;
+        tracing::info!(delivery_id = %id, hook_id = ?delivery.hook_id, "Ping received");
+        return Ok((StatusCode::OK, ReceiveOutcome::Ping, json!({ "status": "ok", "event": "ping", "delivery_id": id })));
+    }
+
+    // 6. Not enabled, or not about a tracked repository: kept for the record, not processed.
+    let ignored_because = if !state.events.contains(&kind) {
+        Some("event not enabled")
+    } else if repo_id.is_none() && repo_name.is_none() {
+        Some("payload names no repository")
+    } else if !state.tracked.contains(repo_id, repo_name).await.map_err(unavailable)? {
+        Some("repository not tracked")
+    } else {
+        None
+    };
+    if let Some(reason) = ignored_because {
+        state.queue.enqueue(record(InitialStatus::Ignored(reason.to_owned()))).await.map_err(unavailable)?;
+        tracing::debug!(delivery_id = %id, event = %delivery.event, repository = ?repo_name, reason, "Delivery ignored");
+        return Ok((
+            StatusCode::ACCEPTED,
+            ReceiveOutcome::Ignored,
+            json!({ "status": "ignored", "delivery_id": id, "reason": reason }),
+        ));
+    }
+
+    // 7 and 8. Duplicate, or written durably; a full queue refuses new work.
+    let duplicate = || (StatusCode::OK, ReceiveOutcome::Duplicate, json!({ "status": "duplicate", "delivery_id": id }));
+    if state.queue.approximate_depth() >= state.max_queued {
+        if state.queue.get(id).await.map_err(unavailable)?.is_some() {
+            return Ok(duplicate());
+        }
+        tracing::warn!(delivery_id = %id, cap = state.max_queued, "Queue full; delivery refused");
+        return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, ReceiveOutcome::QueueFull, "queue is full"));
+    }
+    match state.queue.enqueue(record(InitialStatus::Queued)).await.map_err(unavailable)? {
+        EnqueueOutcome::Duplicate => Ok(duplicate()),
+        EnqueueOutcome::Stored => {
+            state.work_available.notify_one();
+            tracing::debug!(delivery_id = %id, event = %delivery.event, repository = ?repo_name, "Delivery queued");
+            Ok((StatusCode::ACCEPTED, ReceiveOutcome::Queued, json!({ "status": "queued", "delivery_id": id })))
+        }
+    }
+}
+
+/// Steps 2 and 3: required headers and the signature.
+fn verify(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bytes) -> Result<VerifiedDelivery, Rejection> {
+    let bad = |message| Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, message);
+    let event = header_str(headers, "x-github-event").ok_or_else(|| bad("missing X-GitHub-Event header"))?;
+    let delivery_id = header_str(headers, "x-github-delivery").ok_or_else(|| bad("missing X-GitHub-Delivery header"))?;
+    let delivery_id = DeliveryId::parse(delivery_id).map_err(bad)?;
+    if event.len() > 64 || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()) {
+        return Err(bad("malformed X-GitHub-Event header"));
+    }
+    let hook_id = match header_str(headers, "x-github-hook-id") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| bad("malformed X-GitHub-Hook-ID header"))?),
+    };
+    if state.verify_signatures {
+        let secrets = state.secrets.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let signature = headers.get("x-hub-signature-256").map(HeaderValue::as_bytes);
+        if let Err(reason) = verify_any(secrets.for_hook(hook_id), &body, signature) {
+            if state.unverified_limiter.check_key(&client).is_err() {
+                return Err(Rejection::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ReceiveOutcome::RateLimited,
+                    "too many unverified requests",
+                ));
+            }
+            tracing::warn!(delivery_id = %delivery_id, event, client = %client, reason = %reason, "Delivery refused: bad signature");
+            return Err(Rejection::new(StatusCode::UNAUTHORIZED, ReceiveOutcome::Unauthorized, "invalid signature"));
+        }
+    }
+    let content_type = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(ct) if media_type(ct) == "application/json" => ContentKind::Json,
+        Some(ct) if media_type(ct) == "application/x-www-form-urlencoded" => ContentKind::Form,
+        _ => {
+            return Err(Rejection::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ReceiveOutcome::UnsupportedMediaType,
+                "content type must be application/json or application/x-www-form-urlencoded",
+            ))
+        }
+    };
+    Ok(VerifiedDelivery { event: event.to_owned(), delivery_id, hook_id, content_type, body })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// The `payload` field of a form body (GitHub's default for hooks made in its web UI).
+fn form_payload(body: &[u8]) -> Option<Bytes> {
+    form_urlencoded::parse(body)
+        .find(|(name, _)| name == "payload")
+        .map(|(_, value)| Bytes::from(value.into_owned().into_bytes()))
+}
+
+fn unavailable(e: StoreError) -> Rejection {
+    tracing::error!(error = %e, "Could not store a delivery; answering 503");
+    Rejection::new(StatusCode::SERVICE_UNAVAILABLE, ReceiveOutcome::Unavailable, "temporarily unable to store deliveries")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_payload_is_decoded() {
+        let body = b"foo=1&payload=%7B%22a%22%3A1%7D&bar=2";
+        assert_eq!(form_payload(body).unwrap(), Bytes::from_static(br#"{"a":1}"#));
+        assert!(form_payload(b"foo=1").is_none());
+    }
+
+    #[test]
+    fn media_types_ignore_parameters_and_case() {
+        assert_eq!(media_type("Application/JSON; charset=utf-8"), "application/json");
+        assert_eq!(media_type(""), "");
+    }
+}

@@ -1,0 +1,96 @@
+//! What commands print: `--json` documents with PRODUCT.md's keys, or plain tables.
+
+use serde_json::{json, Value};
+
+use crate::queue::DeliveryRecord;
+use crate::store::TrackedRepository;
+use crate::time::{rfc3339, rfc3339_opt};
+
+pub fn delivery_json(d: &DeliveryRecord) -> Value {
+    json!({
+        "delivery_id": d.delivery_id,
+        "event": d.event,
+        "action": d.action,
+        "repository": d.repository,
+        "repository_github_id": d.repository_github_id,
+        "hook_id": d.hook_id,
+        "received_at": rfc3339(d.received_at_ms),
+        "status": d.status.as_str(),
+        "attempts": d.attempts,
+        "next_attempt_at": rfc3339_opt(d.next_attempt_at_ms),
+        "last_error": d.last_error,
+    })
+}
+
+pub fn repository_json(r: &TrackedRepository) -> Value {
+    json!({
+        "id": r.id,
+        "repository": r.full_name,
+        "github_id": r.github_id,
+        "branches": r.branches,
+        "clone_url": r.clone_url,
+        "mode": r.mode,
+        "added_at": rfc3339(r.added_at_ms),
+        "last_delivery_at": rfc3339_opt(r.last_delivery_at_ms),
+    })
+}
+
+pub fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+}
+
+/// A left-aligned table with a header row; empty cells print as `-`.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let cell = |s: &str| if s.is_empty() { "-".to_owned() } else { s.replace(['\n', '\t'], " ") };
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = *w));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn delivery_row(d: &DeliveryRecord) -> Vec<String> {
+    vec![
+        d.delivery_id.clone(),
+        d.event.clone(),
+        d.action.clone().unwrap_or_default(),
+        d.repository.clone().unwrap_or_default(),
+        rfc3339(d.received_at_ms),
+        d.status.to_string(),
+        d.attempts.to_string(),
+        d.last_error.clone().unwrap_or_default(),
+    ]
+}
+
+pub const DELIVERY_HEADERS: [&str; 8] =
+    ["DELIVERY", "EVENT", "ACTION", "REPOSITORY", "RECEIVED", "STATUS", "ATTEMPTS", "ERROR"];
+
+pub fn repository_row(r: &TrackedRepository) -> Vec<String> {
+    vec![
+        r.id.to_string(),
+        r.full_name.clone(),
+        r.github_id.map(|v| v.to_string()).unwrap_or_default(),
+        if r.branches.is_empty() { "(default branch)".into() } else { r.branches.join(",") },
+        r.mode.clone(),
+        rfc3339_opt(r.last_delivery_at_ms).unwrap_or_default(),
+    ]
+}
+
+pub const REPOSITORY_HEADERS: [&str; 6] = ["ID", "REPOSITORY", "GITHUB ID", "BRANCHES", "MODE", "LAST DELIVERY"];

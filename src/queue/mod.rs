@@ -1,0 +1,231 @@
+//! The durable delivery queue: one trait, one implementation per database.
+//!
+//! The receiver enqueues verified deliveries; workers claim them in per-repository lanes
+//! (a repository's pending deliveries in arrival order, never two lanes of one repository
+//! at once) and report a [`Completion`] per delivery.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::db::{BoxFuture, StoreResult};
+use crate::domain::DeliveryId;
+
+/// A verified delivery, ready to be written. Only the receiver's verification step and
+/// the replay path build these.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub delivery_id: DeliveryId,
+    pub event: String,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub repository_github_id: Option<u64>,
+    pub hook_id: Option<u64>,
+    pub received_at_ms: i64,
+    pub body: StoredBody,
+    pub initial: InitialStatus,
+}
+
+/// What a new delivery starts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitialStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Kept for the record only (event not enabled, repository not tracked).
+    Ignored(String),
+    /// Needs no processing (a ping); recorded as done.
+    Done,
+}
+
+/// A payload body as stored: raw JSON or LZ4-compressed JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredBody {
+    Raw(Vec<u8>),
+    Lz4(Vec<u8>),
+}
+
+impl StoredBody {
+    pub fn codec(&self) -> &'static str {
+        match self {
+            StoredBody::Raw(_) => "raw",
+            StoredBody::Lz4(_) => "lz4",
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            StoredBody::Raw(b) | StoredBody::Lz4(b) => b,
+        }
+    }
+
+    pub fn from_parts(codec: &str, bytes: Vec<u8>) -> Self {
+        match codec {
+            "lz4" => StoredBody::Lz4(bytes),
+            _ => StoredBody::Raw(bytes),
+        }
+    }
+
+    pub fn compress(json: &[u8]) -> Self {
+        StoredBody::Lz4(lz4_flex::compress_prepend_size(json))
+    }
+
+    /// The JSON document, decompressed when needed.
+    pub fn json(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+        match self {
+            StoredBody::Raw(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            StoredBody::Lz4(b) => lz4_flex::decompress_size_prepended(b)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| format!("stored payload is corrupt: {e}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Newly stored (queued, ignored or done as asked).
+    Stored,
+    /// A delivery with this id is already stored; nothing changed.
+    Duplicate,
+}
+
+/// A delivery handed to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub seq: i64,
+    pub delivery_id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub repository_github_id: Option<u64>,
+    pub hook_id: Option<u64>,
+    pub received_at_ms: i64,
+    /// Attempts finished before this one.
+    pub attempts: u32,
+    pub body: StoredBody,
+}
+
+/// One repository's pending deliveries, in arrival order, to be handled one after another.
+pub type Lane = Vec<ClaimedDelivery>;
+
+/// How a claimed delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Done,
+    /// Handled, but there was nothing to do (repository no longer tracked, say).
+    Ignored(String),
+    /// Failed; try again at this time.
+    Retry { error: String, next_attempt_at_ms: i64 },
+    /// Failed for good; kept for inspection and `replay`.
+    Dead { error: String },
+    /// Not attempted (shutdown, or an earlier delivery of its lane failed): queue it again
+    /// as it was.
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    Queued,
+    Processing,
+    Retrying,
+    Done,
+    Ignored,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 6] = [
+        DeliveryStatus::Queued,
+        DeliveryStatus::Processing,
+        DeliveryStatus::Retrying,
+        DeliveryStatus::Done,
+        DeliveryStatus::Ignored,
+        DeliveryStatus::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Processing => "processing",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Done => "done",
+            DeliveryStatus::Ignored => "ignored",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    pub fn is_pending(self) -> bool {
+        matches!(self, DeliveryStatus::Queued | DeliveryStatus::Processing | DeliveryStatus::Retrying)
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!("unknown delivery status '{s}': expected queued, processing, retrying, done, ignored or dead")
+        })
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored delivery as `webhook deliveries` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery_id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub repository: Option<String>,
+    pub repository_github_id: Option<u64>,
+    pub hook_id: Option<u64>,
+    pub received_at_ms: i64,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Deliveries whose repository has this GitHub id or (case-insensitively) this name.
+    pub repository_name: Option<String>,
+    pub repository_github_id: Option<u64>,
+    pub status: Option<DeliveryStatus>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Deliveries queued, processing or retrying.
+    pub depth: u64,
+    pub oldest_pending_received_at_ms: Option<i64>,
+}
+
+/// The queue, whatever database holds it.
+pub trait Queue: Send + Sync {
+    /// Writes a delivery durably. Returns only once it is committed.
+    fn enqueue(&self, delivery: NewDelivery) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
+    /// Claims up to `max_lanes` lanes of up to `per_lane` deliveries each, marking them
+    /// processing. A repository with a delivery processing, or whose oldest pending
+    /// delivery waits for a retry, yields no lane.
+    fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>>;
+    /// Records how claimed deliveries ended, in one transaction.
+    fn complete(&self, results: Vec<(i64, Completion)>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Queues again what a previous process left `processing` (it crashed or was killed).
+    fn recover(&self) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Queues a stored delivery again on purpose, whatever its status (unless it is
+    /// being processed right now).
+    fn replay(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<DeliveryRecord>>;
+    fn get(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Option<DeliveryRecord>>>;
+    fn list(&self, filter: DeliveryFilter) -> BoxFuture<'_, StoreResult<Vec<DeliveryRecord>>>;
+    fn stats(&self) -> BoxFuture<'_, StoreResult<QueueStats>>;
+    /// Deletes finished deliveries (done, ignored, dead) received before this time.
+    fn prune(&self, received_before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Pending deliveries as last counted by this process: cheap, for the queue cap.
+    fn approximate_depth(&self) -> u64;
+}

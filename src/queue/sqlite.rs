@@ -1,0 +1,394 @@
+//! The queue on SQLite. Every write goes through the database's group-committing writer
+//! thread; the claim walks `queue_repos` (repositories with pending work) and takes each
+//! one's head run through the `deliveries_pending` index, so its cost follows the number
+//! of busy repositories, not the length of the queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, InitialStatus,
+    Lane, NewDelivery, Queue, QueueStats, StoredBody,
+};
+use crate::db::sqlite::SqliteDb;
+use crate::db::{BoxFuture, StoreError, StoreResult};
+use crate::domain::repo_key;
+use crate::time::now_ms;
+
+const PENDING: &str = "('queued', 'processing', 'retrying')";
+
+pub struct SqliteQueue {
+    db: Arc<SqliteDb>,
+    pending: Arc<AtomicU64>,
+}
+
+impl SqliteQueue {
+    pub fn new(db: Arc<SqliteDb>) -> Self {
+        Self { db, pending: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+fn status_from_db(s: &str) -> StoreResult<DeliveryStatus> {
+    s.parse().map_err(StoreError::Unavailable)
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(DeliveryRecord, String)> {
+    let status: String = row.get(7)?;
+    let record = DeliveryRecord {
+        delivery_id: row.get(0)?,
+        event: row.get(1)?,
+        action: row.get(2)?,
+        repository: row.get(3)?,
+        repository_github_id: row.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        hook_id: row.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        received_at_ms: row.get(6)?,
+        status: DeliveryStatus::Queued,
+        attempts: row.get::<_, i64>(8)? as u32,
+        next_attempt_at_ms: row.get::<_, i64>(9).map(|v| (v > 0).then_some(v))?,
+        last_error: row.get(10)?,
+    };
+    Ok((record, status))
+}
+
+const RECORD_COLUMNS: &str = "delivery_id, event, action, repository, repository_github_id, hook_id, received_at, \
+     status, attempts, next_attempt_at, last_error";
+
+fn finish_record((mut record, status): (DeliveryRecord, String)) -> StoreResult<DeliveryRecord> {
+    record.status = status_from_db(&status)?;
+    if record.status != DeliveryStatus::Retrying {
+        record.next_attempt_at_ms = None;
+    }
+    Ok(record)
+}
+
+fn get_record(c: &Connection, delivery_id: &str) -> StoreResult<Option<DeliveryRecord>> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM deliveries WHERE delivery_id = ?1");
+    c.prepare_cached(&sql)?.query_row([delivery_id], record_from_row).optional()?.map(finish_record).transpose()
+}
+
+fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
+    let now = d.received_at_ms;
+    let key = repo_key(d.repository_github_id, d.repository.as_deref());
+    let (status, note, finished_at) = match &d.initial {
+        InitialStatus::Queued => ("queued", None, None),
+        InitialStatus::Ignored(reason) => ("ignored", Some(reason.as_str()), Some(now)),
+        InitialStatus::Done => ("done", None, Some(now)),
+    };
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO deliveries (delivery_id, event, action, repository, repository_github_id, repo_key, \
+             hook_id, received_at, status, last_error, finished_at, body_codec, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )?
+        .execute(params![
+            d.delivery_id.as_str(),
+            d.event,
+            d.action,
+            d.repository,
+            d.repository_github_id.map(|v| v as i64),
+            key,
+            d.hook_id.map(|v| v as i64),
+            now,
+            status,
+            note,
+            finished_at,
+            d.body.codec(),
+            d.body.bytes(),
+        ])?;
+    if inserted == 0 {
+        return Ok(EnqueueOutcome::Duplicate);
+    }
+    if d.initial == InitialStatus::Queued {
+        let key = key.ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
+        c.prepare_cached("INSERT OR IGNORE INTO queue_repos (repo_key) VALUES (?1)")?.execute([key])?;
+    }
+    if d.event == "ping" {
+        if let Some(hook) = d.hook_id {
+            c.prepare_cached(
+                "INSERT INTO hooks (hook_id, last_ping_at) VALUES (?1, ?2) \
+                 ON CONFLICT (hook_id) DO UPDATE SET last_ping_at = excluded.last_ping_at",
+            )?
+            .execute(params![hook as i64, now])?;
+        }
+    }
+    Ok(EnqueueOutcome::Stored)
+}
+
+fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> StoreResult<Vec<Lane>> {
+    let keys: Vec<String> = c
+        .prepare_cached("SELECT repo_key FROM queue_repos")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut lanes = Vec::new();
+    let mut drained = Vec::new();
+    let head_sql = format!(
+        "SELECT seq, status, next_attempt_at FROM deliveries WHERE repo_key = ?1 AND status IN {PENDING} \
+         ORDER BY seq LIMIT ?2"
+    );
+    for key in keys {
+        if lanes.len() >= max_lanes {
+            break;
+        }
+        let run: Vec<(i64, String, i64)> = c
+            .prepare_cached(&head_sql)?
+            .query_map(params![key, per_lane as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some((_, head_status, head_next)) = run.first() else {
+            drained.push(key);
+            continue;
+        };
+        let ready = match head_status.as_str() {
+            "queued" => true,
+            "retrying" => *head_next <= now,
+            _ => false,
+        };
+        if !ready {
+            continue;
+        }
+        let seqs: Vec<i64> = std::iter::once(run[0].0)
+            .chain(run[1..].iter().take_while(|(_, s, _)| s == "queued").map(|(seq, _, _)| *seq))
+            .collect();
+        let mut lane = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            c.prepare_cached("UPDATE deliveries SET status = 'processing' WHERE seq = ?1")?.execute([seq])?;
+            let delivery = c
+                .prepare_cached(
+                    "SELECT seq, delivery_id, event, action, repository, repository_github_id, hook_id, \
+                     received_at, attempts, body_codec, body FROM deliveries WHERE seq = ?1",
+                )?
+                .query_row([seq], |r| {
+                    let codec: String = r.get(9)?;
+                    Ok(ClaimedDelivery {
+                        seq: r.get(0)?,
+                        delivery_id: r.get(1)?,
+                        event: r.get(2)?,
+                        action: r.get(3)?,
+                        repository: r.get(4)?,
+                        repository_github_id: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                        hook_id: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                        received_at_ms: r.get(7)?,
+                        attempts: r.get::<_, i64>(8)? as u32,
+                        body: StoredBody::from_parts(&codec, r.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default()),
+                    })
+                })?;
+            lane.push(delivery);
+        }
+        lanes.push(lane);
+    }
+    for key in drained {
+        c.prepare_cached("DELETE FROM queue_repos WHERE repo_key = ?1")?.execute([key])?;
+    }
+    Ok(lanes)
+}
+
+/// Applies completions; returns how many deliveries left the pending states.
+fn apply_completions(c: &Connection, results: &[(i64, Completion)], now: i64) -> StoreResult<u64> {
+    let mut finished = 0;
+    for (seq, completion) in results {
+        let changed = match completion {
+            Completion::Done => c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, \
+                     finished_at = ?2 WHERE seq = ?1 AND status = 'processing'",
+                )?
+                .execute(params![seq, now])?,
+            Completion::Ignored(reason) => c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'ignored', attempts = attempts + 1, last_error = ?3, \
+                     finished_at = ?2 WHERE seq = ?1 AND status = 'processing'",
+                )?
+                .execute(params![seq, now, reason])?,
+            Completion::Dead { error } => c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = ?3, \
+                     finished_at = ?2 WHERE seq = ?1 AND status = 'processing'",
+                )?
+                .execute(params![seq, now, error])?,
+            Completion::Retry { error, next_attempt_at_ms } => {
+                c.prepare_cached(
+                    "UPDATE deliveries SET status = 'retrying', attempts = attempts + 1, last_error = ?2, \
+                     next_attempt_at = ?3 WHERE seq = ?1 AND status = 'processing'",
+                )?
+                .execute(params![seq, error, next_attempt_at_ms])?;
+                0
+            }
+            Completion::Release => {
+                c.prepare_cached("UPDATE deliveries SET status = 'queued' WHERE seq = ?1 AND status = 'processing'")?
+                    .execute([seq])?;
+                0
+            }
+        };
+        finished += changed as u64;
+    }
+    Ok(finished)
+}
+
+fn count_pending(c: &Connection) -> StoreResult<u64> {
+    let sql = format!("SELECT COUNT(*) FROM deliveries WHERE status IN {PENDING}");
+    Ok(c.prepare_cached(&sql)?.query_row([], |r| r.get::<_, i64>(0))? as u64)
+}
+
+impl Queue for SqliteQueue {
+    fn enqueue(&self, delivery: NewDelivery) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
+        Box::pin(async move {
+            let queued = delivery.initial == InitialStatus::Queued;
+            let outcome = self.db.write(move |c| insert(c, &delivery)).await?;
+            if queued && outcome == EnqueueOutcome::Stored {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>> {
+        Box::pin(self.db.write(move |c| claim_lanes(c, max_lanes, per_lane.max(1), now_ms())))
+    }
+
+    fn complete(&self, results: Vec<(i64, Completion)>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            let finished = self.db.write(move |c| apply_completions(c, &results, now_ms())).await?;
+            let _ = self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(finished)));
+            Ok(())
+        })
+    }
+
+    fn recover(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let (requeued, pending) = self
+                .db
+                .write(|c| {
+                    let requeued = c.execute("UPDATE deliveries SET status = 'queued' WHERE status = 'processing'", [])?;
+                    c.execute(
+                        &format!(
+                            "INSERT OR IGNORE INTO queue_repos (repo_key) SELECT DISTINCT repo_key FROM deliveries \
+                             WHERE status IN {PENDING} AND repo_key IS NOT NULL"
+                        ),
+                        [],
+                    )?;
+                    Ok((requeued as u64, count_pending(c)?))
+                })
+                .await?;
+            self.pending.store(pending, Ordering::Relaxed);
+            Ok(requeued)
+        })
+    }
+
+    fn replay(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<DeliveryRecord>> {
+        let delivery_id = delivery_id.to_owned();
+        Box::pin(async move {
+            let record = self
+                .db
+                .write(move |c| {
+                    let row: Option<(i64, String, Option<String>)> = c
+                        .query_row(
+                            "SELECT seq, status, repo_key FROM deliveries WHERE delivery_id = ?1",
+                            [&delivery_id],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .optional()?;
+                    let Some((seq, status, key)) = row else {
+                        return Err(StoreError::NotFound(format!("no stored delivery with id '{delivery_id}'")));
+                    };
+                    if status == "processing" {
+                        return Err(StoreError::Conflict(format!(
+                            "delivery '{delivery_id}' is being processed right now; try again when it has finished"
+                        )));
+                    }
+                    let Some(key) = key else {
+                        return Err(StoreError::Conflict(format!(
+                            "delivery '{delivery_id}' names no repository, so there is nothing to process"
+                        )));
+                    };
+                    c.execute(
+                        "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_at = 0, \
+                         last_error = NULL, finished_at = NULL WHERE seq = ?1",
+                        [seq],
+                    )?;
+                    c.execute("INSERT OR IGNORE INTO queue_repos (repo_key) VALUES (?1)", [key])?;
+                    get_record(c, &delivery_id)?.ok_or_else(|| StoreError::NotFound(delivery_id.clone()))
+                })
+                .await?;
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            Ok(record)
+        })
+    }
+
+    fn get(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Option<DeliveryRecord>>> {
+        let delivery_id = delivery_id.to_owned();
+        Box::pin(self.db.read(move |c| get_record(c, &delivery_id)))
+    }
+
+    fn list(&self, filter: DeliveryFilter) -> BoxFuture<'_, StoreResult<Vec<DeliveryRecord>>> {
+        Box::pin(self.db.read(move |c| {
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM deliveries \
+                 WHERE (?1 IS NULL OR status = ?1) \
+                 AND ((?2 IS NULL AND ?3 IS NULL) OR repository_github_id = ?2 OR repository = ?3 COLLATE NOCASE) \
+                 ORDER BY seq DESC LIMIT ?4"
+            );
+            let rows = c
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![
+                        filter.status.map(DeliveryStatus::as_str),
+                        filter.repository_github_id.map(|v| v as i64),
+                        filter.repository_name,
+                        filter.limit.max(1) as i64
+                    ],
+                    record_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(finish_record).collect()
+        }))
+    }
+
+    fn stats(&self) -> BoxFuture<'_, StoreResult<QueueStats>> {
+        Box::pin(async move {
+            let stats = self
+                .db
+                .read(|c| {
+                    let depth = count_pending(c)?;
+                    let oldest = c
+                        .prepare_cached(&format!(
+                            "SELECT MIN(d.received_at) FROM queue_repos q JOIN deliveries d ON d.seq = \
+                             (SELECT e.seq FROM deliveries e WHERE e.repo_key = q.repo_key AND e.status IN {PENDING} \
+                             ORDER BY e.seq LIMIT 1)"
+                        ))?
+                        .query_row([], |r| r.get::<_, Option<i64>>(0))?;
+                    Ok(QueueStats { depth, oldest_pending_received_at_ms: oldest })
+                })
+                .await?;
+            self.pending.store(stats.depth, Ordering::Relaxed);
+            Ok(stats)
+        })
+    }
+
+    fn prune(&self, received_before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let mut total = 0;
+            loop {
+                let deleted = self
+                    .db
+                    .write(move |c| {
+                        Ok(c.prepare_cached(
+                            "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
+                             WHERE received_at < ?1 AND status IN ('done', 'ignored', 'dead') LIMIT 2000)",
+                        )?
+                        .execute([received_before_ms])? as u64)
+                    })
+                    .await?;
+                total += deleted;
+                if deleted == 0 {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
+    fn approximate_depth(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+}

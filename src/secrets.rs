@@ -1,0 +1,128 @@
+//! Where webhook secrets come from, and the set the receiver checks signatures against.
+//!
+//! The global secret is, in order: `FUTURNAL_WEBHOOK_SECRET`, `webhook.secret` in the
+//! config file, else the file `webhook-secret` in the data dir, which `serve` creates
+//! (random, mode 0600) on first start so that a fresh install verifies signatures from
+//! the first delivery. Per-hook secrets (by `X-GitHub-Hook-ID`) win over the global one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use futurnal_github::WebhookSecret;
+
+use crate::config::Config;
+
+pub const SECRET_FILE: &str = "webhook-secret";
+
+/// Where the global secret came from, for messages (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Environment,
+    ConfigFile,
+    DataFile(PathBuf),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Environment => f.write_str("FUTURNAL_WEBHOOK_SECRET"),
+            SecretSource::ConfigFile => f.write_str("webhook.secret in the config file"),
+            SecretSource::DataFile(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The secrets a delivery may be signed with.
+#[derive(Debug, Default)]
+pub struct SecretSet {
+    global: Vec<WebhookSecret>,
+    per_hook: HashMap<u64, Vec<WebhookSecret>>,
+}
+
+impl SecretSet {
+    /// The secrets to try for a delivery from `hook_id`: that hook's own when it has
+    /// any, else the global ones. During a rotation a list holds the new and the old.
+    pub fn for_hook(&self, hook_id: Option<u64>) -> &[WebhookSecret] {
+        hook_id.and_then(|id| self.per_hook.get(&id)).unwrap_or(&self.global)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.global.is_empty() && self.per_hook.is_empty()
+    }
+
+    /// Builds the set from the configuration; with `create`, generates the data-dir
+    /// secret file when no global secret is configured.
+    pub fn load(config: &Config, create: bool) -> anyhow::Result<(Self, Option<SecretSource>)> {
+        let (current, source) = global_secret(config, create)?;
+        let mut global: Vec<WebhookSecret> = current.into_iter().collect();
+        if let Some(previous) = &config.webhook.previous_secret {
+            global.push(WebhookSecret::new(previous.as_bytes()));
+        }
+        let per_hook = config
+            .webhook
+            .hook_secrets
+            .iter()
+            .map(|(id, secret)| (*id, vec![WebhookSecret::new(secret.as_bytes())]))
+            .collect();
+        Ok((Self { global, per_hook }, source))
+    }
+}
+
+/// The global secret and where it came from; `None` when none is configured and
+/// `create` is false.
+pub fn global_secret(config: &Config, create: bool) -> anyhow::Result<(Option<WebhookSecret>, Option<SecretSource>)> {
+    if let Ok(value) = std::env::var("FUTURNAL_WEBHOOK_SECRET") {
+        if !value.is_empty() {
+            return Ok((Some(WebhookSecret::new(value)), Some(SecretSource::Environment)));
+        }
+    }
+    if let Some(value) = &config.webhook.secret {
+        return Ok((Some(WebhookSecret::new(value.as_bytes())), Some(SecretSource::ConfigFile)));
+    }
+    let path = config.data_dir.join(SECRET_FILE);
+    match read_secret_file(&path)? {
+        Some(secret) => Ok((Some(secret), Some(SecretSource::DataFile(path)))),
+        None if create => {
+            let secret = generate_secret();
+            write_secret_file(&path, &secret)?;
+            Ok((Some(WebhookSecret::new(secret)), Some(SecretSource::DataFile(path))))
+        }
+        None => Ok((None, None)),
+    }
+}
+
+/// 32 random bytes as 64 hex digits.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    hex::encode(bytes)
+}
+
+fn read_secret_file(path: &Path) -> anyhow::Result<Option<WebhookSecret>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim();
+            anyhow::ensure!(!text.is_empty(), "secret file {} is empty", path.display());
+            Ok(Some(WebhookSecret::new(text)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("failed to read secret file {}", path.display())),
+    }
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        crate::db::sqlite::create_private_dir(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to create secret file {}", path.display()))?;
+    writeln!(file, "{secret}").and_then(|()| file.sync_all()).context("failed to write secret file")?;
+    Ok(())
+}

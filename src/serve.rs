@@ -1,0 +1,163 @@
+//! `futurnal serve`: the listeners, the workers and the maintenance tasks under one
+//! cancellation token. [`run`] takes bound listeners and the token, so tests bind port 0
+//! and stop it at will.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::cli::Role;
+use crate::config::Config;
+use crate::handlers::{DeliveryHandler, EventHandlers};
+use crate::http::{self, AppState, ServerOptions};
+use crate::metrics::Metrics;
+use crate::secrets::SecretSet;
+use crate::time::now_ms;
+use crate::worker::WorkerPool;
+
+pub struct Listeners {
+    /// Absent for `--role worker`.
+    pub webhook: Option<TcpListener>,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds what the role needs.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let webhook = match config.serve.role {
+            Role::Worker => None,
+            Role::All | Role::Receiver => Some(
+                TcpListener::bind(config.serve.listen)
+                    .await
+                    .with_context(|| format!("failed to listen on {}", config.serve.listen))?,
+            ),
+        };
+        let admin = TcpListener::bind(config.serve.admin_listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.serve.admin_listen))?;
+        Ok(Self { webhook, admin })
+    }
+
+    /// `listening webhook=ADDR admin=ADDR`, the first line `serve` prints.
+    pub fn banner(&self) -> String {
+        let webhook = self
+            .webhook
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "none".to_owned(), |a| a.to_string());
+        let admin = self.admin.local_addr().map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+        format!("listening webhook={webhook} admin={admin}")
+    }
+}
+
+/// Parts a test may replace.
+#[derive(Default)]
+pub struct Overrides {
+    pub handler: Option<Arc<dyn DeliveryHandler>>,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Runs until `shutdown` is cancelled, then stops accepting, lets in-flight requests and
+/// handlers finish (or queues their deliveries again), flushes the database and returns.
+pub async fn run(
+    config: Config,
+    backend: Backend,
+    listeners: Listeners,
+    overrides: Overrides,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (secrets, source) = SecretSet::load(&config, true)?;
+    if config.webhook.verify_signatures {
+        if let Some(source) = &source {
+            tracing::info!(source = %source, "Webhook signatures are verified with the global secret");
+        }
+    } else {
+        tracing::warn!("Webhook signature verification is OFF (allowed on loopback only)");
+    }
+    let recovered = backend.queue.recover().await?;
+    if recovered > 0 {
+        tracing::warn!(deliveries = recovered, "Deliveries left processing by a previous run were queued again");
+    }
+    let metrics = overrides.metrics.unwrap_or_default();
+    let work_available = Arc::new(Notify::new());
+    let state = Arc::new(AppState::new(
+        &config,
+        backend.queue.clone(),
+        backend.registry.clone(),
+        secrets,
+        metrics.clone(),
+        work_available.clone(),
+    ));
+    if let Err(e) = state.tracked.reload().await {
+        tracing::warn!(error = %e, "Could not load tracked repositories yet");
+    }
+    let server_options = ServerOptions {
+        header_read_timeout: config.webhook.header_read_timeout,
+        shutdown_grace: config.serve.shutdown_grace,
+    };
+
+    let mut tasks = JoinSet::new();
+    if let Some(listener) = listeners.webhook {
+        tasks.spawn(http::serve(listener, http::webhook_router(state.clone()), server_options, shutdown.clone()));
+    }
+    tasks.spawn(http::serve(listeners.admin, http::admin_router(state.clone()), server_options, shutdown.clone()));
+    if config.serve.role != Role::Receiver {
+        let pool = WorkerPool {
+            queue: backend.queue.clone(),
+            handler: overrides.handler.unwrap_or_else(|| Arc::new(EventHandlers::new(backend.registry.clone()))),
+            config: config.workers.clone(),
+            metrics,
+            work_available,
+            shutdown_grace: config.serve.shutdown_grace,
+        };
+        tasks.spawn(pool.run(shutdown.clone()));
+    }
+    tasks.spawn(maintenance(state, config.queue.retention, shutdown.clone()));
+
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "A daemon task failed; stopping");
+            shutdown.cancel();
+        }
+    }
+    backend.close();
+    tracing::info!("Stopped");
+    Ok(())
+}
+
+/// Keeps the tracked-repository set and the queue depth fresh, prunes old deliveries and
+/// forgets idle rate-limit entries.
+async fn maintenance(state: Arc<AppState>, retention: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if let Err(e) = state.tracked.reload().await {
+            tracing::warn!(error = %e, "Refreshing tracked repositories failed");
+        }
+        if ticks % 5 == 0 {
+            if let Err(e) = state.queue.stats().await {
+                tracing::warn!(error = %e, "Counting the queue failed");
+            }
+            state.unverified_limiter.retain_recent();
+        }
+        if ticks % 1800 == 1 {
+            let cutoff = now_ms() - retention.as_millis() as i64;
+            match state.queue.prune(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deliveries = n, "Pruned finished deliveries past the retention period"),
+                Err(e) => tracing::warn!(error = %e, "Pruning old deliveries failed"),
+            }
+        }
+    }
+}

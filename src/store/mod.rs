@@ -1,0 +1,64 @@
+//! The local copy's tables behind one trait per database. For now: the registry of
+//! tracked repositories, which is what "tracked" means to the receiver.
+
+pub mod sqlite;
+
+use crate::db::{BoxFuture, StoreResult};
+
+/// A tracked repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedRepository {
+    /// Local id, printed by `add`, usable wherever a command takes REPO.
+    pub id: i64,
+    pub full_name: String,
+    /// GitHub's numeric id, learned from the first delivery (or the API); it survives
+    /// renames and transfers.
+    pub github_id: Option<u64>,
+    pub branches: Vec<String>,
+    pub clone_url: Option<String>,
+    pub mode: String,
+    pub added_at_ms: i64,
+    pub last_delivery_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRepository {
+    pub full_name: String,
+    pub github_id: Option<u64>,
+    pub branches: Vec<String>,
+    pub clone_url: Option<String>,
+}
+
+/// How a command names a repository: the local id or OWNER/NAME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoRef {
+    Id(i64),
+    Name(String),
+}
+
+impl RepoRef {
+    pub fn parse(value: &str) -> anyhow::Result<Self> {
+        if let Ok(id) = value.trim().parse::<i64>() {
+            return Ok(RepoRef::Id(id));
+        }
+        Ok(RepoRef::Name(crate::domain::RepoName::parse(value)?.as_str().to_owned()))
+    }
+}
+
+pub trait Registry: Send + Sync {
+    /// Starts tracking; a repository already tracked under that name is a `Conflict`.
+    fn add(&self, repo: NewRepository) -> BoxFuture<'_, StoreResult<TrackedRepository>>;
+    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TrackedRepository>>>;
+    fn find(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
+    /// Stops tracking; returns what was removed.
+    fn remove(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<TrackedRepository>>;
+    /// Finds the tracked repository a delivery is about (by GitHub id, else by name),
+    /// learns its GitHub id when it was unknown, and records the delivery time.
+    /// `None` when the repository is not tracked.
+    fn note_delivery(
+        &self,
+        github_id: Option<u64>,
+        full_name: Option<String>,
+        received_at_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
+}

@@ -1,0 +1,128 @@
+//! The registry on SQLite.
+
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{NewRepository, RepoRef, Registry, TrackedRepository};
+use crate::db::sqlite::SqliteDb;
+use crate::db::{BoxFuture, StoreError, StoreResult};
+use crate::time::now_ms;
+
+pub struct SqliteRegistry {
+    db: Arc<SqliteDb>,
+}
+
+impl SqliteRegistry {
+    pub fn new(db: Arc<SqliteDb>) -> Self {
+        Self { db }
+    }
+}
+
+const COLUMNS: &str = "id, full_name, github_id, branches, clone_url, mode, added_at, last_delivery_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
+    let branches: String = r.get(3)?;
+    Ok(TrackedRepository {
+        id: r.get(0)?,
+        full_name: r.get(1)?,
+        github_id: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+        branches: serde_json::from_str(&branches).unwrap_or_default(),
+        clone_url: r.get(4)?,
+        mode: r.get(5)?,
+        added_at_ms: r.get(6)?,
+        last_delivery_at_ms: r.get(7)?,
+    })
+}
+
+fn find(c: &Connection, repo: &RepoRef) -> StoreResult<Option<TrackedRepository>> {
+    let found = match repo {
+        RepoRef::Id(id) => c
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM repositories WHERE id = ?1"))?
+            .query_row([id], from_row)
+            .optional()?,
+        RepoRef::Name(name) => c
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM repositories WHERE full_name = ?1"))?
+            .query_row([name], from_row)
+            .optional()?,
+    };
+    Ok(found)
+}
+
+fn describe(repo: &RepoRef) -> String {
+    match repo {
+        RepoRef::Id(id) => format!("no tracked repository with id {id}"),
+        RepoRef::Name(name) => format!("repository {name} is not tracked"),
+    }
+}
+
+impl Registry for SqliteRegistry {
+    fn add(&self, repo: NewRepository) -> BoxFuture<'_, StoreResult<TrackedRepository>> {
+        Box::pin(self.db.write(move |c| {
+            if let Some(existing) = find(c, &RepoRef::Name(repo.full_name.clone()))? {
+                return Err(StoreError::Conflict(format!(
+                    "{} is already tracked (id {})",
+                    existing.full_name, existing.id
+                )));
+            }
+            let branches = serde_json::to_string(&repo.branches).expect("strings serialize");
+            c.execute(
+                "INSERT INTO repositories (full_name, github_id, branches, clone_url, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![repo.full_name, repo.github_id.map(|v| v as i64), branches, repo.clone_url, now_ms()],
+            )?;
+            find(c, &RepoRef::Id(c.last_insert_rowid()))?
+                .ok_or_else(|| StoreError::Unavailable("inserted repository vanished".into()))
+        }))
+    }
+
+    fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TrackedRepository>>> {
+        Box::pin(self.db.read(|c| {
+            Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM repositories ORDER BY full_name"))?
+                .query_map([], from_row)?
+                .collect::<Result<_, _>>()?)
+        }))
+    }
+
+    fn find(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>> {
+        Box::pin(self.db.read(move |c| find(c, &repo)))
+    }
+
+    fn remove(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<TrackedRepository>> {
+        Box::pin(self.db.write(move |c| {
+            let found = find(c, &repo)?.ok_or_else(|| StoreError::NotFound(describe(&repo)))?;
+            c.execute("DELETE FROM repositories WHERE id = ?1", [found.id])?;
+            Ok(found)
+        }))
+    }
+
+    fn note_delivery(
+        &self,
+        github_id: Option<u64>,
+        full_name: Option<String>,
+        received_at_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>> {
+        Box::pin(self.db.write(move |c| {
+            let by_id = match github_id {
+                Some(id) => c
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM repositories WHERE github_id = ?1"))?
+                    .query_row([id as i64], from_row)
+                    .optional()?,
+                None => None,
+            };
+            let found = match (by_id, full_name) {
+                (Some(found), _) => Some(found),
+                // Matched by name only while GitHub's id is unknown, so a new repository
+                // that reuses a renamed one's old name is not mistaken for it.
+                (None, Some(name)) => find(c, &RepoRef::Name(name))?.filter(|r| r.github_id.is_none() || github_id.is_none()),
+                (None, None) => None,
+            };
+            let Some(found) = found else { return Ok(None) };
+            c.prepare_cached(
+                "UPDATE repositories SET github_id = COALESCE(github_id, ?2), \
+                 last_delivery_at = MAX(COALESCE(last_delivery_at, 0), ?3) WHERE id = ?1",
+            )?
+            .execute(params![found.id, github_id.map(|v| v as i64), received_at_ms])?;
+            find(c, &RepoRef::Id(found.id))
+        }))
+    }
+}

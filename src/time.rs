@@ -1,0 +1,27 @@
+//! Wall-clock helpers: the store keeps Unix milliseconds, users see RFC 3339 UTC.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// RFC 3339 UTC with second precision, as PRODUCT.md asks for every `--json` time.
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
+    ms.map(rfc3339)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
+    }
+}
