@@ -25,7 +25,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(serve_args.is_some());
     match cli.command {
         Command::Serve(_) => runtime(true)?.block_on(serve(config)),
-        Command::Sources { source: SourceCommand::Github { command } } => runtime(false)?.block_on(github(config, command)),
+        Command::Sources { source: SourceCommand::Github { command } } => {
+            runtime(false)?.block_on(github(config, command))
+        }
     }
 }
 
@@ -46,7 +48,12 @@ fn init_logging(daemon: bool) {
     let spec = std::env::var("FUTURNAL_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.into());
     let filter: Targets = spec.parse().unwrap_or_else(|_| default.parse().expect("valid default filter"));
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(filter)
         .try_init();
 }
@@ -158,7 +165,12 @@ async fn add(config: &Config, backend: &Backend, args: AddArgs) -> anyhow::Resul
     }
     let repo = backend
         .registry
-        .add(NewRepository { full_name: name.to_string(), github_id: None, branches: args.branches, clone_url: args.clone_url })
+        .add(NewRepository {
+            full_name: name.to_string(),
+            github_id: None,
+            branches: args.branches,
+            clone_url: args.clone_url,
+        })
         .await?;
     if config.json {
         print_json(&output::repository_json(&repo));

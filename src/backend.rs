@@ -33,6 +33,7 @@ impl Backend {
                     SqliteOptions {
                         synchronous: config.queue.synchronous,
                         background_checkpoints: purpose == Purpose::Daemon,
+                        max_database_bytes: config.queue.max_database_bytes,
                     },
                 )?);
                 Ok(Self {

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "futurnal", version, about = "Keeps a local, queryable copy of GitHub repositories up to date from webhooks.")]
+#[command(
+    name = "futurnal",
+    version,
+    about = "Keeps a local, queryable copy of GitHub repositories up to date from webhooks."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -69,6 +69,7 @@ pub struct FileQueue {
     pub synchronous: Option<Synchronous>,
     pub compression: Option<Compression>,
     pub retention_days: Option<u64>,
+    pub max_database_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +140,8 @@ pub struct QueueConfig {
     pub synchronous: Synchronous,
     pub compression: Compression,
     pub retention: Duration,
+    /// Refuse writes (503 at the receiver) rather than grow the database past this.
+    pub max_database_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,9 +207,8 @@ impl Config {
         let w = file.webhook;
         let mut hook_secrets = BTreeMap::new();
         for (id, secret) in w.hook_secrets {
-            let id: u64 = id
-                .parse()
-                .with_context(|| format!("webhook.hook_secrets: '{id}' is not a numeric hook id"))?;
+            let id: u64 =
+                id.parse().with_context(|| format!("webhook.hook_secrets: '{id}' is not a numeric hook id"))?;
             hook_secrets.insert(id, secret);
         }
         let events = match w.events {
@@ -225,9 +227,7 @@ impl Config {
         };
         let webhook = WebhookConfig {
             secret: env("FUTURNAL_WEBHOOK_SECRET").filter(|s| !s.is_empty()).or(w.secret),
-            previous_secret: env("FUTURNAL_WEBHOOK_PREVIOUS_SECRET")
-                .filter(|s| !s.is_empty())
-                .or(w.previous_secret),
+            previous_secret: env("FUTURNAL_WEBHOOK_PREVIOUS_SECRET").filter(|s| !s.is_empty()).or(w.previous_secret),
             hook_secrets,
             events,
             verify_signatures: w.verify_signatures.unwrap_or(true),
@@ -243,6 +243,7 @@ impl Config {
             synchronous: q.synchronous.unwrap_or(Synchronous::Full),
             compression: q.compression.unwrap_or(Compression::Lz4),
             retention: Duration::from_secs(q.retention_days.unwrap_or(14) * 86_400),
+            max_database_bytes: q.max_database_mb.map(|mb| mb * 1024 * 1024),
         };
         let wk = file.workers;
         let workers = WorkerConfig {
@@ -299,8 +300,8 @@ fn env_addr(env: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read config file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
@@ -313,7 +314,13 @@ mod tests {
     use super::*;
 
     fn global() -> GlobalArgs {
-        GlobalArgs { data_dir: Some("/tmp/fut".into()), config: None, database_url: None, github_api_url: None, json: false }
+        GlobalArgs {
+            data_dir: Some("/tmp/fut".into()),
+            config: None,
+            database_url: None,
+            github_api_url: None,
+            json: false,
+        }
     }
 
     #[test]
@@ -349,7 +356,12 @@ mod tests {
             "FUTURNAL_LISTEN" => Some("127.0.0.1:2000".to_owned()),
             _ => None,
         };
-        let serve = ServeArgs { listen: None, admin_listen: Some("127.0.0.1:3001".parse().unwrap()), role: None, no_poll: true };
+        let serve = ServeArgs {
+            listen: None,
+            admin_listen: Some("127.0.0.1:3001".parse().unwrap()),
+            role: None,
+            no_poll: true,
+        };
         let c = Config::resolve(&global(), Some(&serve), file, env).unwrap();
         assert_eq!(c.database, DatabaseUrl::Sqlite("/tmp/file.db".into()));
         assert_eq!(c.webhook.secret.as_deref(), Some("from-env"));

@@ -87,15 +87,16 @@ impl WorkerPool {
             }
         }
         // Lanes stop between deliveries once shutdown starts; give the current ones time.
-        let drained = tokio::time::timeout(this.shutdown_grace, async {
-            while lanes.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(this.shutdown_grace, async { while lanes.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             lanes.abort_all();
             while lanes.join_next().await.is_some() {}
             let left: Vec<i64> = in_flight.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-            tracing::warn!(deliveries = left.len(), "Handlers still running after the grace period were stopped; their deliveries are queued again");
+            tracing::warn!(
+                deliveries = left.len(),
+                "Handlers still running after the grace period were stopped; their deliveries are queued again"
+            );
             let releases = left.into_iter().map(|seq| (seq, Completion::Release)).collect();
             if let Err(e) = this.queue.complete(releases).await {
                 tracing::error!(error = %e, "Could not queue interrupted deliveries again; the next start will");
@@ -128,20 +129,19 @@ impl WorkerPool {
         // Each delivery runs in a task of its own so a panicking handler fails only it.
         let handler = self.handler.clone();
         let owned = delivery.clone();
-        let result = tokio::spawn(async move { handler.handle(&owned).await })
-            .await
-            .unwrap_or_else(|join_error| {
-                let message = panic_message(join_error);
-                Err(HandlerError::Transient(format!("handler panicked: {message}")))
-            });
+        let result = tokio::spawn(async move { handler.handle(&owned).await }).await.unwrap_or_else(|join_error| {
+            let message = panic_message(join_error);
+            Err(HandlerError::Transient(format!("handler panicked: {message}")))
+        });
         let id = &delivery.delivery_id;
         let (completion, outcome) = match result {
             Ok(HandlerOutcome::Done) => (Completion::Done, ProcessOutcome::Done),
             Ok(HandlerOutcome::Ignored(reason)) => (Completion::Ignored(reason), ProcessOutcome::Ignored),
             Err(HandlerError::Permanent(error)) => (Completion::Dead { error }, ProcessOutcome::Dead),
-            Err(HandlerError::Transient(error)) if attempt >= self.config.max_attempts => {
-                (Completion::Dead { error: format!("{error} (gave up after {attempt} attempts)") }, ProcessOutcome::Dead)
-            }
+            Err(HandlerError::Transient(error)) if attempt >= self.config.max_attempts => (
+                Completion::Dead { error: format!("{error} (gave up after {attempt} attempts)") },
+                ProcessOutcome::Dead,
+            ),
             Err(HandlerError::Transient(error)) => {
                 let delay = backoff_delay(attempt, self.config.retry_base, self.config.retry_cap, random_unit());
                 let next_attempt_at_ms = now_ms() + delay.as_millis() as i64;
@@ -151,17 +151,17 @@ impl WorkerPool {
         self.metrics.processed(outcome);
         match &completion {
             Completion::Done => {
-                tracing::info!(delivery_id = %id, event = %delivery.event, repository = ?delivery.repository, attempt, "Delivery processed")
+                tracing::info!(delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), attempt, "Delivery processed")
             }
             Completion::Ignored(reason) => {
-                tracing::info!(delivery_id = %id, event = %delivery.event, repository = ?delivery.repository, reason = %reason, "Delivery ignored")
+                tracing::info!(delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), reason = %reason, "Delivery ignored")
             }
             Completion::Retry { error, next_attempt_at_ms } => tracing::warn!(
-                delivery_id = %id, event = %delivery.event, repository = ?delivery.repository, attempt,
+                delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), attempt,
                 retry_in_ms = next_attempt_at_ms - now_ms(), error = %error, "Delivery failed; will retry"
             ),
             Completion::Dead { error } => tracing::error!(
-                delivery_id = %id, event = %delivery.event, repository = ?delivery.repository, attempt,
+                delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), attempt,
                 error = %error, "Delivery failed for good; marked dead"
             ),
             Completion::Release => {}
@@ -184,7 +184,10 @@ impl WorkerPool {
             }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
-        tracing::error!(deliveries = results.len(), "Gave up recording delivery results; they will be processed again after a restart");
+        tracing::error!(
+            deliveries = results.len(),
+            "Gave up recording delivery results; they will be processed again after a restart"
+        );
     }
 }
 

@@ -78,6 +78,8 @@ pub struct SqliteOptions {
     /// Run WAL checkpoints on a thread of their own instead of inside the writer's commits
     /// (the daemon does; one-shot CLI commands leave it to SQLite).
     pub background_checkpoints: bool,
+    /// Writes that would grow the file past this fail (SQLITE_FULL) instead.
+    pub max_database_bytes: Option<u64>,
 }
 
 /// A SQLite database opened for this process.
@@ -140,6 +142,10 @@ impl SqliteDb {
         let writer_conn = open_connection(path, options.synchronous, false)
             .with_context(|| format!("failed to open database {}", path.display()))?;
         migrate(&writer_conn).with_context(|| format!("failed to migrate database {}", path.display()))?;
+        if let Some(bytes) = options.max_database_bytes {
+            let page_size: i64 = writer_conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            writer_conn.pragma_update(None, "max_page_count", (bytes as i64 / page_size).max(1))?;
+        }
         let checkpointer = if options.background_checkpoints {
             writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             Some(spawn_checkpointer(path.to_owned())?)
@@ -151,9 +157,8 @@ impl SqliteDb {
             .collect::<Result<Arc<[_]>, _>>()
             .with_context(|| format!("failed to open database {}", path.display()))?;
         let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
-        let thread = std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))?;
+        let thread =
+            std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(writer_conn, rx))?;
         Ok(Self {
             path: path.to_owned(),
             writer: tx,
@@ -183,10 +188,7 @@ impl SqliteDb {
         match writer.try_send(Message::Job(job)) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(msg)) => {
-                tokio::task::spawn_blocking(move || writer.send(msg))
-                    .await
-                    .map_err(|_| gone())?
-                    .map_err(|_| gone())?;
+                tokio::task::spawn_blocking(move || writer.send(msg)).await.map_err(|_| gone())?.map_err(|_| gone())?;
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(gone()),
         }
@@ -320,9 +322,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let step = conn
-            .execute_batch(sql)
-            .and_then(|()| conn.pragma_update(None, "user_version", (index + 1) as i64));
+        let step = conn.execute_batch(sql).and_then(|()| conn.pragma_update(None, "user_version", (index + 1) as i64));
         match step {
             Ok(()) => conn.execute_batch("COMMIT")?,
             Err(e) => {
@@ -367,7 +367,7 @@ mod tests {
     fn open(dir: &tempfile::TempDir) -> SqliteDb {
         SqliteDb::open(
             &dir.path().join("t.db"),
-            SqliteOptions { synchronous: Synchronous::Full, background_checkpoints: false },
+            SqliteOptions { synchronous: Synchronous::Full, background_checkpoints: false, max_database_bytes: None },
         )
         .unwrap()
     }
@@ -398,10 +398,8 @@ mod tests {
         }
         // Jobs 7, 57, 107, 157 each insert 'a/dup'; only the first succeeds.
         assert_eq!(failures, 3);
-        let n: i64 = db
-            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM repositories", [], |r| r.get(0))?))
-            .await
-            .unwrap();
+        let n: i64 =
+            db.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM repositories", [], |r| r.get(0))?)).await.unwrap();
         // 197 jobs each inserted their row, plus 'a/dup' once; the three failed jobs left
         // nothing behind (their own row was rolled back with their savepoint).
         assert_eq!(n, 198);

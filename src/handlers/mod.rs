@@ -61,7 +61,9 @@ impl EventHandlers {
             WebhookEventType::Create | WebhookEventType::Delete => check::<RefEvent>(&json)?,
             WebhookEventType::Repository => check::<RepositoryEvent>(&json)?,
             WebhookEventType::Ping => check::<PingEvent>(&json)?,
-            WebhookEventType::Other(name) => return Ok(HandlerOutcome::Ignored(format!("no handler for event '{name}'"))),
+            WebhookEventType::Other(name) => {
+                return Ok(HandlerOutcome::Ignored(format!("no handler for event '{name}'")))
+            }
         }
         let tracked = self
             .registry

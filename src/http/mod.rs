@@ -132,7 +132,8 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServerOptions
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -79,7 +79,11 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
     let collected = tokio::time::timeout(state.body_read_timeout, Limited::new(body, state.max_body_bytes).collect());
     let body = match collected.await {
         Err(_) => {
-            return Err(Rejection::new(StatusCode::REQUEST_TIMEOUT, ReceiveOutcome::Timeout, "timed out reading the body"))
+            return Err(Rejection::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ReceiveOutcome::Timeout,
+                "timed out reading the body",
+            ))
         }
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
         Ok(Err(_)) => {
@@ -126,7 +130,11 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
     if kind == WebhookEventType::Ping {
         state.queue.enqueue(record(InitialStatus::Done)).await.map_err(unavailable)?;
         tracing::info!(delivery_id = %id, hook_id = ?delivery.hook_id, "Ping received");
-        return Ok((StatusCode::OK, ReceiveOutcome::Ping, json!({ "status": "ok", "event": "ping", "delivery_id": id })));
+        return Ok((
+            StatusCode::OK,
+            ReceiveOutcome::Ping,
+            json!({ "status": "ok", "event": "ping", "delivery_id": id }),
+        ));
     }
 
     // 6. Not enabled, or not about a tracked repository: kept for the record, not processed.
@@ -141,7 +149,7 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
     };
     if let Some(reason) = ignored_because {
         state.queue.enqueue(record(InitialStatus::Ignored(reason.to_owned()))).await.map_err(unavailable)?;
-        tracing::debug!(delivery_id = %id, event = %delivery.event, repository = ?repo_name, reason, "Delivery ignored");
+        tracing::debug!(delivery_id = %id, event = %delivery.event, repository = repo_name.unwrap_or("-"), reason, "Delivery ignored");
         return Ok((
             StatusCode::ACCEPTED,
             ReceiveOutcome::Ignored,
@@ -162,7 +170,7 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
         EnqueueOutcome::Duplicate => Ok(duplicate()),
         EnqueueOutcome::Stored => {
             state.work_available.notify_one();
-            tracing::debug!(delivery_id = %id, event = %delivery.event, repository = ?repo_name, "Delivery queued");
+            tracing::debug!(delivery_id = %id, event = %delivery.event, repository = repo_name.unwrap_or("-"), "Delivery queued");
             Ok((StatusCode::ACCEPTED, ReceiveOutcome::Queued, json!({ "status": "queued", "delivery_id": id })))
         }
     }
@@ -172,7 +180,8 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
 fn verify(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bytes) -> Result<VerifiedDelivery, Rejection> {
     let bad = |message| Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, message);
     let event = header_str(headers, "x-github-event").ok_or_else(|| bad("missing X-GitHub-Event header"))?;
-    let delivery_id = header_str(headers, "x-github-delivery").ok_or_else(|| bad("missing X-GitHub-Delivery header"))?;
+    let delivery_id =
+        header_str(headers, "x-github-delivery").ok_or_else(|| bad("missing X-GitHub-Delivery header"))?;
     let delivery_id = DeliveryId::parse(delivery_id).map_err(bad)?;
     if event.len() > 64 || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()) {
         return Err(bad("malformed X-GitHub-Event header"));
@@ -227,7 +236,11 @@ fn form_payload(body: &[u8]) -> Option<Bytes> {
 
 fn unavailable(e: StoreError) -> Rejection {
     tracing::error!(error = %e, "Could not store a delivery; answering 503");
-    Rejection::new(StatusCode::SERVICE_UNAVAILABLE, ReceiveOutcome::Unavailable, "temporarily unable to store deliveries")
+    Rejection::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ReceiveOutcome::Unavailable,
+        "temporarily unable to store deliveries",
+    )
 }
 
 #[cfg(test)]

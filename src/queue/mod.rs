@@ -115,9 +115,14 @@ pub enum Completion {
     /// Handled, but there was nothing to do (repository no longer tracked, say).
     Ignored(String),
     /// Failed; try again at this time.
-    Retry { error: String, next_attempt_at_ms: i64 },
+    Retry {
+        error: String,
+        next_attempt_at_ms: i64,
+    },
     /// Failed for good; kept for inspection and `replay`.
-    Dead { error: String },
+    Dead {
+        error: String,
+    },
     /// Not attempted (shutdown, or an earlier delivery of its lane failed): queue it again
     /// as it was.
     Release,

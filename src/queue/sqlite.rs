@@ -9,8 +9,8 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, InitialStatus,
-    Lane, NewDelivery, Queue, QueueStats, StoredBody,
+    ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, InitialStatus, Lane,
+    NewDelivery, Queue, QueueStats, StoredBody,
 };
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
@@ -118,10 +118,8 @@ fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
 }
 
 fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> StoreResult<Vec<Lane>> {
-    let keys: Vec<String> = c
-        .prepare_cached("SELECT repo_key FROM queue_repos")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let keys: Vec<String> =
+        c.prepare_cached("SELECT repo_key FROM queue_repos")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     let mut lanes = Vec::new();
     let mut drained = Vec::new();
     let head_sql = format!(
@@ -250,7 +248,8 @@ impl Queue for SqliteQueue {
     fn complete(&self, results: Vec<(i64, Completion)>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let finished = self.db.write(move |c| apply_completions(c, &results, now_ms())).await?;
-            let _ = self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(finished)));
+            let _ =
+                self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(finished)));
             Ok(())
         })
     }
@@ -260,7 +259,8 @@ impl Queue for SqliteQueue {
             let (requeued, pending) = self
                 .db
                 .write(|c| {
-                    let requeued = c.execute("UPDATE deliveries SET status = 'queued' WHERE status = 'processing'", [])?;
+                    let requeued =
+                        c.execute("UPDATE deliveries SET status = 'queued' WHERE status = 'processing'", [])?;
                     c.execute(
                         &format!(
                             "INSERT OR IGNORE INTO queue_repos (repo_key) SELECT DISTINCT repo_key FROM deliveries \

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{NewRepository, RepoRef, Registry, TrackedRepository};
+use super::{NewRepository, Registry, RepoRef, TrackedRepository};
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -113,7 +113,9 @@ impl Registry for SqliteRegistry {
                 (Some(found), _) => Some(found),
                 // Matched by name only while GitHub's id is unknown, so a new repository
                 // that reuses a renamed one's old name is not mistaken for it.
-                (None, Some(name)) => find(c, &RepoRef::Name(name))?.filter(|r| r.github_id.is_none() || github_id.is_none()),
+                (None, Some(name)) => {
+                    find(c, &RepoRef::Name(name))?.filter(|r| r.github_id.is_none() || github_id.is_none())
+                }
                 (None, None) => None,
             };
             let Some(found) = found else { return Ok(None) };

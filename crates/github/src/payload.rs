@@ -171,7 +171,9 @@ pub struct Issue {
     pub title: String,
     #[serde(default)]
     pub body: Option<String>,
-    pub state: String,
+    /// Missing from some real deliveries (GitHub's own `unpinned` example lacks it).
+    #[serde(default)]
+    pub state: Option<String>,
     #[serde(default)]
     pub user: Option<Account>,
     #[serde(default)]

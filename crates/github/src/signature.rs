@@ -118,10 +118,7 @@ mod tests {
         let mut wrong = HEADER.to_owned();
         wrong.replace_range(70.., "0");
         assert_eq!(check(&wrong), Err(SignatureError::Mismatch));
-        assert_eq!(
-            verify_any([&s], b"Hello, World?", Some(HEADER.as_bytes())),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify_any([&s], b"Hello, World?", Some(HEADER.as_bytes())), Err(SignatureError::Mismatch));
         assert_eq!(
             verify_any(std::iter::empty::<&WebhookSecret>(), BODY, Some(HEADER.as_bytes())),
             Err(SignatureError::Mismatch)

@@ -1,0 +1,165 @@
+//! The command line as a user meets it: the real binary, its output and exit codes.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+#[test]
+fn repositories_are_added_listed_shown_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let added = futurnal(
+        d,
+        &["--json", "sources", "github", "add", "octo/hello", "--no-sync", "--branch", "main", "--branch", "release/*"],
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let repo = added.json();
+    assert_eq!(repo["repository"], "octo/hello");
+    assert_eq!(repo["branches"], serde_json::json!(["main", "release/*"]));
+    let id = repo["id"].as_i64().unwrap().to_string();
+
+    let again = futurnal(d, &["sources", "github", "add", "octo/hello", "--no-sync"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already tracked"), "{}", again.stderr);
+    assert_eq!(again.stderr.lines().count(), 1, "{}", again.stderr);
+
+    let list = futurnal(d, &["--json", "sources", "github", "list"]).json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    for key in ["id", "repository", "github_id", "branches", "clone_url", "mode"] {
+        assert!(list[0].get(key).is_some(), "list lacks {key}");
+    }
+    assert_eq!(list[0]["mode"], "polling");
+
+    let table = futurnal(d, &["sources", "github", "list"]);
+    assert!(table.stdout.starts_with("ID") && table.stdout.contains("octo/hello"), "{}", table.stdout);
+
+    assert_eq!(futurnal(d, &["--json", "sources", "github", "show", &id]).json()["repository"], "octo/hello");
+    assert_eq!(futurnal(d, &["--json", "sources", "github", "show", "OCTO/hello"]).json()["id"].to_string(), id);
+    assert_eq!(futurnal(d, &["sources", "github", "remove", "octo/hello"]).code, 0);
+    let gone = futurnal(d, &["sources", "github", "show", &id]);
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.contains("not tracked"));
+}
+
+#[test]
+fn bad_input_is_a_clear_one_line_error_and_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: &[(&[&str], &str)] = &[
+        (&["sources", "github", "add", "not-a-repo", "--no-sync"], "OWNER/NAME"),
+        (&["sources", "github", "add", "octo/hello"], "--no-sync"),
+        (&["sources", "github", "webhook", "deliveries", "--status", "weird"], "unknown delivery status"),
+        (&["sources", "github", "webhook", "replay", "nope"], "no stored delivery"),
+        (&["--database-url", "postgres://localhost/x", "sources", "github", "list"], "PostgreSQL"),
+        (&["sources", "github", "webhook", "simulate", "workflow_run"], "no built-in example"),
+    ];
+    for (args, expected) in cases {
+        let out = futurnal(d, args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.starts_with("error: ") && out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.trim_end().lines().count(), 1, "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(futurnal(d, &["sources", "github", "frobnicate"]).code, 2);
+    assert_eq!(futurnal(d, &["serve", "--listen", "not-an-address"]).code, 2);
+    let config = d.join("bad.toml");
+    std::fs::write(&config, "[webhook]\nsecrett = 1\n").unwrap();
+    let out = futurnal(d, &["--config", config.to_str().unwrap(), "sources", "github", "list"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("invalid config file"), "{}", out.stderr);
+}
+
+#[test]
+fn simulate_every_event_against_a_running_daemon_then_list_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(futurnal(d, &["sources", "github", "add", "Codertocat/Hello-World", "--no-sync"]).code, 0);
+    let mut daemon = start_daemon(d, &[]);
+    let url = daemon.url();
+    let events =
+        ["push", "pull_request", "issues", "issue_comment", "release", "create", "delete", "repository", "ping"];
+    for event in events {
+        let out = futurnal(d, &["--json", "sources", "github", "webhook", "simulate", event, "--url", &url]);
+        assert_eq!(out.code, 0, "{event}: {} {}", out.stdout, out.stderr);
+        let sent = out.json();
+        let expected = if event == "ping" { 200 } else { 202 };
+        assert_eq!(sent["http_status"], expected, "{event}: {sent}");
+        if event != "ping" {
+            assert_eq!(sent["response"]["status"], "queued", "{event}: {sent}");
+        }
+    }
+    // Our own payload, retargeted at a repository nobody tracks: ignored.
+    let payload = d.join("custom.json");
+    std::fs::write(&payload, push_body("octo/custom", 77)).unwrap();
+    let out = futurnal(
+        d,
+        &[
+            "--json",
+            "sources",
+            "github",
+            "webhook",
+            "simulate",
+            "push",
+            "--payload",
+            payload.to_str().unwrap(),
+            "--url",
+            &url,
+        ],
+    );
+    assert_eq!(out.json()["response"]["status"], "ignored");
+
+    // Wait for the workers, reading what a user would read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deliveries = loop {
+        let list = futurnal(d, &["--json", "sources", "github", "webhook", "deliveries"]).json();
+        let done = list.as_array().unwrap().iter().filter(|r| r["status"] == "done").count();
+        if done == events.len() {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "not all done: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rows = deliveries.as_array().unwrap();
+    assert_eq!(rows.len(), events.len() + 1);
+    for key in
+        ["delivery_id", "event", "action", "repository", "hook_id", "received_at", "status", "attempts", "last_error"]
+    {
+        assert!(rows[0].get(key).is_some(), "deliveries lacks {key}");
+    }
+    assert_eq!(rows[0]["event"], "push", "newest first");
+    assert!(rows[0]["received_at"].as_str().unwrap().ends_with('Z'));
+    let ignored = futurnal(d, &["--json", "sources", "github", "webhook", "deliveries", "--status", "ignored"]).json();
+    assert_eq!(ignored.as_array().unwrap().len(), 1);
+    let for_repo = futurnal(
+        d,
+        &["--json", "sources", "github", "webhook", "deliveries", "Codertocat/Hello-World", "--limit", "3"],
+    )
+    .json();
+    assert_eq!(for_repo.as_array().unwrap().len(), 3);
+    assert!(for_repo.as_array().unwrap().iter().all(|r| r["repository"] == "Codertocat/Hello-World"));
+
+    // Replay from the CLI while the daemon runs: processed again.
+    let push_id = rows.iter().find(|r| r["event"] == "push" && r["repository"] == "Codertocat/Hello-World").unwrap()
+        ["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let replay = futurnal(d, &["--json", "sources", "github", "webhook", "replay", &push_id]);
+    assert_eq!(replay.code, 0, "{}", replay.stderr);
+    assert_eq!(replay.json()["status"], "queued");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = futurnal(d, &["--json", "sources", "github", "webhook", "deliveries", "--limit", "100"]).json();
+        let row = list.as_array().unwrap().iter().find(|r| r["delivery_id"] == push_id.as_str()).cloned().unwrap();
+        if row["status"] == "done" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replay never processed: {row}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    daemon.signal("INT");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
+    let human = futurnal(d, &["sources", "github", "webhook", "deliveries"]);
+    assert!(human.stdout.starts_with("DELIVERY"), "{}", human.stdout);
+}

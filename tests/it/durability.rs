@@ -1,0 +1,127 @@
+//! Whole-process behaviour: kill -9 loses nothing acknowledged, SIGTERM drains and exits
+//! 0, and logs carry no secrets or payload bodies.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futurnal::backend::{Backend, Purpose};
+use futurnal::queue::{DeliveryFilter, DeliveryStatus};
+
+use crate::helpers::*;
+
+const REPO: &str = "octo/hello";
+
+async fn send(client: &reqwest::Client, url: &str, id: &str, body: &[u8]) -> Option<u16> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", id)
+        .header("x-hub-signature-256", signature(SECRET, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_loses_no_acknowledged_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    assert_eq!(futurnal(&d, &["sources", "github", "add", REPO, "--no-sync"]).code, 0);
+    let mut daemon = start_daemon(&d, &[("FUTURNAL_WEBHOOK_SECRET", SECRET)]);
+    let url = daemon.url();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let body = Arc::new(push_body(REPO, 1));
+    let mut senders = Vec::new();
+    for _ in 0..16 {
+        let (url, acked, body) = (url.clone(), acked.clone(), body.clone());
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for _ in 0..400 {
+                let id = new_id();
+                match send(&client, &url, &id, &body).await {
+                    Some(status) if (200..300).contains(&status) => acked.lock().unwrap().push(id),
+                    Some(status) => panic!("unexpected status {status}"),
+                    None => return, // the server is gone
+                }
+            }
+        }));
+    }
+    wait_until(Duration::from_secs(30), "a few hundred acknowledgements", || async {
+        acked.lock().unwrap().len() >= 300
+    })
+    .await;
+    daemon.child.kill().unwrap(); // SIGKILL
+    daemon.child.wait().unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 300);
+
+    // Restart: every acknowledged delivery is there, and all get processed.
+    let _daemon = start_daemon(&d, &[("FUTURNAL_WEBHOOK_SECRET", SECRET)]);
+    let config = config_for(&d, "");
+    let backend = Backend::open(&config, Purpose::Command).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = backend.queue.list(DeliveryFilter { limit: 100_000, ..Default::default() }).await.unwrap();
+        let missing = acked.iter().filter(|id| !all.iter().any(|r| &r.delivery_id == *id)).count();
+        assert_eq!(missing, 0, "acknowledged deliveries lost after kill -9");
+        let pending = all.iter().filter(|r| r.status != DeliveryStatus::Done).count();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} deliveries never processed after restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    backend.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_0_and_logs_hold_no_secrets_or_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    assert_eq!(futurnal(&d, &["sources", "github", "add", REPO, "--no-sync"]).code, 0);
+    let mut daemon = start_daemon(&d, &[("FUTURNAL_WEBHOOK_SECRET", SECRET), ("FUTURNAL_LOG", "debug")]);
+    let client = reqwest::Client::new();
+    let body = push_body(REPO, 1);
+    let mut acked = Vec::new();
+    for _ in 0..50 {
+        let id = new_id();
+        assert_eq!(send(&client, &daemon.url(), &id, &body).await, Some(202));
+        acked.push(id);
+    }
+    // A forged delivery and a malformed one, which get logged as refusals.
+    let forged = client
+        .post(daemon.url())
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", new_id())
+        .header("x-hub-signature-256", signature("guess", &body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let health = client.get(format!("http://{}/health", daemon.admin)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+
+    let log = daemon.stderr();
+    assert!(log.contains("SIGTERM received") && log.contains("Stopped"), "{log}");
+    assert!(log.contains(&acked[0]), "logs carry delivery ids");
+    assert!(!log.contains(SECRET), "the secret leaked into the logs");
+    assert!(!log.contains("PAYLOAD-MARKER-5d1c"), "a payload body leaked into the logs");
+
+    // Nothing acknowledged was lost by the shutdown.
+    let config = config_for(&d, "");
+    let backend = Backend::open(&config, Purpose::Command).unwrap();
+    let all = backend.queue.list(DeliveryFilter { limit: 1000, ..Default::default() }).await.unwrap();
+    assert_eq!(all.len(), acked.len());
+    assert!(all.iter().all(|r| matches!(r.status, DeliveryStatus::Done | DeliveryStatus::Queued)), "{all:?}");
+    backend.close();
+}

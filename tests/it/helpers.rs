@@ -1,0 +1,299 @@
+//! `spawn_app()` and friends: a fresh data dir per test, port 0, typed helpers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futurnal::backend::{Backend, Purpose};
+use futurnal::cli::{GlobalArgs, ServeArgs};
+use futurnal::config::{Config, FileConfig};
+use futurnal::handlers::DeliveryHandler;
+use futurnal::queue::{DeliveryFilter, DeliveryRecord, DeliveryStatus, Queue};
+use futurnal::serve::{Listeners, Overrides};
+use futurnal::store::{NewRepository, Registry};
+use futurnal_github::{sign_sha256, WebhookSecret};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-7f3a9c";
+
+pub fn shared(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join(path.trim_start_matches("../shared/"))
+}
+
+/// A push payload for `repo` (GitHub id `id`), with a marker string inside.
+pub fn push_body(repo: &str, id: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+        "after": "7a1b9c9e1c4f5d0e8a3b2c6d4e5f60718293a4b5",
+        "created": false, "deleted": false, "forced": false,
+        "commits": [{"id": "7a1b9c9e1c4f5d0e8a3b2c6d4e5f60718293a4b5", "message": "PAYLOAD-MARKER-5d1c", "added": [], "removed": [], "modified": ["README.md"]}],
+        "repository": {"id": id, "full_name": repo, "name": repo.split('/').nth(1).unwrap()},
+    }))
+    .unwrap()
+}
+
+pub struct AppOptions {
+    /// Extra TOML appended to the test config.
+    pub toml: String,
+    pub handler: Option<Arc<dyn DeliveryHandler>>,
+    pub track: Vec<&'static str>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self { toml: String::new(), handler: None, track: vec!["octo/hello"] }
+    }
+}
+
+pub struct TestApp {
+    pub webhook: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub queue: Arc<dyn Queue>,
+    pub registry: Arc<dyn Registry>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn config_for(dir: &Path, extra_toml: &str) -> Config {
+    let global = GlobalArgs {
+        data_dir: Some(dir.to_owned()),
+        config: None,
+        database_url: None,
+        github_api_url: None,
+        json: false,
+    };
+    let serve = ServeArgs {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        role: None,
+        no_poll: true,
+    };
+    let toml = format!("[webhook]\nsecret = \"{SECRET}\"\n{extra_toml}");
+    let file: FileConfig = toml::from_str(&toml).expect("test config parses");
+    Config::resolve(&global, Some(&serve), file, |_| None).expect("test config resolves")
+}
+
+pub async fn spawn_app(options: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(dir, options).await
+}
+
+pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestApp {
+    let config = config_for(dir.path(), &options.toml);
+    let backend = Backend::open(&config, Purpose::Daemon).unwrap();
+    for repo in &options.track {
+        if backend.registry.find(futurnal::store::RepoRef::Name(repo.to_string())).await.unwrap().is_none() {
+            backend
+                .registry
+                .add(NewRepository { full_name: repo.to_string(), github_id: None, branches: vec![], clone_url: None })
+                .await
+                .unwrap();
+        }
+    }
+    let (queue, registry) = (backend.queue.clone(), backend.registry.clone());
+    let listeners = Listeners::bind(&config).await.unwrap();
+    let webhook = listeners.webhook.as_ref().map(|l| l.local_addr().unwrap()).unwrap_or(([0, 0, 0, 0], 0).into());
+    let admin = listeners.admin.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let overrides = Overrides { handler: options.handler, metrics: None };
+    let task = tokio::spawn(futurnal::serve::run(config, backend, listeners, overrides, shutdown.clone()));
+    TestApp { webhook, admin, dir, client: reqwest::Client::new(), queue, registry, shutdown, task: Some(task) }
+}
+
+/// How to build a test delivery.
+pub struct Delivery<'a> {
+    pub event: &'a str,
+    pub id: String,
+    pub body: Vec<u8>,
+    pub secret: Option<&'a str>,
+    pub hook_id: Option<u64>,
+    pub content_type: &'a str,
+}
+
+impl<'a> Delivery<'a> {
+    pub fn new(event: &'a str, body: Vec<u8>) -> Self {
+        Self { event, id: new_id(), body, secret: Some(SECRET), hook_id: None, content_type: "application/json" }
+    }
+}
+
+pub fn new_id() -> String {
+    futurnal::domain::DeliveryId::random().to_string()
+}
+
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    sign_sha256(&WebhookSecret::new(secret), body)
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}/webhook/github", self.webhook)
+    }
+
+    pub async fn post(&self, d: Delivery<'_>) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .post(self.url())
+            .header("content-type", d.content_type)
+            .header("x-github-event", d.event)
+            .header("x-github-delivery", &d.id)
+            .body(d.body.clone());
+        if let Some(secret) = d.secret {
+            request = request.header("x-hub-signature-256", signature(secret, &d.body));
+        }
+        if let Some(hook) = d.hook_id {
+            request = request.header("x-github-hook-id", hook.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    pub async fn deliveries(&self, status: Option<DeliveryStatus>) -> Vec<DeliveryRecord> {
+        self.queue.list(DeliveryFilter { status, limit: 100_000, ..Default::default() }).await.unwrap()
+    }
+
+    pub async fn delivery(&self, id: &str) -> Option<DeliveryRecord> {
+        self.queue.get(id).await.unwrap()
+    }
+
+    /// Waits until delivery `id` reaches `status`, or panics after 10 s.
+    pub async fn wait_for_status(&self, id: &str, status: DeliveryStatus) -> DeliveryRecord {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let record = self.delivery(id).await;
+            if let Some(r) = &record {
+                if r.status == status {
+                    return r.clone();
+                }
+            }
+            assert!(Instant::now() < deadline, "delivery {id} never reached {status}; last: {record:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task).await.expect("server stops in time").unwrap().unwrap();
+        }
+        self.dir
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds, or panics after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- The real binary ----
+
+pub fn bin() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_futurnal"));
+    command.env_remove("FUTURNAL_WEBHOOK_SECRET").env_remove("FUTURNAL_CONFIG").env_remove("FUTURNAL_DATABASE_URL");
+    command.env_remove("FUTURNAL_DATA_DIR").env_remove("RUST_LOG").env_remove("FUTURNAL_LOG");
+    command
+}
+
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+pub fn futurnal(data_dir: &Path, args: &[&str]) -> CliOutput {
+    let output = bin().arg("--data-dir").arg(data_dir).args(args).stdin(Stdio::null()).output().unwrap();
+    CliOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `futurnal serve` as a child process, with its banner read.
+pub struct Daemon {
+    pub child: Child,
+    pub webhook: SocketAddr,
+    pub admin: SocketAddr,
+    pub stderr_path: PathBuf,
+}
+
+pub fn start_daemon(data_dir: &Path, envs: &[(&str, &str)]) -> Daemon {
+    use std::io::{BufRead, BufReader};
+    let stderr_path = data_dir.join(format!("daemon-{}.log", new_id()));
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let mut child = bin()
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in banner {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(line.starts_with("listening "), "banner: {line:?}");
+    Daemon { webhook: field("webhook"), admin: field("admin"), child, stderr_path }
+}
+
+impl Daemon {
+    pub fn url(&self) -> String {
+        format!("http://{}/webhook/github", self.webhook)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit in {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,9 @@
+//! The one integration test binary: the real server on port 0, spoken to over HTTP, and
+//! the real `futurnal` binary where a whole process is the point (signals, kill -9, CLI).
+
+mod cli;
+mod durability;
+mod helpers;
+mod payloads;
+mod receiver;
+mod workers;
