@@ -51,14 +51,31 @@ impl Rejection {
 pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let client = super::client_addr(&parts).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let result = handle(&state, client, &parts.headers, body).await;
-    let (status, outcome, payload) = match result {
+    // Run to completion in a task of its own: a client that hangs up mid-request must not
+    // cancel a write half-way, and what is stored is counted even if nobody reads the answer.
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let result = handle(&task_state, client, &parts.headers, body).await;
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(rejection) => {
+                (rejection.status, rejection.outcome, json!({ "status": "error", "error": rejection.message }))
+            }
+        };
+        task_state.metrics.received(answer.1);
+        answer
+    });
+    let (status, _, payload) = match task.await {
         Ok(answer) => answer,
-        Err(rejection) => {
-            (rejection.status, rejection.outcome, json!({ "status": "error", "error": rejection.message }))
+        Err(e) => {
+            tracing::error!(error = %e, "Webhook handler task failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ReceiveOutcome::Unavailable,
+                json!({ "status": "error", "error": "internal error" }),
+            )
         }
     };
-    state.metrics.received(outcome);
     let mut response = (status, axum::Json(payload)).into_response();
     if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

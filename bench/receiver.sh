@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Receiver throughput with durability: starts the release binary on a fresh data dir,
+# drives it with wrk (128 connections by default) posting GitHub's push example, each
+# request with its own delivery id, then stops the daemon and checks on disk that the
+# number of stored deliveries equals the number of 2xx answers the server sent (its
+# /metrics counter), and lies between the 2xx answers wrk read and that plus the requests
+# wrk abandoned in flight when its clock ran out (at most one per connection per run).
+#
+#   bench/receiver.sh [DURATION_SECONDS] [CONNECTIONS]
+#   env: FUTURNAL_BENCH_CONFIG=extra TOML appended to the config (e.g. [queue] compression = "none")
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+duration=${1:-20}
+connections=${2:-128}
+payload="$root/../shared/github-webhooks/payloads/push/payload.json"
+command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+[ -f "$payload" ] || { echo "bench: $payload not found" >&2; exit 1; }
+
+(cd "$root" && cargo build --release --quiet)
+bin="$root/target/release/futurnal"
+data=$(mktemp -d /tmp/futurnal-bench.XXXXXX)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
+secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export FUTURNAL_WEBHOOK_SECRET="$secret"
+cat > "$data/config.toml" <<TOML
+[queue]
+max_queued = 100000000
+${FUTURNAL_BENCH_CONFIG:-}
+TOML
+export FUTURNAL_CONFIG="$data/config.toml"
+
+"$bin" --data-dir "$data" sources github add Codertocat/Hello-World --no-sync >/dev/null
+"$bin" --data-dir "$data" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$data/banner" 2>"$data/log" &
+pid=$!
+for _ in $(seq 100); do [ -s "$data/banner" ] && break; sleep 0.05; done
+webhook=$(sed -n 's/.*webhook=\([^ ]*\).*/\1/p' "$data/banner")
+admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$data/banner")
+
+sig=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$secret" "$payload")
+export FUT_BODY="$payload" FUT_SIG="$sig"
+
+echo "futurnal receiver benchmark: $(nproc) cores, wrk -t2 -c$connections -d${duration}s, body $(stat -c %s "$payload") bytes, synchronous=FULL"
+FUT_RUN="warm-$$" wrk -t2 -c"$connections" -d3s --timeout 10s -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/warm.txt"
+FUT_RUN="run-$$" wrk -t2 -c"$connections" -d"${duration}s" --timeout 10s --latency -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/run.txt"
+cat "$data/run.txt"
+
+count2xx() { # requests minus non-2xx minus... wrk prints "N requests in", and "Non-2xx or 3xx responses: M"
+  local total non
+  total=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$1")
+  non=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$1")
+  echo $(( total - ${non:-0} ))
+}
+ok=$(( $(count2xx "$data/warm.txt") + $(count2xx "$data/run.txt") ))
+errors=$(grep -h "Socket errors" "$data/warm.txt" "$data/run.txt" || true)
+sleep 1
+health=$(curl -s "http://$admin/health" || true)
+sent_2xx=$(curl -s "http://$admin/metrics" | sed -n 's/^futurnal_webhook_requests_total{outcome="queued"} \([0-9]*\)$/\1/p')
+
+kill -TERM "$pid"; wait "$pid" || true
+stored=$(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("select count(*) from deliveries").fetchone()[0])' "$data/futurnal.db")
+rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$data/run.txt")
+p50=$(awk '/Latency Distribution/{f=1} f&&$1=="50%"{print $2; exit}' "$data/run.txt")
+p99=$(awk '/Latency Distribution/{f=1} f&&$1=="99%"{print $2; exit}' "$data/run.txt")
+echo
+echo "health at the end of the run: $health"
+[ -n "$errors" ] && echo "wrk: $errors"
+echo "RESULT requests_per_sec=$rps p50=$p50 p99=$p99 server_2xx=$sent_2xx wrk_read_2xx=$ok stored=$stored"
+if [ "$sent_2xx" != "$stored" ]; then
+  echo "MISMATCH: the server acknowledged $sent_2xx deliveries but $stored are stored" >&2
+  exit 1
+fi
+if [ "$stored" -lt "$ok" ] || [ "$stored" -gt $(( ok + 2 * connections )) ]; then
+  echo "MISMATCH: wrk read $ok 2xx answers; $stored stored is outside [$ok, $ok + 2 x $connections in flight]" >&2
+  exit 1
+fi
+echo "OK: every acknowledged delivery is on disk ($stored stored = $sent_2xx acknowledged)"
