@@ -55,6 +55,9 @@ ok=$(( $(count2xx "$data/warm.txt") + $(count2xx "$data/run.txt") ))
 errors=$(grep -h "Socket errors" "$data/warm.txt" "$data/run.txt" || true)
 sleep 1
 health=$(curl -s "http://$admin/health" || true)
+depth() { curl -s "http://$admin/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["queue_depth"])'; }
+d0=$(depth); sleep 5; d1=$(depth)
+drain=$(( (d0 - d1) / 5 ))
 sent_2xx=$(curl -s "http://$admin/metrics" | sed -n 's/^futurnal_webhook_requests_total{outcome="queued"} \([0-9]*\)$/\1/p')
 
 kill -TERM "$pid"; wait "$pid" || true
@@ -65,6 +68,7 @@ p99=$(awk '/Latency Distribution/{f=1} f&&$1=="99%"{print $2; exit}' "$data/run.
 echo
 echo "health at the end of the run: $health"
 [ -n "$errors" ] && echo "wrk: $errors"
+echo "workers, after the load: $drain deliveries/s processed (one repository, so strictly in order)"
 echo "RESULT requests_per_sec=$rps p50=$p50 p99=$p99 server_2xx=$sent_2xx wrk_read_2xx=$ok stored=$stored"
 if [ "$sent_2xx" != "$stored" ]; then
   echo "MISMATCH: the server acknowledged $sent_2xx deliveries but $stored are stored" >&2

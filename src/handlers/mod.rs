@@ -4,7 +4,9 @@
 //! records the delivery on the tracked repository (learning GitHub's repository id);
 //! the effects on branches, commits, pull requests, issues and releases come next.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futurnal_github::payload::{
     IssueCommentEvent, IssuesEvent, PingEvent, PullRequestEvent, PushEvent, RefEvent, ReleaseEvent, RepositoryEvent,
@@ -38,14 +40,39 @@ pub trait DeliveryHandler: Send + Sync {
     fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>>;
 }
 
+/// How long a "this repository is tracked" answer is trusted without asking the
+/// registry again (a burst of deliveries for one repository then costs one lookup).
+const TRACKED_ANSWER_TTL: Duration = Duration::from_secs(1);
+
 /// The real handlers.
 pub struct EventHandlers {
     registry: Arc<dyn Registry>,
+    recently_tracked: Mutex<HashMap<(Option<u64>, Option<String>), Instant>>,
 }
 
 impl EventHandlers {
     pub fn new(registry: Arc<dyn Registry>) -> Self {
-        Self { registry }
+        Self { registry, recently_tracked: Mutex::default() }
+    }
+
+    /// Whether the delivery's repository is tracked, recording the delivery on it.
+    async fn tracked(&self, delivery: &ClaimedDelivery) -> Result<bool, HandlerError> {
+        let key = (delivery.repository_github_id, delivery.repository.clone());
+        let fresh = |at: &Instant| at.elapsed() < TRACKED_ANSWER_TTL;
+        if self.recently_tracked.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(fresh) {
+            return Ok(true);
+        }
+        let found = self
+            .registry
+            .note_delivery(delivery.repository_github_id, delivery.repository.clone(), delivery.received_at_ms)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let mut recent = self.recently_tracked.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, at| fresh(at));
+        if found.is_some() {
+            recent.insert(key, Instant::now());
+        }
+        Ok(found.is_some())
     }
 
     async fn dispatch(&self, delivery: &ClaimedDelivery) -> Result<HandlerOutcome, HandlerError> {
@@ -65,14 +92,10 @@ impl EventHandlers {
                 return Ok(HandlerOutcome::Ignored(format!("no handler for event '{name}'")))
             }
         }
-        let tracked = self
-            .registry
-            .note_delivery(delivery.repository_github_id, delivery.repository.clone(), delivery.received_at_ms)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        match tracked {
-            Some(_) => Ok(HandlerOutcome::Done),
-            None => Ok(HandlerOutcome::Ignored("repository is no longer tracked".into())),
+        if self.tracked(delivery).await? {
+            Ok(HandlerOutcome::Done)
+        } else {
+            Ok(HandlerOutcome::Ignored("repository is no longer tracked".into()))
         }
     }
 }

@@ -76,6 +76,14 @@ fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
         InitialStatus::Ignored(reason) => ("ignored", Some(reason.as_str()), Some(now)),
         InitialStatus::Done => ("done", None, Some(now)),
     };
+    // No savepoint (see `write_unguarded`): each statement is harmless on its own if a
+    // later one fails. A `queue_repos` row without pending work is dropped by the next
+    // claim; a delivery stored although the job failed is answered 503 and recognised as
+    // a duplicate when GitHub sends it again.
+    if d.initial == InitialStatus::Queued {
+        let key = key.as_deref().ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
+        c.prepare_cached("INSERT OR IGNORE INTO queue_repos (repo_key) VALUES (?1)")?.execute([key])?;
+    }
     let inserted = c
         .prepare_cached(
             "INSERT INTO deliveries (delivery_id, event, action, repository, repository_github_id, repo_key, \
@@ -100,10 +108,6 @@ fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
         ])?;
     if inserted == 0 {
         return Ok(EnqueueOutcome::Duplicate);
-    }
-    if d.initial == InitialStatus::Queued {
-        let key = key.ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
-        c.prepare_cached("INSERT OR IGNORE INTO queue_repos (repo_key) VALUES (?1)")?.execute([key])?;
     }
     if d.event == "ping" {
         if let Some(hook) = d.hook_id {
@@ -146,34 +150,36 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
         if !ready {
             continue;
         }
-        let seqs: Vec<i64> = std::iter::once(run[0].0)
-            .chain(run[1..].iter().take_while(|(_, s, _)| s == "queued").map(|(seq, _, _)| *seq))
-            .collect();
-        let mut lane = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            c.prepare_cached("UPDATE deliveries SET status = 'processing' WHERE seq = ?1")?.execute([seq])?;
-            let delivery = c
-                .prepare_cached(
-                    "SELECT seq, delivery_id, event, action, repository, repository_github_id, hook_id, \
-                     received_at, attempts, body_codec, body FROM deliveries WHERE seq = ?1",
-                )?
-                .query_row([seq], |r| {
-                    let codec: String = r.get(9)?;
-                    Ok(ClaimedDelivery {
-                        seq: r.get(0)?,
-                        delivery_id: r.get(1)?,
-                        event: r.get(2)?,
-                        action: r.get(3)?,
-                        repository: r.get(4)?,
-                        repository_github_id: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                        hook_id: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-                        received_at_ms: r.get(7)?,
-                        attempts: r.get::<_, i64>(8)? as u32,
-                        body: StoredBody::from_parts(&codec, r.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default()),
-                    })
-                })?;
-            lane.push(delivery);
-        }
+        // The run: the head, then the queued deliveries right behind it. Between the first
+        // and the last there is no other pending delivery of this repository, so one
+        // range update claims exactly the run.
+        let first = run[0].0;
+        let last = run[1..].iter().take_while(|(_, s, _)| s == "queued").last().map_or(first, |(seq, _, _)| *seq);
+        let mut lane: Vec<ClaimedDelivery> = c
+            .prepare_cached(&format!(
+                "UPDATE deliveries SET status = 'processing' \
+                 WHERE repo_key = ?1 AND seq BETWEEN ?2 AND ?3 AND status IN {PENDING} \
+                 RETURNING seq, delivery_id, event, action, repository, repository_github_id, hook_id, \
+                 received_at, attempts, body_codec, body"
+            ))?
+            .query_map(params![key, first, last], |r| {
+                let codec: String = r.get(9)?;
+                Ok(ClaimedDelivery {
+                    seq: r.get(0)?,
+                    delivery_id: r.get(1)?,
+                    event: r.get(2)?,
+                    action: r.get(3)?,
+                    repository: r.get(4)?,
+                    repository_github_id: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    hook_id: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                    received_at_ms: r.get(7)?,
+                    attempts: r.get::<_, i64>(8)? as u32,
+                    body: StoredBody::from_parts(&codec, r.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default()),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        // RETURNING gives no order guarantee.
+        lane.sort_unstable_by_key(|d| d.seq);
         lanes.push(lane);
     }
     for key in drained {
@@ -233,7 +239,7 @@ impl Queue for SqliteQueue {
     fn enqueue(&self, delivery: NewDelivery) -> BoxFuture<'_, StoreResult<EnqueueOutcome>> {
         Box::pin(async move {
             let queued = delivery.initial == InitialStatus::Queued;
-            let outcome = self.db.write(move |c| insert(c, &delivery)).await?;
+            let outcome = self.db.write_unguarded(move |c| insert(c, &delivery)).await?;
             if queued && outcome == EnqueueOutcome::Stored {
                 self.pending.fetch_add(1, Ordering::Relaxed);
             }

@@ -49,6 +49,32 @@ fn find(c: &Connection, repo: &RepoRef) -> StoreResult<Option<TrackedRepository>
     Ok(found)
 }
 
+/// `last_delivery_at` is kept to this resolution, so a burst costs one write a second.
+const LAST_DELIVERY_RESOLUTION_MS: i64 = 1_000;
+
+/// The tracked repository a delivery is about: by GitHub id, else by name while the
+/// stored repository's id is unknown (so a new repository that reuses a renamed one's
+/// old name is not mistaken for it).
+fn match_delivery(
+    c: &Connection,
+    github_id: Option<u64>,
+    full_name: Option<String>,
+) -> StoreResult<Option<TrackedRepository>> {
+    if let Some(id) = github_id {
+        let by_id = c
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM repositories WHERE github_id = ?1"))?
+            .query_row([id as i64], from_row)
+            .optional()?;
+        if by_id.is_some() {
+            return Ok(by_id);
+        }
+    }
+    match full_name {
+        Some(name) => Ok(find(c, &RepoRef::Name(name))?.filter(|r| r.github_id.is_none() || github_id.is_none())),
+        None => Ok(None),
+    }
+}
+
 fn describe(repo: &RepoRef) -> String {
     match repo {
         RepoRef::Id(id) => format!("no tracked repository with id {id}"),
@@ -101,30 +127,29 @@ impl Registry for SqliteRegistry {
         full_name: Option<String>,
         received_at_ms: i64,
     ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>> {
-        Box::pin(self.db.write(move |c| {
-            let by_id = match github_id {
-                Some(id) => c
-                    .prepare_cached(&format!("SELECT {COLUMNS} FROM repositories WHERE github_id = ?1"))?
-                    .query_row([id as i64], from_row)
-                    .optional()?,
-                None => None,
+        Box::pin(async move {
+            // Read first: under a flood of deliveries for one repository, most need no
+            // write, and a write waits for a group commit.
+            let name = full_name.clone();
+            let Some(found) = self.db.read(move |c| match_delivery(c, github_id, name)).await? else {
+                return Ok(None);
             };
-            let found = match (by_id, full_name) {
-                (Some(found), _) => Some(found),
-                // Matched by name only while GitHub's id is unknown, so a new repository
-                // that reuses a renamed one's old name is not mistaken for it.
-                (None, Some(name)) => {
-                    find(c, &RepoRef::Name(name))?.filter(|r| r.github_id.is_none() || github_id.is_none())
-                }
-                (None, None) => None,
-            };
-            let Some(found) = found else { return Ok(None) };
-            c.prepare_cached(
-                "UPDATE repositories SET github_id = COALESCE(github_id, ?2), \
-                 last_delivery_at = MAX(COALESCE(last_delivery_at, 0), ?3) WHERE id = ?1",
-            )?
-            .execute(params![found.id, github_id.map(|v| v as i64), received_at_ms])?;
-            find(c, &RepoRef::Id(found.id))
-        }))
+            let learns_id = found.github_id.is_none() && github_id.is_some();
+            let stale = found.last_delivery_at_ms.is_none_or(|at| received_at_ms - at >= LAST_DELIVERY_RESOLUTION_MS);
+            if !learns_id && !stale {
+                return Ok(Some(found));
+            }
+            self.db
+                .write(move |c| {
+                    let Some(found) = match_delivery(c, github_id, full_name)? else { return Ok(None) };
+                    c.prepare_cached(
+                        "UPDATE repositories SET github_id = COALESCE(github_id, ?2), \
+                         last_delivery_at = MAX(COALESCE(last_delivery_at, 0), ?3) WHERE id = ?1",
+                    )?
+                    .execute(params![found.id, github_id.map(|v| v as i64), received_at_ms])?;
+                    find(c, &RepoRef::Id(found.id))
+                })
+                .await
+        })
     }
 }
