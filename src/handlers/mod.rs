@@ -44,10 +44,13 @@ pub trait DeliveryHandler: Send + Sync {
 /// registry again (a burst of deliveries for one repository then costs one lookup).
 const TRACKED_ANSWER_TTL: Duration = Duration::from_secs(1);
 
+/// A delivery's repository as it names it: GitHub id and full name.
+type RepositoryKey = (Option<u64>, Option<String>);
+
 /// The real handlers.
 pub struct EventHandlers {
     registry: Arc<dyn Registry>,
-    recently_tracked: Mutex<HashMap<(Option<u64>, Option<String>), Instant>>,
+    recently_tracked: Mutex<HashMap<RepositoryKey, Instant>>,
 }
 
 impl EventHandlers {
