@@ -22,6 +22,7 @@ const MAX_BATCH: usize = 1024;
 /// Jobs waiting for the writer beyond this make callers wait (backpressure).
 const CHANNEL_BOUND: usize = 16 * 1024;
 const READERS: usize = 3;
+const PAGE_SIZE: i64 = 16 * 1024;
 
 /// Versioned migrations; `PRAGMA user_version` records how many have been applied.
 /// Append only: an applied migration is never edited.
@@ -158,8 +159,9 @@ impl SqliteDb {
             .collect::<Result<Arc<[_]>, _>>()
             .with_context(|| format!("failed to open database {}", path.display()))?;
         let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
-        let thread =
-            std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(writer_conn, rx))?;
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx, options.background_checkpoints))?;
         Ok(Self {
             path: path.to_owned(),
             writer: tx,
@@ -269,7 +271,15 @@ fn in_savepoint<R>(conn: &Connection, work: impl FnOnce(&Connection) -> StoreRes
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>) {
+/// With background checkpoints, the checkpointer thread copies most of the WAL into the
+/// database while the writer goes on; but with writes arriving all the time it never
+/// reaches the end of the WAL, and the WAL can only start over from its beginning once a
+/// checkpoint has reached its end. So the writer itself finishes the job this often,
+/// between two batches (after their answers went out): what is left to copy is little.
+const WRITER_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>, finish_checkpoints: bool) {
+    let mut last_checkpoint = std::time::Instant::now();
     let mut stopping = false;
     while !stopping {
         let mut jobs: Vec<Box<dyn WriteJob>> = Vec::new();
@@ -286,6 +296,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>) {
         }
         if !jobs.is_empty() {
             run_batch(&conn, jobs);
+        }
+        if finish_checkpoints && last_checkpoint.elapsed() >= WRITER_CHECKPOINT_INTERVAL {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+            last_checkpoint = std::time::Instant::now();
         }
     }
     // Anything sent after Stop still gets an answer rather than hanging.
@@ -321,6 +337,9 @@ fn open_connection(path: &Path, synchronous: Synchronous, reader: bool) -> rusql
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Effective only while the file is new (before WAL mode writes its header). Stored
+    // payloads are about 2 KB compressed: 4 KB pages would hold one row each.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
@@ -331,7 +350,7 @@ fn open_connection(path: &Path, synchronous: Synchronous, reader: bool) -> rusql
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "journal_size_limit", 256 * 1024 * 1024)?;
     if reader {
         conn.pragma_update(None, "query_only", "ON")?;
     }
@@ -355,14 +374,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Checkpoints the WAL into the database file every 200 ms without blocking the writer,
+/// Checkpoints the WAL into the database file every 50 ms without blocking the writer,
 /// so the writer's commits never pay for a checkpoint.
 /// Stops when the returned sender is dropped.
 fn spawn_checkpointer(path: PathBuf) -> anyhow::Result<mpsc::Sender<()>> {
     let conn = open_connection(&path, Synchronous::Full, false)?;
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
-        while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(200)) {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(50)) {
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }
