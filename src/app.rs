@@ -14,7 +14,8 @@ use crate::config::Config;
 use crate::domain::{DeliveryId, RepoName};
 use crate::output::{self, print_json, print_table};
 use crate::queue::DeliveryFilter;
-use crate::store::{NewRepository, RepoRef};
+use crate::store::{NewRepository, RepoRef, TrackedRepository};
+use crate::sync::{Progress as SyncProgress, SyncEngine};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let serve_args = match &cli.command {
@@ -60,6 +61,8 @@ fn init_logging(daemon: bool) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let backend = Backend::open(&config, Purpose::Daemon)?;
+    // Generate the secret (if needed) before anything is served, so `simulate` can read it.
+    crate::secrets::global_secret(&config, true)?;
     let listeners = crate::serve::Listeners::bind(&config).await?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -122,6 +125,7 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
         }
         GithubCommand::Remove { repo } => {
             let removed = backend.registry.remove(RepoRef::parse(&repo)?).await?;
+            SyncEngine::new(config, backend.copy.clone()).delete_mirror(removed.id)?;
             if config.json {
                 print_json(&output::repository_json(&removed));
             } else {
@@ -129,6 +133,12 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
             }
             Ok(())
         }
+        command @ (GithubCommand::Sync { .. }
+        | GithubCommand::Branches { .. }
+        | GithubCommand::Commits { .. }
+        | GithubCommand::Pulls { .. }
+        | GithubCommand::Issues { .. }
+        | GithubCommand::Releases { .. }) => query(config, backend, command).await,
         GithubCommand::Webhook { command } => match command {
             WebhookCommand::Deliveries(args) => deliveries(config, backend, args).await,
             WebhookCommand::Replay { delivery_id } => {
@@ -152,30 +162,253 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
 
 async fn add(config: &Config, backend: &Backend, args: AddArgs) -> anyhow::Result<()> {
     let name = RepoName::parse(&args.repo)?;
-    if !args.no_sync {
-        bail!(
-            "mirroring and syncing are not available in this build yet; track the repository with --no-sync \
-             (deliveries are received and queued for it)"
-        );
-    }
     for pattern in &args.branches {
         if pattern.trim().is_empty() {
             bail!("--branch needs a non-empty pattern");
         }
     }
-    let repo = backend
-        .registry
-        .add(NewRepository {
-            full_name: name.to_string(),
-            github_id: None,
-            branches: args.branches,
-            clone_url: args.clone_url,
-        })
-        .await?;
+    if let Some(existing) = backend.registry.find(RepoRef::Name(name.to_string())).await? {
+        bail!("{} is already tracked (id {})", existing.full_name, existing.id);
+    }
+    let clone_url = args.clone_url.as_deref().map(normalize_clone_url).transpose()?;
+    let new = NewRepository {
+        full_name: name.to_string(),
+        github_id: None,
+        branches: args.branches.clone(),
+        clone_url: clone_url.clone(),
+        default_branch: None,
+    };
+    if args.no_sync {
+        let repo = backend.registry.add(new, Vec::new()).await?;
+        if config.json {
+            print_json(&output::repository_json(&repo));
+        } else {
+            println!("Tracking {} (id {}), not synced yet", repo.full_name, repo.id);
+        }
+        return Ok(());
+    }
+    let sync = SyncEngine::new(config, backend.copy.clone());
+    let url = sync.clone_url(name.as_str(), clone_url.as_deref());
+    let reporter = ProgressReporter::new();
+    let prepared = sync
+        .prepare_add(&url, &args.branches, &|p| reporter.report(p))
+        .await
+        .with_context(|| format!("failed to mirror {url}"))?;
+    reporter.finish();
+    let staging = prepared.staging.clone();
+    let added =
+        backend.registry.add(NewRepository { default_branch: prepared.default_branch, ..new }, prepared.effects).await;
+    let repo = match added {
+        Ok(repo) => repo,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = std::fs::rename(&staging, sync.mirror_path(repo.id)) {
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = backend.registry.remove(RepoRef::Id(repo.id)).await;
+        bail!("failed to move the new mirror into place: {e}");
+    }
     if config.json {
         print_json(&output::repository_json(&repo));
     } else {
-        println!("Tracking {} (id {})", repo.full_name, repo.id);
+        println!(
+            "Tracking {} (id {}): {} branch(es), {} commit(s) recorded",
+            repo.full_name, repo.id, prepared.branches, prepared.commits
+        );
+    }
+    Ok(())
+}
+
+/// A local path becomes absolute (and must exist); URLs pass through.
+fn normalize_clone_url(url: &str) -> anyhow::Result<String> {
+    if url.contains("://") || url.contains('@') {
+        return Ok(url.to_owned());
+    }
+    let path = std::path::Path::new(url);
+    let absolute = std::fs::canonicalize(path).with_context(|| format!("clone URL {url} does not exist"))?;
+    Ok(absolute.to_string_lossy().into_owned())
+}
+
+/// A progress bar on a terminal, plain lines otherwise (both on stderr).
+struct ProgressReporter {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: std::sync::Mutex<std::time::Instant>,
+}
+
+impl ProgressReporter {
+    fn new() -> Self {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        Self { bar, last_line: std::sync::Mutex::new(std::time::Instant::now()) }
+    }
+
+    fn report(&self, progress: SyncProgress) {
+        let message = match progress {
+            SyncProgress::Listing => "listing remote refs".to_owned(),
+            SyncProgress::Fetching { refs } => format!("fetched {refs} refs"),
+            SyncProgress::Commits { done, total } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                    bar.set_message("recording commits");
+                    return;
+                }
+                let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+                if done < total && last.elapsed() < std::time::Duration::from_secs(1) {
+                    return;
+                }
+                *last = std::time::Instant::now();
+                format!("recording commits {done}/{total}")
+            }
+        };
+        match &self.bar {
+            Some(bar) => bar.set_message(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn find_repo(backend: &Backend, repo: &str) -> anyhow::Result<TrackedRepository> {
+    match backend.registry.find(RepoRef::parse(repo)?).await? {
+        Some(found) => Ok(found),
+        None => bail!("repository {repo} is not tracked"),
+    }
+}
+
+fn print_rows<T>(config: &Config, rows: &[T], to_json: fn(&T) -> Value, headers: &[&str], row: fn(&T) -> Vec<String>) {
+    if config.json {
+        print_json(&Value::Array(rows.iter().map(to_json).collect()));
+    } else if rows.is_empty() {
+        println!("Nothing recorded yet.");
+    } else {
+        print_table(headers, &rows.iter().map(row).collect::<Vec<_>>());
+    }
+}
+
+async fn query(config: &Config, backend: &Backend, command: GithubCommand) -> anyhow::Result<()> {
+    use crate::store::copy::{IssueState, PullState};
+    use crate::time::{rfc3339, rfc3339_opt};
+    match command {
+        GithubCommand::Sync { repo } => {
+            let repo = find_repo(backend, &repo).await?;
+            let sync = SyncEngine::new(config, backend.copy.clone());
+            let effects = sync.sync_all(&repo).await.with_context(|| format!("failed to sync {}", repo.full_name))?;
+            let count = effects.len();
+            backend.copy.apply(repo.id, effects).await?;
+            let branches = backend.copy.branches(repo.id).await?;
+            if config.json {
+                print_json(&Value::Array(branches.iter().map(output::branch_json).collect()));
+            } else {
+                println!("Synced {} ({count} changes): {} branch(es)", repo.full_name, branches.len());
+            }
+        }
+        GithubCommand::Branches { repo } => {
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.branches(repo.id).await?;
+            print_rows(config, &rows, output::branch_json, &["BRANCH", "HEAD", "SYNCED"], |b| {
+                vec![b.name.clone(), b.head_sha.clone(), rfc3339(b.synced_at)]
+            });
+        }
+        GithubCommand::Commits { repo, branch, limit } => {
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.commits(repo.id, branch, limit.clamp(1, 100_000)).await?;
+            print_rows(config, &rows, output::commit_json, &["SHA", "AUTHOR", "COMMITTED", "MESSAGE"], |c| {
+                vec![
+                    c.sha[..12.min(c.sha.len())].to_owned(),
+                    c.author_name.clone(),
+                    rfc3339(c.committed_at * 1000),
+                    c.message.lines().next().unwrap_or("").to_owned(),
+                ]
+            });
+        }
+        GithubCommand::Pulls { repo, state, limit } => {
+            let state = match state.as_str() {
+                "open" => PullState::Open,
+                "closed" => PullState::Closed,
+                "merged" => PullState::Merged,
+                "all" => PullState::All,
+                other => bail!("unknown state '{other}': expected open, closed, merged or all"),
+            };
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.pulls(repo.id, state, limit.clamp(1, 100_000)).await?;
+            print_rows(
+                config,
+                &rows,
+                output::pull_json,
+                &["#", "STATE", "MERGED", "AUTHOR", "UPDATED", "TITLE"],
+                |p| {
+                    vec![
+                        p.number.to_string(),
+                        p.state.clone(),
+                        p.merged.to_string(),
+                        p.author.clone().unwrap_or_default(),
+                        rfc3339(p.updated_at),
+                        p.title.clone(),
+                    ]
+                },
+            );
+        }
+        GithubCommand::Issues { repo, state, limit } => {
+            let state = match state.as_str() {
+                "open" => IssueState::Open,
+                "closed" => IssueState::Closed,
+                "all" => IssueState::All,
+                other => bail!("unknown state '{other}': expected open, closed or all"),
+            };
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.issues(repo.id, state, limit.clamp(1, 100_000)).await?;
+            print_rows(
+                config,
+                &rows,
+                output::issue_json,
+                &["#", "STATE", "COMMENTS", "AUTHOR", "UPDATED", "TITLE"],
+                |i| {
+                    vec![
+                        i.number.to_string(),
+                        i.state.clone(),
+                        i.comments.to_string(),
+                        i.author.clone().unwrap_or_default(),
+                        rfc3339(i.updated_at),
+                        i.title.clone(),
+                    ]
+                },
+            );
+        }
+        GithubCommand::Releases { repo, limit } => {
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.releases(repo.id, limit.clamp(1, 100_000)).await?;
+            print_rows(
+                config,
+                &rows,
+                output::release_json,
+                &["TAG", "NAME", "DRAFT", "PRERELEASE", "PUBLISHED"],
+                |r| {
+                    vec![
+                        r.tag_name.clone(),
+                        r.name.clone().unwrap_or_default(),
+                        r.draft.to_string(),
+                        r.prerelease.to_string(),
+                        rfc3339_opt(r.published_at).unwrap_or_default(),
+                    ]
+                },
+            );
+        }
+        _ => unreachable!("only query commands reach here"),
     }
     Ok(())
 }

@@ -8,7 +8,9 @@ use crate::config::{Config, DatabaseUrl};
 use crate::db::sqlite::{SqliteDb, SqliteOptions};
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::Queue;
+use crate::store::copy::CopyStore;
 use crate::store::sqlite::SqliteRegistry;
+use crate::store::sqlite_copy::SqliteCopyStore;
 use crate::store::Registry;
 
 /// Whether the database is opened by the long-running daemon or a one-shot command.
@@ -21,6 +23,7 @@ pub enum Purpose {
 pub struct Backend {
     pub queue: Arc<dyn Queue>,
     pub registry: Arc<dyn Registry>,
+    pub copy: Arc<dyn CopyStore>,
     sqlite: Option<Arc<SqliteDb>>,
 }
 
@@ -39,6 +42,7 @@ impl Backend {
                 Ok(Self {
                     queue: Arc::new(SqliteQueue::new(db.clone())),
                     registry: Arc::new(SqliteRegistry::new(db.clone())),
+                    copy: Arc::new(SqliteCopyStore::new(db.clone())),
                     sqlite: Some(db),
                 })
             }

@@ -92,8 +92,45 @@ pub enum GithubCommand {
     List,
     /// Show one tracked repository.
     Show { repo: String },
-    /// Stop tracking a repository and delete what is stored for it.
+    /// Stop tracking a repository and delete what is stored for it (rows and mirror).
     Remove { repo: String },
+    /// Fetch and record every tracked branch and tag now.
+    Sync { repo: String },
+    /// Branches of the local copy.
+    Branches { repo: String },
+    /// Commits of the local copy, newest first.
+    Commits {
+        repo: String,
+        /// Only commits on this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Pull requests of the local copy, most recently updated first.
+    Pulls {
+        repo: String,
+        /// open, closed, merged or all.
+        #[arg(long, default_value = "open")]
+        state: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Issues of the local copy, most recently updated first.
+    Issues {
+        repo: String,
+        /// open, closed or all.
+        #[arg(long, default_value = "open")]
+        state: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Releases of the local copy, newest first.
+    Releases {
+        repo: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Webhook deliveries and hooks.
     Webhook {
         #[command(subcommand)]
@@ -111,7 +148,8 @@ pub struct AddArgs {
     /// Git URL to mirror from instead of GitHub's (any git URL or a local path).
     #[arg(long, value_name = "URL")]
     pub clone_url: Option<String>,
-    /// Register the repository without mirroring or syncing it now.
+    /// Register the repository without mirroring or syncing it now (deliveries are still
+    /// received; `sync` mirrors it later).
     #[arg(long)]
     pub no_sync: bool,
 }

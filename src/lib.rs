@@ -16,5 +16,16 @@ pub mod secrets;
 pub mod serve;
 pub mod simulate;
 pub mod store;
+pub mod sync;
 pub mod time;
 pub mod worker;
+
+/// Installs ring as the process's TLS crypto provider (reqwest and gix's https transport
+/// are built without a default one, to avoid compiling a second crypto library).
+/// Idempotent; every entry point that may open a TLS connection calls it.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -4,6 +4,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    futurnal::install_tls_provider();
     let cli = futurnal::cli::Cli::parse();
     match futurnal::app::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -32,6 +32,11 @@ pub fn repository_json(r: &TrackedRepository) -> Value {
         "mode": r.mode,
         "added_at": rfc3339(r.added_at_ms),
         "last_delivery_at": rfc3339_opt(r.last_delivery_at_ms),
+        "default_branch": r.default_branch,
+        "archived": r.archived,
+        "deleted": r.deleted,
+        "visibility": r.visibility,
+        "synced_at": rfc3339_opt(r.synced_at_ms),
     })
 }
 
@@ -94,3 +99,68 @@ pub fn repository_row(r: &TrackedRepository) -> Vec<String> {
 }
 
 pub const REPOSITORY_HEADERS: [&str; 6] = ["ID", "REPOSITORY", "GITHUB ID", "BRANCHES", "MODE", "LAST DELIVERY"];
+
+pub fn branch_json(b: &crate::store::copy::BranchRow) -> Value {
+    json!({ "name": b.name, "head_sha": b.head_sha, "synced_at": rfc3339(b.synced_at) })
+}
+
+pub fn commit_json(c: &crate::sync::git::CommitInfo) -> Value {
+    json!({
+        "sha": c.sha,
+        "parents": c.parents,
+        "author_name": c.author_name,
+        "author_email": c.author_email,
+        "authored_at": rfc3339(c.authored_at * 1000),
+        "committer_name": c.committer_name,
+        "committer_email": c.committer_email,
+        "committed_at": rfc3339(c.committed_at * 1000),
+        "message": c.message,
+        "paths": c.paths.iter().map(|(p, k)| json!({ "path": p, "change": k.to_string() })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn pull_json(p: &crate::store::copy::PullRecord) -> Value {
+    json!({
+        "number": p.number,
+        "title": p.title,
+        "state": p.state,
+        "merged": p.merged,
+        "draft": p.draft,
+        "author": p.author,
+        "labels": p.labels,
+        "assignees": p.assignees,
+        "base_ref": p.base_ref,
+        "head_ref": p.head_ref,
+        "head_sha": p.head_sha,
+        "created_at": rfc3339_opt(p.created_at),
+        "updated_at": rfc3339(p.updated_at),
+        "closed_at": rfc3339_opt(p.closed_at),
+        "merged_at": rfc3339_opt(p.merged_at),
+    })
+}
+
+pub fn issue_json(i: &crate::store::copy::IssueRecord) -> Value {
+    json!({
+        "number": i.number,
+        "title": i.title,
+        "state": i.state,
+        "author": i.author,
+        "labels": i.labels,
+        "assignees": i.assignees,
+        "comments": i.comments,
+        "created_at": rfc3339_opt(i.created_at),
+        "updated_at": rfc3339(i.updated_at),
+        "closed_at": rfc3339_opt(i.closed_at),
+    })
+}
+
+pub fn release_json(r: &crate::store::copy::ReleaseRecord) -> Value {
+    json!({
+        "tag_name": r.tag_name,
+        "name": r.name,
+        "draft": r.draft,
+        "prerelease": r.prerelease,
+        "created_at": rfc3339_opt(r.created_at),
+        "published_at": rfc3339_opt(r.published_at),
+    })
+}

@@ -117,12 +117,16 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         crate::db::sqlite::create_private_dir(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     }
+    // Written aside, then renamed into place: a reader never sees a half-written secret.
+    let staging = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("failed to create secret file {}", path.display()))?;
+        .open(&staging)
+        .with_context(|| format!("failed to create secret file {}", staging.display()))?;
     writeln!(file, "{secret}").and_then(|()| file.sync_all()).context("failed to write secret file")?;
+    std::fs::rename(&staging, path).with_context(|| format!("failed to create secret file {}", path.display()))?;
     Ok(())
 }

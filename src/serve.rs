@@ -17,6 +17,7 @@ use crate::handlers::{DeliveryHandler, EventHandlers};
 use crate::http::{self, AppState, ServerOptions};
 use crate::metrics::Metrics;
 use crate::secrets::SecretSet;
+use crate::sync::SyncEngine;
 use crate::time::now_ms;
 use crate::worker::WorkerPool;
 
@@ -110,7 +111,10 @@ pub async fn run(
     if config.serve.role != Role::Receiver {
         let pool = WorkerPool {
             queue: backend.queue.clone(),
-            handler: overrides.handler.unwrap_or_else(|| Arc::new(EventHandlers::new(backend.registry.clone()))),
+            handler: overrides.handler.unwrap_or_else(|| {
+                let sync = Arc::new(SyncEngine::new(&config, backend.copy.clone()));
+                Arc::new(EventHandlers::new(backend.registry.clone(), backend.copy.clone(), sync))
+            }),
             config: config.workers.clone(),
             metrics,
             work_available,

@@ -17,11 +17,19 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
     ms.map(rfc3339)
 }
 
+/// Parses a GitHub timestamp (RFC 3339, `Z` or an offset) to Unix milliseconds.
+pub fn parse_ms(value: &str) -> Option<i64> {
+    value.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn formats_utc() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
+        assert_eq!(super::parse_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(super::parse_ms("2019-05-15T15:20:30-05:00"), super::parse_ms("2019-05-15T20:20:30Z"));
+        assert_eq!(super::parse_ms("yesterday"), None);
     }
 }

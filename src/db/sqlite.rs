@@ -71,6 +71,114 @@ const MIGRATIONS: &[&str] = &[
         last_delivery_at INTEGER
     );
     "#,
+    // 2: the local copy of each repository.
+    r#"
+    ALTER TABLE repositories ADD COLUMN default_branch TEXT;
+    ALTER TABLE repositories ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE repositories ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE repositories ADD COLUMN visibility TEXT;
+    ALTER TABLE repositories ADD COLUMN synced_at INTEGER;
+    CREATE TABLE branches (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        head_sha TEXT NOT NULL,
+        synced_at INTEGER NOT NULL,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE TABLE tags (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        sha TEXT,
+        synced_at INTEGER NOT NULL,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE TABLE commits (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        sha TEXT NOT NULL,
+        parents TEXT NOT NULL,
+        author_name TEXT NOT NULL,
+        author_email TEXT NOT NULL,
+        authored_at INTEGER NOT NULL,
+        committer_name TEXT NOT NULL,
+        committer_email TEXT NOT NULL,
+        committed_at INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        paths TEXT NOT NULL,
+        PRIMARY KEY (repo_id, sha)
+    ) WITHOUT ROWID;
+    -- Which branches contain which commits.
+    CREATE TABLE branch_commits (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        branch TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        committed_at INTEGER NOT NULL,
+        -- Higher is newer: the walk order from the branch head (ties in commit time are common).
+        position INTEGER NOT NULL,
+        PRIMARY KEY (repo_id, branch, sha)
+    ) WITHOUT ROWID;
+    CREATE INDEX branch_commits_by_position ON branch_commits(repo_id, branch, position DESC);
+    CREATE TABLE pulls (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT,
+        state TEXT NOT NULL,
+        draft INTEGER NOT NULL,
+        merged INTEGER NOT NULL,
+        author TEXT,
+        labels TEXT NOT NULL,
+        assignees TEXT NOT NULL,
+        base_ref TEXT NOT NULL,
+        base_sha TEXT NOT NULL,
+        head_ref TEXT NOT NULL,
+        head_sha TEXT NOT NULL,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        merged_at INTEGER,
+        PRIMARY KEY (repo_id, number)
+    );
+    CREATE TABLE issues (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT,
+        state TEXT NOT NULL,
+        author TEXT,
+        labels TEXT NOT NULL,
+        assignees TEXT NOT NULL,
+        comments INTEGER NOT NULL,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        transferred_to TEXT,
+        PRIMARY KEY (repo_id, number)
+    );
+    CREATE TABLE issue_comments (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        issue_number INTEGER NOT NULL,
+        body TEXT,
+        author TEXT,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo_id, id)
+    );
+    CREATE TABLE releases (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        tag_name TEXT NOT NULL,
+        name TEXT,
+        draft INTEGER NOT NULL,
+        prerelease INTEGER NOT NULL,
+        created_at INTEGER,
+        published_at INTEGER,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo_id, id)
+    );
+    "#,
 ];
 
 #[derive(Debug, Clone)]
@@ -443,11 +551,18 @@ mod tests {
         // 197 jobs each inserted their row, plus 'a/dup' once; the three failed jobs left
         // nothing behind (their own row was rolled back with their savepoint).
         assert_eq!(n, 198);
-        let orphan: i64 = db
-            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM repositories WHERE full_name = 'o/r57'", [], |r| r.get(0))?))
+        // Whichever of the four ran first kept its row; the other three kept none.
+        let kept: i64 = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM repositories WHERE full_name IN ('o/r7', 'o/r57', 'o/r107', 'o/r157')",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
             .await
             .unwrap();
-        assert_eq!(orphan, 0);
+        assert_eq!(kept, 1);
         let mode = std::fs::metadata(dir.path().join("t.db")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);

@@ -1,8 +1,10 @@
-//! What a delivery does to the local copy, one function per event family.
-//!
-//! For now every handler checks that the payload has the shape its event needs and
-//! records the delivery on the tracked repository (learning GitHub's repository id);
-//! the effects on branches, commits, pull requests, issues and releases come next.
+//! What a delivery does to the local copy. Each event family turns its payload into
+//! store effects (`normalize.rs` for the payload-is-the-data events, `git.rs` for the
+//! events that move refs and are answered from the mirror), and the effects are applied
+//! in one transaction, idempotently.
+
+mod git;
+pub mod normalize;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,9 @@ use serde::de::DeserializeOwned;
 
 use crate::db::BoxFuture;
 use crate::queue::ClaimedDelivery;
-use crate::store::Registry;
+use crate::store::copy::{CopyStore, Effect};
+use crate::store::{Registry, TrackedRepository};
+use crate::sync::SyncEngine;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandlerOutcome {
@@ -35,6 +39,12 @@ pub enum HandlerError {
     Transient(String),
 }
 
+impl HandlerError {
+    fn transient(e: impl std::fmt::Display) -> Self {
+        HandlerError::Transient(e.to_string())
+    }
+}
+
 /// Processes one delivery. The worker pool calls it; tests substitute their own.
 pub trait DeliveryHandler: Send + Sync {
     fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>>;
@@ -50,57 +60,99 @@ type RepositoryKey = (Option<u64>, Option<String>);
 /// The real handlers.
 pub struct EventHandlers {
     registry: Arc<dyn Registry>,
-    recently_tracked: Mutex<HashMap<RepositoryKey, Instant>>,
+    copy: Arc<dyn CopyStore>,
+    sync: Arc<SyncEngine>,
+    recently_tracked: Mutex<HashMap<RepositoryKey, (Instant, TrackedRepository)>>,
 }
 
 impl EventHandlers {
-    pub fn new(registry: Arc<dyn Registry>) -> Self {
-        Self { registry, recently_tracked: Mutex::default() }
+    pub fn new(registry: Arc<dyn Registry>, copy: Arc<dyn CopyStore>, sync: Arc<SyncEngine>) -> Self {
+        Self { registry, copy, sync, recently_tracked: Mutex::default() }
     }
 
-    /// Whether the delivery's repository is tracked, recording the delivery on it.
-    async fn tracked(&self, delivery: &ClaimedDelivery) -> Result<bool, HandlerError> {
+    /// The tracked repository the delivery is about, recording the delivery on it.
+    async fn tracked(&self, delivery: &ClaimedDelivery) -> Result<Option<TrackedRepository>, HandlerError> {
         let key = (delivery.repository_github_id, delivery.repository.clone());
-        let fresh = |at: &Instant| at.elapsed() < TRACKED_ANSWER_TTL;
-        if self.recently_tracked.lock().unwrap_or_else(|p| p.into_inner()).get(&key).is_some_and(fresh) {
-            return Ok(true);
+        {
+            let recent = self.recently_tracked.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, repo)) = recent.get(&key) {
+                if at.elapsed() < TRACKED_ANSWER_TTL {
+                    return Ok(Some(repo.clone()));
+                }
+            }
         }
         let found = self
             .registry
             .note_delivery(delivery.repository_github_id, delivery.repository.clone(), delivery.received_at_ms)
             .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+            .map_err(HandlerError::transient)?;
         let mut recent = self.recently_tracked.lock().unwrap_or_else(|p| p.into_inner());
-        recent.retain(|_, at| fresh(at));
-        if found.is_some() {
-            recent.insert(key, Instant::now());
+        recent.retain(|_, (at, _)| at.elapsed() < TRACKED_ANSWER_TTL);
+        if let Some(repo) = &found {
+            recent.insert(key, (Instant::now(), repo.clone()));
         }
-        Ok(found.is_some())
+        Ok(found)
     }
 
     async fn dispatch(&self, delivery: &ClaimedDelivery) -> Result<HandlerOutcome, HandlerError> {
         let json = delivery.body.json().map_err(HandlerError::Permanent)?;
         let kind = WebhookEventType::parse(&delivery.event);
         // Shape first: a payload its event cannot use fails for good, before any effect.
-        match &kind {
-            WebhookEventType::Push => check::<PushEvent>(&json)?,
-            WebhookEventType::PullRequest => check::<PullRequestEvent>(&json)?,
-            WebhookEventType::Issues => check::<IssuesEvent>(&json)?,
-            WebhookEventType::IssueComment => check::<IssueCommentEvent>(&json)?,
-            WebhookEventType::Release => check::<ReleaseEvent>(&json)?,
-            WebhookEventType::Create | WebhookEventType::Delete => check::<RefEvent>(&json)?,
-            WebhookEventType::Repository => check::<RepositoryEvent>(&json)?,
-            WebhookEventType::Ping => check::<PingEvent>(&json)?,
+        let parsed = match &kind {
+            WebhookEventType::Push => Parsed::Push(parse::<PushEvent>(&json)?),
+            WebhookEventType::PullRequest => Parsed::PullRequest(parse::<PullRequestEvent>(&json)?),
+            WebhookEventType::Issues => Parsed::Issues(parse::<IssuesEvent>(&json)?),
+            WebhookEventType::IssueComment => Parsed::IssueComment(parse::<IssueCommentEvent>(&json)?),
+            WebhookEventType::Release => Parsed::Release(parse::<ReleaseEvent>(&json)?),
+            WebhookEventType::Create => Parsed::Create(parse::<RefEvent>(&json)?),
+            WebhookEventType::Delete => Parsed::Delete(parse::<RefEvent>(&json)?),
+            WebhookEventType::Repository => Parsed::Repository(parse::<RepositoryEvent>(&json)?),
+            WebhookEventType::Ping => {
+                parse::<PingEvent>(&json)?;
+                return Ok(HandlerOutcome::Done);
+            }
             WebhookEventType::Other(name) => {
                 return Ok(HandlerOutcome::Ignored(format!("no handler for event '{name}'")))
             }
+        };
+        let Some(repo) = self.tracked(delivery).await? else {
+            return Ok(HandlerOutcome::Ignored("repository is no longer tracked".into()));
+        };
+        let permanent = HandlerError::Permanent;
+        let effects: Vec<Effect> = match parsed {
+            Parsed::Push(event) => git::push(&self.sync, &repo, &event).await?,
+            Parsed::Create(event) => git::created(&self.sync, &repo, &event).await?,
+            Parsed::Delete(event) => git::deleted(&repo, &event),
+            Parsed::PullRequest(event) => vec![normalize::pull_request(&event).map_err(permanent)?],
+            Parsed::Issues(event) => vec![normalize::issues(&event).map_err(permanent)?],
+            Parsed::IssueComment(event) => normalize::issue_comment(&event).map_err(permanent)?,
+            Parsed::Release(event) => vec![normalize::release(&event)],
+            Parsed::Repository(event) => {
+                // A rename changes what the cache keys on.
+                self.recently_tracked.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                vec![normalize::repository(&event)]
+            }
+        };
+        if effects.is_empty() {
+            return Ok(HandlerOutcome::Ignored("nothing tracked changed".into()));
         }
-        if self.tracked(delivery).await? {
-            Ok(HandlerOutcome::Done)
-        } else {
-            Ok(HandlerOutcome::Ignored("repository is no longer tracked".into()))
-        }
+        self.copy.apply(repo.id, effects).await.map_err(|e| match e {
+            crate::db::StoreError::Conflict(message) => HandlerError::Permanent(message),
+            other => HandlerError::transient(other),
+        })?;
+        Ok(HandlerOutcome::Done)
     }
+}
+
+enum Parsed {
+    Push(PushEvent),
+    PullRequest(PullRequestEvent),
+    Issues(IssuesEvent),
+    IssueComment(IssueCommentEvent),
+    Release(ReleaseEvent),
+    Create(RefEvent),
+    Delete(RefEvent),
+    Repository(RepositoryEvent),
 }
 
 impl DeliveryHandler for EventHandlers {
@@ -109,8 +161,7 @@ impl DeliveryHandler for EventHandlers {
     }
 }
 
-fn check<T: DeserializeOwned>(json: &[u8]) -> Result<(), HandlerError> {
+fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, HandlerError> {
     serde_json::from_slice::<T>(json)
-        .map(drop)
         .map_err(|e| HandlerError::Permanent(format!("payload does not fit its event: {e}")))
 }

@@ -1,7 +1,8 @@
 //! Which repositories are tracked, as the receiver sees it: an in-memory set refreshed
-//! from the registry, so the hot path does not query the database. A miss refreshes
-//! the set at most four times a second, so a repository added a moment ago by another
-//! process (`futurnal sources github add`) is recognised at once.
+//! from the registry, so the hot path does not query the database for tracked
+//! repositories. A miss asks the registry about that one repository, so a repository
+//! added a moment ago by another process (`futurnal sources github add`), or renamed,
+//! is recognised at once.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -37,19 +38,20 @@ impl TrackedCache {
     }
 
     pub async fn contains(&self, github_id: Option<u64>, full_name: Option<&str>) -> StoreResult<bool> {
-        let (set, loaded_at) = self.snapshot();
+        let (set, _) = self.snapshot();
         if set.contains(github_id, full_name) {
             return Ok(true);
         }
-        if loaded_at.is_some_and(|at| at.elapsed() < MISS_REFRESH_INTERVAL) {
+        // A miss asks the registry about this one repository (indexed): a repository added,
+        // or whose GitHub id was learned, a moment ago is recognised at once.
+        if self.registry.lookup(github_id, full_name.map(str::to_owned)).await?.is_none() {
             return Ok(false);
         }
         let _guard = self.refreshing.lock().await;
-        let (set, loaded_at) = self.snapshot();
-        if loaded_at.is_some_and(|at| at.elapsed() < MISS_REFRESH_INTERVAL) {
-            return Ok(set.contains(github_id, full_name));
+        if self.snapshot().1.is_none_or(|at| at.elapsed() >= MISS_REFRESH_INTERVAL) {
+            self.refresh().await?;
         }
-        Ok(self.refresh().await?.contains(github_id, full_name))
+        Ok(true)
     }
 
     /// Reloads the set from the registry (also run on a timer, so removals show).

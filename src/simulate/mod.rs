@@ -58,6 +58,7 @@ pub struct SimulateResponse {
 
 /// Signs and sends one delivery the way GitHub does.
 pub async fn send(delivery: &SimulatedDelivery, secret: &WebhookSecret) -> anyhow::Result<SimulateResponse> {
+    crate::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

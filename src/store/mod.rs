@@ -1,7 +1,9 @@
 //! The local copy's tables behind one trait per database. For now: the registry of
 //! tracked repositories, which is what "tracked" means to the receiver.
 
+pub mod copy;
 pub mod sqlite;
+pub mod sqlite_copy;
 
 use crate::db::{BoxFuture, StoreResult};
 
@@ -19,6 +21,12 @@ pub struct TrackedRepository {
     pub mode: String,
     pub added_at_ms: i64,
     pub last_delivery_at_ms: Option<i64>,
+    /// Learned from the remote's HEAD at `add`, or from payloads.
+    pub default_branch: Option<String>,
+    pub archived: bool,
+    pub deleted: bool,
+    pub visibility: Option<String>,
+    pub synced_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +35,7 @@ pub struct NewRepository {
     pub github_id: Option<u64>,
     pub branches: Vec<String>,
     pub clone_url: Option<String>,
+    pub default_branch: Option<String>,
 }
 
 /// How a command names a repository: the local id or OWNER/NAME.
@@ -46,12 +55,20 @@ impl RepoRef {
 }
 
 pub trait Registry: Send + Sync {
-    /// Starts tracking; a repository already tracked under that name is a `Conflict`.
-    fn add(&self, repo: NewRepository) -> BoxFuture<'_, StoreResult<TrackedRepository>>;
+    /// Starts tracking, applying the first sync's effects in the same transaction (so a
+    /// failure leaves nothing half-created); a repository already tracked under that name
+    /// is a `Conflict`.
+    fn add(&self, repo: NewRepository, initial: Vec<copy::Effect>) -> BoxFuture<'_, StoreResult<TrackedRepository>>;
     fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TrackedRepository>>>;
     fn find(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
     /// Stops tracking; returns what was removed.
     fn remove(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<TrackedRepository>>;
+    /// The tracked repository a delivery names (by GitHub id, else by name), read only.
+    fn lookup(
+        &self,
+        github_id: Option<u64>,
+        full_name: Option<String>,
+    ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
     /// Finds the tracked repository a delivery is about (by GitHub id, else by name),
     /// learns its GitHub id when it was unknown, and records the delivery time.
     /// `None` when the repository is not tracked.

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::copy::Effect;
+use super::sqlite_copy::apply_effects;
 use super::{NewRepository, Registry, RepoRef, TrackedRepository};
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
@@ -19,7 +21,8 @@ impl SqliteRegistry {
     }
 }
 
-const COLUMNS: &str = "id, full_name, github_id, branches, clone_url, mode, added_at, last_delivery_at";
+const COLUMNS: &str = "id, full_name, github_id, branches, clone_url, mode, added_at, last_delivery_at, \
+     default_branch, archived, deleted, visibility, synced_at";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
     let branches: String = r.get(3)?;
@@ -32,6 +35,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
         mode: r.get(5)?,
         added_at_ms: r.get(6)?,
         last_delivery_at_ms: r.get(7)?,
+        default_branch: r.get(8)?,
+        archived: r.get(9)?,
+        deleted: r.get(10)?,
+        visibility: r.get(11)?,
+        synced_at_ms: r.get(12)?,
     })
 }
 
@@ -83,7 +91,7 @@ fn describe(repo: &RepoRef) -> String {
 }
 
 impl Registry for SqliteRegistry {
-    fn add(&self, repo: NewRepository) -> BoxFuture<'_, StoreResult<TrackedRepository>> {
+    fn add(&self, repo: NewRepository, initial: Vec<Effect>) -> BoxFuture<'_, StoreResult<TrackedRepository>> {
         Box::pin(self.db.write(move |c| {
             if let Some(existing) = find(c, &RepoRef::Name(repo.full_name.clone()))? {
                 return Err(StoreError::Conflict(format!(
@@ -93,11 +101,22 @@ impl Registry for SqliteRegistry {
             }
             let branches = serde_json::to_string(&repo.branches).expect("strings serialize");
             c.execute(
-                "INSERT INTO repositories (full_name, github_id, branches, clone_url, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![repo.full_name, repo.github_id.map(|v| v as i64), branches, repo.clone_url, now_ms()],
+                "INSERT INTO repositories (full_name, github_id, branches, clone_url, added_at, default_branch) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    repo.full_name,
+                    repo.github_id.map(|v| v as i64),
+                    branches,
+                    repo.clone_url,
+                    now_ms(),
+                    repo.default_branch
+                ],
             )?;
-            find(c, &RepoRef::Id(c.last_insert_rowid()))?
-                .ok_or_else(|| StoreError::Unavailable("inserted repository vanished".into()))
+            let id = c.last_insert_rowid();
+            if !initial.is_empty() {
+                apply_effects(c, id, &initial)?;
+            }
+            find(c, &RepoRef::Id(id))?.ok_or_else(|| StoreError::Unavailable("inserted repository vanished".into()))
         }))
     }
 
@@ -119,6 +138,14 @@ impl Registry for SqliteRegistry {
             c.execute("DELETE FROM repositories WHERE id = ?1", [found.id])?;
             Ok(found)
         }))
+    }
+
+    fn lookup(
+        &self,
+        github_id: Option<u64>,
+        full_name: Option<String>,
+    ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>> {
+        Box::pin(self.db.read(move |c| match_delivery(c, github_id, full_name)))
     }
 
     fn note_delivery(

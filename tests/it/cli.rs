@@ -48,7 +48,7 @@ fn bad_input_is_a_clear_one_line_error_and_usage_errors_exit_2() {
     let d = dir.path();
     let cases: &[(&[&str], &str)] = &[
         (&["sources", "github", "add", "not-a-repo", "--no-sync"], "OWNER/NAME"),
-        (&["sources", "github", "add", "octo/hello"], "--no-sync"),
+        (&["sources", "github", "add", "octo/hello", "--clone-url", "/nonexistent/remote.git"], "does not exist"),
         (&["sources", "github", "webhook", "deliveries", "--status", "weird"], "unknown delivery status"),
         (&["sources", "github", "webhook", "replay", "nope"], "no stored delivery"),
         (&["--database-url", "postgres://localhost/x", "sources", "github", "list"], "PostgreSQL"),
@@ -73,7 +73,9 @@ fn bad_input_is_a_clear_one_line_error_and_usage_errors_exit_2() {
 fn simulate_every_event_against_a_running_daemon_then_list_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert_eq!(futurnal(d, &["sources", "github", "add", "Codertocat/Hello-World", "--no-sync"]).code, 0);
+    let remote = GitRemote::new(d, "hello-world");
+    let added = futurnal(d, &["sources", "github", "add", "Codertocat/Hello-World", "--clone-url", &remote.url()]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
     let mut daemon = start_daemon(d, &[]);
     let url = daemon.url();
     let events =
@@ -139,18 +141,15 @@ fn simulate_every_event_against_a_running_daemon_then_list_deliveries() {
     assert!(for_repo.as_array().unwrap().iter().all(|r| r["repository"] == "Codertocat/Hello-World"));
 
     // Replay from the CLI while the daemon runs: processed again.
-    let push_id = rows.iter().find(|r| r["event"] == "push" && r["repository"] == "Codertocat/Hello-World").unwrap()
-        ["delivery_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let replay = futurnal(d, &["--json", "sources", "github", "webhook", "replay", &push_id]);
+    let replay_id =
+        rows.iter().find(|r| r["event"] == "pull_request").unwrap()["delivery_id"].as_str().unwrap().to_owned();
+    let replay = futurnal(d, &["--json", "sources", "github", "webhook", "replay", &replay_id]);
     assert_eq!(replay.code, 0, "{}", replay.stderr);
     assert_eq!(replay.json()["status"], "queued");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let list = futurnal(d, &["--json", "sources", "github", "webhook", "deliveries", "--limit", "100"]).json();
-        let row = list.as_array().unwrap().iter().find(|r| r["delivery_id"] == push_id.as_str()).cloned().unwrap();
+        let row = list.as_array().unwrap().iter().find(|r| r["delivery_id"] == replay_id.as_str()).cloned().unwrap();
         if row["status"] == "done" {
             break;
         }

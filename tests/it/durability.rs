@@ -29,7 +29,8 @@ async fn send(client: &reqwest::Client, url: &str, id: &str, body: &[u8]) -> Opt
 async fn kill_9_during_a_burst_loses_no_acknowledged_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
-    assert_eq!(futurnal(&d, &["sources", "github", "add", REPO, "--no-sync"]).code, 0);
+    let remote = GitRemote::new(&d, REPO);
+    assert_eq!(futurnal(&d, &["sources", "github", "add", REPO, "--clone-url", &remote.url()]).code, 0);
     let mut daemon = start_daemon(&d, &[("FUTURNAL_WEBHOOK_SECRET", SECRET)]);
     let url = daemon.url();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -38,6 +39,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_delivery() {
     for _ in 0..16 {
         let (url, acked, body) = (url.clone(), acked.clone(), body.clone());
         senders.push(tokio::spawn(async move {
+            futurnal::install_tls_provider();
             let client = reqwest::Client::new();
             for _ in 0..400 {
                 let id = new_id();
@@ -84,8 +86,10 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_delivery() {
 async fn sigterm_drains_and_exits_0_and_logs_hold_no_secrets_or_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
-    assert_eq!(futurnal(&d, &["sources", "github", "add", REPO, "--no-sync"]).code, 0);
+    let remote = GitRemote::new(&d, REPO);
+    assert_eq!(futurnal(&d, &["sources", "github", "add", REPO, "--clone-url", &remote.url()]).code, 0);
     let mut daemon = start_daemon(&d, &[("FUTURNAL_WEBHOOK_SECRET", SECRET), ("FUTURNAL_LOG", "debug")]);
+    futurnal::install_tls_provider();
     let client = reqwest::Client::new();
     let body = push_body(REPO, 1);
     let mut acked = Vec::new();

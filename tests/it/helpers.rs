@@ -55,6 +55,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub queue: Arc<dyn Queue>,
     pub registry: Arc<dyn Registry>,
+    pub copy: Arc<dyn futurnal::store::copy::CopyStore>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -79,30 +80,42 @@ pub fn config_for(dir: &Path, extra_toml: &str) -> Config {
 }
 
 pub async fn spawn_app(options: AppOptions) -> TestApp {
+    futurnal::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     spawn_app_in(dir, options).await
 }
 
 pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestApp {
+    futurnal::install_tls_provider();
     let config = config_for(dir.path(), &options.toml);
     let backend = Backend::open(&config, Purpose::Daemon).unwrap();
     for repo in &options.track {
         if backend.registry.find(futurnal::store::RepoRef::Name(repo.to_string())).await.unwrap().is_none() {
             backend
                 .registry
-                .add(NewRepository { full_name: repo.to_string(), github_id: None, branches: vec![], clone_url: None })
+                .add(
+                    NewRepository {
+                        full_name: repo.to_string(),
+                        github_id: None,
+                        branches: vec![],
+                        // Tests never reach GitHub: every tracked repository mirrors a local one.
+                        clone_url: Some(GitRemote::new(dir.path(), repo).url()),
+                        default_branch: Some("main".into()),
+                    },
+                    vec![],
+                )
                 .await
                 .unwrap();
         }
     }
-    let (queue, registry) = (backend.queue.clone(), backend.registry.clone());
+    let (queue, registry, copy) = (backend.queue.clone(), backend.registry.clone(), backend.copy.clone());
     let listeners = Listeners::bind(&config).await.unwrap();
     let webhook = listeners.webhook.as_ref().map(|l| l.local_addr().unwrap()).unwrap_or(([0, 0, 0, 0], 0).into());
     let admin = listeners.admin.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let overrides = Overrides { handler: options.handler, metrics: None };
     let task = tokio::spawn(futurnal::serve::run(config, backend, listeners, overrides, shutdown.clone()));
-    TestApp { webhook, admin, dir, client: reqwest::Client::new(), queue, registry, shutdown, task: Some(task) }
+    TestApp { webhook, admin, dir, client: reqwest::Client::new(), queue, registry, copy, shutdown, task: Some(task) }
 }
 
 /// How to build a test delivery.
@@ -296,4 +309,100 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---- Local git remotes standing in for GitHub ----
+
+/// Runs git in `dir` with a fixed identity; panics with git's stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", "-c", "protocol.file.allow=always"])
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Mona Lisa")
+        .env("GIT_AUTHOR_EMAIL", "mona@example.com")
+        .env("GIT_COMMITTER_NAME", "Mona Lisa")
+        .env("GIT_COMMITTER_EMAIL", "mona@example.com")
+        .output()
+        .expect("git runs");
+    assert!(output.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A bare repository (the "GitHub" side) and a working clone to make commits in.
+pub struct GitRemote {
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+impl GitRemote {
+    /// A remote whose `main` has one commit.
+    pub fn new(root: &Path, name: &str) -> Self {
+        let bare = root.join("remotes").join(format!("{}.git", name.replace('/', "_")));
+        let work = root.join("work").join(name.replace('/', "_"));
+        std::fs::create_dir_all(&bare).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        git(&bare, &["init", "--bare", "-q"]);
+        git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+        git(&work, &["init", "-q"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        let remote = Self { bare, work };
+        remote.commit("README.md", "hello\n", "Initial commit");
+        remote.push("main");
+        remote
+    }
+
+    pub fn url(&self) -> String {
+        self.bare.to_str().unwrap().to_owned()
+    }
+
+    /// Writes `file` and commits it on the current branch; returns the new sha.
+    pub fn commit(&self, file: &str, content: &str, message: &str) -> String {
+        let path = self.work.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    pub fn checkout(&self, branch: &str, create: bool) {
+        if create {
+            git(&self.work, &["checkout", "-q", "-b", branch]);
+        } else {
+            git(&self.work, &["checkout", "-q", branch]);
+        }
+    }
+
+    pub fn push(&self, branch: &str) {
+        git(&self.work, &["push", "-q", "origin", &format!("HEAD:refs/heads/{branch}")]);
+    }
+
+    pub fn force_push(&self, branch: &str) {
+        git(&self.work, &["push", "-q", "--force", "origin", &format!("HEAD:refs/heads/{branch}")]);
+    }
+}
+
+/// The push delivery GitHub would send, in the real shape of the documented example.
+pub fn push_payload(repo: &str, github_id: u64, git_ref: &str, before: &str, after: &str) -> Vec<u8> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shared("github-webhooks/payloads/push/payload.json")).unwrap()).unwrap();
+    let zero = "0000000000000000000000000000000000000000";
+    value["ref"] = git_ref.into();
+    value["before"] = before.into();
+    value["after"] = after.into();
+    value["created"] = (before == zero).into();
+    value["deleted"] = (after == zero).into();
+    value["forced"] = false.into();
+    value["commits"] = serde_json::json!([]);
+    value["head_commit"] = serde_json::Value::Null;
+    value["repository"]["id"] = github_id.into();
+    value["repository"]["full_name"] = repo.into();
+    value["repository"]["name"] = repo.split('/').nth(1).unwrap().into();
+    serde_json::to_vec(&value).unwrap()
 }

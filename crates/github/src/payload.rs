@@ -198,6 +198,9 @@ pub struct IssuesEvent {
     pub action: String,
     pub issue: Issue,
     pub repository: Repository,
+    /// For `transferred`: `new_repository` and `new_issue`.
+    #[serde(default)]
+    pub changes: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

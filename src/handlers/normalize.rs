@@ -1,0 +1,133 @@
+//! Payload → effect, for the events whose payload is the data (pull requests, issues,
+//! comments, releases, repository changes). Pure functions, tested on GitHub's examples.
+
+use futurnal_github::payload::{
+    Account, Issue, IssueCommentEvent, IssuesEvent, Label, PullRequestEvent, ReleaseEvent, RepositoryEvent,
+};
+
+use crate::store::copy::{CommentRecord, Effect, IssueRecord, PullRecord, ReleaseRecord};
+use crate::time::parse_ms;
+
+fn time(value: &Option<String>) -> Option<i64> {
+    value.as_deref().and_then(parse_ms)
+}
+
+fn required_time(value: &str, what: &str) -> Result<i64, String> {
+    parse_ms(value).ok_or_else(|| format!("{what} is not an RFC 3339 time: '{value}'"))
+}
+
+fn names(labels: &[Label]) -> Vec<String> {
+    labels.iter().map(|l| l.name.clone()).collect()
+}
+
+fn logins(accounts: &[Account]) -> Vec<String> {
+    accounts.iter().map(|a| a.login.clone()).collect()
+}
+
+pub fn pull_request(event: &PullRequestEvent) -> Result<Effect, String> {
+    let pr = &event.pull_request;
+    let merged_at = time(&pr.merged_at);
+    Ok(Effect::Pull(PullRecord {
+        number: pr.number,
+        title: pr.title.clone(),
+        body: pr.body.clone(),
+        state: pr.state.clone(),
+        draft: pr.draft.unwrap_or(false),
+        merged: pr.merged.unwrap_or(false) || merged_at.is_some(),
+        author: pr.user.as_ref().map(|u| u.login.clone()),
+        labels: names(&pr.labels),
+        assignees: logins(&pr.assignees),
+        base_ref: pr.base.git_ref.clone(),
+        base_sha: pr.base.sha.clone(),
+        head_ref: pr.head.git_ref.clone(),
+        head_sha: pr.head.sha.clone(),
+        created_at: time(&pr.created_at),
+        updated_at: required_time(&pr.updated_at, "pull_request.updated_at")?,
+        closed_at: time(&pr.closed_at),
+        merged_at,
+    }))
+}
+
+fn issue_record(issue: &Issue, deleted: bool, transferred_to: Option<String>) -> Result<IssueRecord, String> {
+    Ok(IssueRecord {
+        number: issue.number,
+        title: issue.title.clone(),
+        body: issue.body.clone(),
+        // Missing from some deliveries: empty keeps the stored state (see the upsert).
+        state: issue.state.clone().unwrap_or_default(),
+        author: issue.user.as_ref().map(|u| u.login.clone()),
+        labels: names(&issue.labels),
+        assignees: logins(&issue.assignees),
+        comments: issue.comments,
+        created_at: time(&issue.created_at),
+        updated_at: required_time(&issue.updated_at, "issue.updated_at")?,
+        closed_at: time(&issue.closed_at),
+        deleted,
+        transferred_to,
+    })
+}
+
+pub fn issues(event: &IssuesEvent) -> Result<Effect, String> {
+    let transferred_to = (event.action == "transferred").then(|| {
+        event
+            .changes
+            .as_ref()
+            .and_then(|c| c["new_repository"]["full_name"].as_str())
+            .unwrap_or("another repository")
+            .to_owned()
+    });
+    Ok(Effect::Issue(issue_record(&event.issue, event.action == "deleted", transferred_to)?))
+}
+
+/// The comment, and the issue as the payload shows it (its comment count follows).
+/// Comments on pull requests update no issue row.
+pub fn issue_comment(event: &IssueCommentEvent) -> Result<Vec<Effect>, String> {
+    let comment = &event.comment;
+    let mut effects = vec![Effect::Comment(CommentRecord {
+        id: comment.id,
+        issue_number: event.issue.number,
+        body: comment.body.clone(),
+        author: comment.user.as_ref().map(|u| u.login.clone()),
+        created_at: time(&comment.created_at),
+        updated_at: required_time(&comment.updated_at, "comment.updated_at")?,
+        deleted: event.action == "deleted",
+    })];
+    if event.issue.pull_request.is_none() {
+        effects.push(Effect::Issue(issue_record(&event.issue, false, None)?));
+    }
+    Ok(effects)
+}
+
+pub fn release(event: &ReleaseEvent) -> Effect {
+    let r = &event.release;
+    Effect::Release(ReleaseRecord {
+        id: r.id,
+        tag_name: r.tag_name.clone(),
+        name: r.name.clone(),
+        draft: r.draft,
+        prerelease: r.prerelease,
+        created_at: time(&r.created_at),
+        published_at: time(&r.published_at),
+        deleted: event.action == "deleted",
+    })
+}
+
+pub fn repository(event: &RepositoryEvent) -> Effect {
+    let repo = &event.repository;
+    let (archived, deleted, visibility) = match event.action.as_str() {
+        "archived" => (Some(true), None, None),
+        "unarchived" => (Some(false), None, None),
+        "deleted" => (None, Some(true), None),
+        "privatized" => (None, None, Some("private".to_owned())),
+        "publicized" => (None, None, Some("public".to_owned())),
+        _ => (repo.archived, None, repo.visibility.clone()),
+    };
+    Effect::Repository {
+        full_name: Some(repo.full_name.clone()),
+        github_id: Some(repo.id),
+        archived,
+        deleted,
+        visibility,
+        default_branch: repo.default_branch.clone(),
+    }
+}

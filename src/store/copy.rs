@@ -1,0 +1,152 @@
+//! The local copy of a repository: normalized records, the effects a delivery or a sync
+//! has on them, and the trait that applies effects and answers queries.
+//!
+//! Effects are applied in one transaction and are idempotent: a pull request or issue
+//! whose `updated_at` is older than the stored one never overwrites it (GitHub does not
+//! promise delivery order), a deleted comment or release stays deleted, and branch
+//! updates come from the mirror, which is the truth, not from the payload.
+
+use crate::db::{BoxFuture, StoreResult};
+use crate::sync::git::CommitInfo;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRecord {
+    pub number: u64,
+    pub title: String,
+    pub body: Option<String>,
+    pub state: String,
+    pub draft: bool,
+    pub merged: bool,
+    pub author: Option<String>,
+    pub labels: Vec<String>,
+    pub assignees: Vec<String>,
+    pub base_ref: String,
+    pub base_sha: String,
+    pub head_ref: String,
+    pub head_sha: String,
+    pub created_at: Option<i64>,
+    pub updated_at: i64,
+    pub closed_at: Option<i64>,
+    pub merged_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRecord {
+    pub number: u64,
+    pub title: String,
+    pub body: Option<String>,
+    pub state: String,
+    pub author: Option<String>,
+    pub labels: Vec<String>,
+    pub assignees: Vec<String>,
+    pub comments: u64,
+    pub created_at: Option<i64>,
+    pub updated_at: i64,
+    pub closed_at: Option<i64>,
+    pub deleted: bool,
+    pub transferred_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentRecord {
+    pub id: u64,
+    pub issue_number: u64,
+    pub body: Option<String>,
+    pub author: Option<String>,
+    pub created_at: Option<i64>,
+    pub updated_at: i64,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    pub id: u64,
+    pub tag_name: String,
+    pub name: Option<String>,
+    pub draft: bool,
+    pub prerelease: bool,
+    pub created_at: Option<i64>,
+    pub published_at: Option<i64>,
+    pub deleted: bool,
+}
+
+/// How a sync changes which commits a branch contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// Fast-forward: these commits (sha, committed_at) join the branch.
+    Append(Vec<(String, i64)>),
+    /// Rewrite (forced push, first sync): the branch contains exactly these.
+    Replace(Vec<(String, i64)>),
+}
+
+/// One change to the local copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A branch synced from the mirror: its head, commits not stored before, membership.
+    Branch {
+        name: String,
+        head_sha: String,
+        new_commits: Vec<CommitInfo>,
+        membership: Membership,
+    },
+    /// The branch is gone; its commits stay while another branch contains them.
+    DeleteBranch {
+        name: String,
+    },
+    Tag {
+        name: String,
+        sha: Option<String>,
+    },
+    DeleteTag {
+        name: String,
+    },
+    Pull(PullRecord),
+    /// Deletion and transfer are flags on the record, and they stick.
+    Issue(IssueRecord),
+    Comment(CommentRecord),
+    Release(ReleaseRecord),
+    /// Renamed or transferred (`full_name`), archived, deleted, visibility, default branch.
+    Repository {
+        full_name: Option<String>,
+        github_id: Option<u64>,
+        archived: Option<bool>,
+        deleted: Option<bool>,
+        visibility: Option<String>,
+        default_branch: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchRow {
+    pub name: String,
+    pub head_sha: String,
+    pub synced_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullState {
+    Open,
+    Closed,
+    Merged,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueState {
+    Open,
+    Closed,
+    All,
+}
+
+pub trait CopyStore: Send + Sync {
+    /// Applies effects to repository `repo_id` in one transaction.
+    fn apply(&self, repo_id: i64, effects: Vec<Effect>) -> BoxFuture<'_, StoreResult<()>>;
+    fn branches(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<BranchRow>>>;
+    /// Which of the repository's commits are already stored (to skip reading them again).
+    fn commit_shas(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<std::collections::HashSet<String>>>;
+    /// Newest first; only those on `branch` when given.
+    fn commits(&self, repo_id: i64, branch: Option<String>, limit: u32) -> BoxFuture<'_, StoreResult<Vec<CommitInfo>>>;
+    fn pulls(&self, repo_id: i64, state: PullState, limit: u32) -> BoxFuture<'_, StoreResult<Vec<PullRecord>>>;
+    fn issues(&self, repo_id: i64, state: IssueState, limit: u32) -> BoxFuture<'_, StoreResult<Vec<IssueRecord>>>;
+    fn releases(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReleaseRecord>>>;
+}

@@ -1,0 +1,266 @@
+//! The git mirror, with gitoxide: a bare repository per tracked repository under the
+//! data dir, fetched through an anonymous remote (so neither the URL's credentials nor a
+//! token are ever written into the mirror's config), walked and diffed locally.
+//! Everything here blocks; callers run it on the blocking pool.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{anyhow, Context};
+use gix::bstr::ByteSlice;
+use gix::ObjectId;
+
+/// Where to fetch from, and how to authenticate (https with a token only).
+#[derive(Clone)]
+pub struct RemoteSpec {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSpec")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What the remote advertises.
+#[derive(Debug, Default, Clone)]
+pub struct RemoteRefs {
+    /// The branch HEAD points to (the default branch), without `refs/heads/`.
+    pub default_branch: Option<String>,
+    pub branches: Vec<(String, ObjectId)>,
+    pub tags: Vec<(String, ObjectId)>,
+}
+
+/// One commit as recorded in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub parents: Vec<String>,
+    pub author_name: String,
+    pub author_email: String,
+    pub authored_at: i64,
+    pub committer_name: String,
+    pub committer_email: String,
+    pub committed_at: i64,
+    pub message: String,
+    /// (path, change) with change one of A, D, M, relative to the first parent.
+    pub paths: Vec<(String, char)>,
+}
+
+/// Opens the mirror at `path`, creating an empty bare repository when there is none.
+pub fn open_or_init(path: &Path) -> anyhow::Result<gix::Repository> {
+    if path.join("HEAD").exists() || path.join("objects").exists() {
+        return gix::open(path)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("git mirror {} is unreadable", path.display()));
+    }
+    std::fs::create_dir_all(path).with_context(|| format!("failed to create {}", path.display()))?;
+    gix::init_bare(path)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to create git mirror {}", path.display()))
+}
+
+/// Deletes the mirror and starts an empty one (after corruption was detected).
+pub fn recreate(path: &Path) -> anyhow::Result<gix::Repository> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).with_context(|| format!("failed to remove corrupt mirror {}", path.display()))?;
+    }
+    open_or_init(path)
+}
+
+/// Whether every ref of the mirror resolves to an object it has: the check that decides
+/// a failed sync was the mirror's fault (then it is re-cloned) and not the remote's.
+pub fn is_healthy(path: &Path) -> bool {
+    let Ok(repo) = gix::open(path) else { return false };
+    let Ok(platform) = repo.references() else { return false };
+    let Ok(all) = platform.all() else { return false };
+    for reference in all {
+        let Ok(mut reference) = reference else { return false };
+        match reference.peel_to_id() {
+            Ok(id) => {
+                if repo.find_object(id.detach()).is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn connect<'r>(repo: &'r gix::Repository, remote: &RemoteSpec, refspecs: &[String]) -> anyhow::Result<gix::Remote<'r>> {
+    let url = gix::url::parse(remote.url.as_bytes().as_bstr()).map_err(|e| anyhow!("invalid clone URL: {e}"))?;
+    repo.remote_at(url)
+        .map_err(|e| anyhow!("{e}"))?
+        .with_fetch_tags(gix::remote::fetch::Tags::None)
+        .with_refspecs(refspecs.iter().map(|s| s.as_bytes().as_bstr()), gix::remote::Direction::Fetch)
+        .map_err(|e| anyhow!("invalid refspec: {e}"))
+}
+
+fn credentials(
+    token: Option<String>,
+) -> impl FnMut(gix::credentials::helper::Action) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    move |action| match (action, &token) {
+        (gix::credentials::helper::Action::Get(context), Some(token)) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: "x-access-token".into(),
+                    password: token.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: context.into(),
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `git ls-remote`: branches, tags and the default branch, without fetching objects.
+pub fn list_remote(repo: &gix::Repository, remote: &RemoteSpec) -> anyhow::Result<RemoteRefs> {
+    let specs = ["+refs/heads/*:refs/heads/*".to_owned(), "+refs/tags/*:refs/tags/*".to_owned(), "HEAD".to_owned()];
+    let remote_handle = connect(repo, remote, &specs)?;
+    let connection = remote_handle
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to reach {}", remote.url))?
+        .with_credentials(credentials(remote.token.clone()));
+    let (ref_map, _handshake) = connection
+        .ref_map(gix::progress::Discard, Default::default())
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to list refs of {}", remote.url))?;
+    let mut refs = RemoteRefs::default();
+    for r in &ref_map.remote_refs {
+        use gix::protocol::handshake::Ref;
+        let (name, object, target) = match r {
+            Ref::Peeled { full_ref_name, object, .. } => (full_ref_name, Some(*object), None),
+            Ref::Direct { full_ref_name, object } => (full_ref_name, Some(*object), None),
+            Ref::Symbolic { full_ref_name, target, object, .. } => (full_ref_name, Some(*object), Some(target)),
+            Ref::Unborn { full_ref_name, target } => (full_ref_name, None, Some(target)),
+        };
+        let name = name.to_str_lossy();
+        if name == "HEAD" {
+            refs.default_branch = target.and_then(|t| t.to_str_lossy().strip_prefix("refs/heads/").map(str::to_owned));
+        } else if let (Some(branch), Some(id)) = (name.strip_prefix("refs/heads/"), object) {
+            refs.branches.push((branch.to_owned(), id));
+        } else if let (Some(tag), Some(id)) = (name.strip_prefix("refs/tags/"), object) {
+            refs.tags.push((tag.to_owned(), id));
+        }
+    }
+    Ok(refs)
+}
+
+/// Fetches exactly `refspecs` into the mirror.
+pub fn fetch(repo: &gix::Repository, remote: &RemoteSpec, refspecs: &[String]) -> anyhow::Result<()> {
+    let remote_handle = connect(repo, remote, refspecs)?;
+    let interrupt = AtomicBool::new(false);
+    remote_handle
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to reach {}", remote.url))?
+        .with_credentials(credentials(remote.token.clone()))
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to fetch from {}", remote.url))?
+        .receive(gix::progress::Discard, &interrupt)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to fetch from {}", remote.url))?;
+    Ok(())
+}
+
+/// The object a local ref points to, peeled to a commit when it is an annotated tag.
+pub fn ref_target(repo: &gix::Repository, full_name: &str) -> anyhow::Result<Option<ObjectId>> {
+    match repo.try_find_reference(full_name).map_err(|e| anyhow!("{e}"))? {
+        None => Ok(None),
+        Some(mut reference) => Ok(Some(reference.peel_to_id().map_err(|e| anyhow!("{e}"))?.detach())),
+    }
+}
+
+/// Whether `ancestor` is reachable from `descendant` (or equal to it).
+pub fn is_ancestor(repo: &gix::Repository, ancestor: ObjectId, descendant: ObjectId) -> anyhow::Result<bool> {
+    if ancestor == descendant {
+        return Ok(true);
+    }
+    if repo.find_object(ancestor).is_err() {
+        return Ok(false);
+    }
+    match repo.merge_base(ancestor, descendant) {
+        Ok(base) => Ok(base.is_some_and(|b| b.detach() == ancestor)),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Commits reachable from `tip` and not from `hidden`, newest first.
+pub fn walk(repo: &gix::Repository, tip: ObjectId, hidden: Option<ObjectId>) -> anyhow::Result<Vec<ObjectId>> {
+    let mut platform = repo.rev_walk([tip]);
+    if let Some(hidden) = hidden {
+        platform = platform.with_hidden([hidden]);
+    }
+    let walk = platform.all().map_err(|e| anyhow!("{e}"))?;
+    let mut ids = Vec::new();
+    for info in walk {
+        ids.push(info.map_err(|e| anyhow!("walking history failed: {e}"))?.id);
+    }
+    Ok(ids)
+}
+
+/// Reads a commit and the paths it changed relative to its first parent.
+pub fn commit_info(
+    repo: &gix::Repository,
+    id: ObjectId,
+    state: &mut gix::diff::tree::State,
+) -> anyhow::Result<CommitInfo> {
+    let commit = repo.find_commit(id).map_err(|e| anyhow!("{e}"))?;
+    let decoded = commit.decode().map_err(|e| anyhow!("commit {id} is unreadable: {e}"))?;
+    let author = decoded.author().map_err(|e| anyhow!("commit {id}: {e}"))?;
+    let committer = decoded.committer().map_err(|e| anyhow!("commit {id}: {e}"))?;
+    let parents: Vec<ObjectId> = decoded.parents().collect();
+    let tree_id = decoded.tree();
+    let message = decoded.message.to_str_lossy().trim_end().to_owned();
+    let info = CommitInfo {
+        sha: id.to_string(),
+        parents: parents.iter().map(ToString::to_string).collect(),
+        author_name: author.name.trim().to_str_lossy().into_owned(),
+        author_email: author.email.trim().to_str_lossy().into_owned(),
+        authored_at: author.seconds(),
+        committer_name: committer.name.trim().to_str_lossy().into_owned(),
+        committer_email: committer.email.trim().to_str_lossy().into_owned(),
+        committed_at: committer.seconds(),
+        message,
+        paths: Vec::new(),
+    };
+    let new_tree = repo.find_object(tree_id).map_err(|e| anyhow!("{e}"))?.detach();
+    let old_tree = match parents.first() {
+        Some(parent) => {
+            let parent = repo.find_commit(*parent).map_err(|e| anyhow!("{e}"))?;
+            let tree = parent.tree_id().map_err(|e| anyhow!("{e}"))?;
+            repo.find_object(tree.detach()).map_err(|e| anyhow!("{e}"))?.detach().data
+        }
+        None => Vec::new(),
+    };
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old_tree, id.kind()),
+        gix::objs::TreeRefIter::from_bytes(&new_tree.data, id.kind()),
+        &mut *state,
+        &repo.objects,
+        &mut recorder,
+    )
+    .map_err(|e| anyhow!("diffing commit {id} failed: {e}"))?;
+    let mut paths = Vec::new();
+    for change in recorder.records {
+        use gix::diff::tree::recorder::Change;
+        let (path, kind, mode) = match change {
+            Change::Addition { path, entry_mode, .. } => (path, 'A', entry_mode),
+            Change::Deletion { path, entry_mode, .. } => (path, 'D', entry_mode),
+            Change::Modification { path, entry_mode, .. } => (path, 'M', entry_mode),
+        };
+        if !mode.is_tree() {
+            paths.push((path.to_str_lossy().into_owned(), kind));
+        }
+    }
+    Ok(CommitInfo { paths, ..info })
+}

@@ -1,0 +1,382 @@
+//! The git side of the local copy: one bare mirror per tracked repository, and the
+//! branch sync that turns "the remote moved" into store effects. The mirror is the
+//! truth: a push payload only says which branch to look at, never which commits exist.
+
+pub mod git;
+pub mod glob;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use gix::ObjectId;
+
+use crate::config::Config;
+use crate::store::copy::{CopyStore, Effect, Membership};
+use crate::store::TrackedRepository;
+use git::{CommitInfo, RemoteSpec};
+
+/// Walks longer than this load the set of stored commits first, so that commits already
+/// recorded (on another branch, or before a rewrite) are not read and diffed again.
+const KNOWN_SET_THRESHOLD: usize = 64;
+
+/// Progress of a long sync, for the CLI's progress bar.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    Listing,
+    Fetching { refs: usize },
+    Commits { done: usize, total: usize },
+}
+
+pub struct SyncEngine {
+    data_dir: PathBuf,
+    web_url: String,
+    token: Option<String>,
+    copy: Arc<dyn CopyStore>,
+}
+
+/// What a first sync produced, before the repository is registered.
+pub struct PreparedAdd {
+    pub staging: PathBuf,
+    pub default_branch: Option<String>,
+    pub effects: Vec<Effect>,
+    pub branches: usize,
+    pub commits: usize,
+}
+
+impl SyncEngine {
+    pub fn new(config: &Config, copy: Arc<dyn CopyStore>) -> Self {
+        crate::install_tls_provider();
+        let token = ["GITHUB_TOKEN", "GH_TOKEN"].iter().find_map(|v| std::env::var(v).ok().filter(|t| !t.is_empty()));
+        let web_url = match config.github_api_url.as_str() {
+            "https://api.github.com" => "https://github.com".to_owned(),
+            other => other.trim_end_matches("/api/v3").trim_end_matches('/').to_owned(),
+        };
+        Self { data_dir: config.data_dir.clone(), web_url, token, copy }
+    }
+
+    pub fn mirror_path(&self, repo_id: i64) -> PathBuf {
+        self.data_dir.join("mirrors").join(format!("{repo_id}.git"))
+    }
+
+    /// The URL to mirror from: `--clone-url` when given, else GitHub's https URL.
+    pub fn clone_url(&self, full_name: &str, clone_url: Option<&str>) -> String {
+        match clone_url {
+            Some(url) => url.to_owned(),
+            None => format!("{}/{full_name}.git", self.web_url),
+        }
+    }
+
+    fn remote(&self, url: String) -> RemoteSpec {
+        // The token goes only to https remotes, through the credential callback.
+        let token = if url.starts_with("https://") { self.token.clone() } else { None };
+        RemoteSpec { url, token }
+    }
+
+    fn remote_for(&self, repo: &TrackedRepository) -> RemoteSpec {
+        self.remote(self.clone_url(&repo.full_name, repo.clone_url.as_deref()))
+    }
+
+    /// The branch patterns of a repository: its own, else its default branch.
+    pub fn patterns(repo: &TrackedRepository) -> Vec<String> {
+        if repo.branches.is_empty() {
+            vec![repo.default_branch.clone().unwrap_or_else(|| "main".into())]
+        } else {
+            repo.branches.clone()
+        }
+    }
+
+    pub fn tracks_branch(repo: &TrackedRepository, branch: &str) -> bool {
+        Self::patterns(repo).iter().any(|p| glob::matches(p, branch))
+    }
+
+    /// Fetches one branch and returns what changed: its new commits and membership, or
+    /// its deletion when the remote no longer has it.
+    pub async fn sync_branch(&self, repo: &TrackedRepository, branch: &str) -> anyhow::Result<Vec<Effect>> {
+        let stored_head = self.copy.branches(repo.id).await?.into_iter().find(|b| b.name == branch).map(|b| b.head_sha);
+        let path = self.mirror_path(repo.id);
+        let remote = self.remote_for(repo);
+        let branch_owned = branch.to_owned();
+        let plan = blocking(move || {
+            with_repair(&path, |repo| plan_branch(repo, &remote, &branch_owned, stored_head.as_deref()))
+        })
+        .await?;
+        let Some(plan) = plan else {
+            return Ok(vec![Effect::DeleteBranch { name: branch.to_owned() }]);
+        };
+        self.effects_for(repo.id, vec![(branch.to_owned(), plan)], |_| {}).await
+    }
+
+    /// Fetches one tag and records what it points to (or its deletion).
+    pub async fn sync_tag(&self, repo: &TrackedRepository, tag: &str) -> anyhow::Result<Vec<Effect>> {
+        let path = self.mirror_path(repo.id);
+        let remote = self.remote_for(repo);
+        let tag_owned = tag.to_owned();
+        let target = blocking(move || {
+            with_repair(&path, |r| {
+                let refs = git::list_remote(r, &remote)?;
+                if !refs.tags.iter().any(|(name, _)| name == &tag_owned) {
+                    return Ok(None);
+                }
+                git::fetch(r, &remote, &[format!("+refs/tags/{tag_owned}:refs/tags/{tag_owned}")])?;
+                Ok(git::ref_target(r, &format!("refs/tags/{tag_owned}"))?.map(|id| id.to_string()))
+            })
+        })
+        .await?;
+        Ok(vec![match target {
+            Some(sha) => Effect::Tag { name: tag.to_owned(), sha: Some(sha) },
+            None => Effect::DeleteTag { name: tag.to_owned() },
+        }])
+    }
+
+    /// Brings every tracked branch and every tag up to date (the `sync` command).
+    pub async fn sync_all(&self, repo: &TrackedRepository) -> anyhow::Result<Vec<Effect>> {
+        let stored: HashMap<String, String> =
+            self.copy.branches(repo.id).await?.into_iter().map(|b| (b.name, b.head_sha)).collect();
+        let path = self.mirror_path(repo.id);
+        let remote = self.remote_for(repo);
+        let patterns = Self::patterns(repo);
+        let stored_for_plan = stored.clone();
+        let (plans, tags) = blocking(move || {
+            with_repair(&path, |r| {
+                let refs = git::list_remote(r, &remote)?;
+                let wanted: Vec<&(String, ObjectId)> =
+                    refs.branches.iter().filter(|(name, _)| patterns.iter().any(|p| glob::matches(p, name))).collect();
+                let mut specs: Vec<String> =
+                    wanted.iter().map(|(name, _)| format!("+refs/heads/{name}:refs/heads/{name}")).collect();
+                specs.push("+refs/tags/*:refs/tags/*".into());
+                git::fetch(r, &remote, &specs)?;
+                let mut plans = Vec::new();
+                for (name, _) in wanted {
+                    if let Some(plan) = local_plan(r, name, stored_for_plan.get(name).map(String::as_str))? {
+                        plans.push((name.clone(), plan));
+                    }
+                }
+                Ok((plans, refs.tags))
+            })
+        })
+        .await?;
+        let remote_names: HashSet<&String> = plans.iter().map(|(n, _)| n).collect();
+        let mut deletions: Vec<Effect> = stored
+            .keys()
+            .filter(|name| !remote_names.contains(name))
+            .map(|name| Effect::DeleteBranch { name: name.clone() })
+            .collect();
+        let mut effects = self.effects_for(repo.id, plans, |_| {}).await?;
+        effects.append(&mut deletions);
+        effects.extend(tags.into_iter().map(|(name, id)| Effect::Tag { name, sha: Some(id.to_string()) }));
+        Ok(effects)
+    }
+
+    /// The first sync of a repository not yet registered: mirrors into a staging
+    /// directory, which the caller moves into place once the repository has its id.
+    pub async fn prepare_add(
+        &self,
+        clone_url: &str,
+        branches: &[String],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> anyhow::Result<PreparedAdd> {
+        let mirrors = self.data_dir.join("mirrors");
+        crate::db::sqlite::create_private_dir(&mirrors)
+            .with_context(|| format!("failed to create {}", mirrors.display()))?;
+        let staging = mirrors.join(format!(".adding-{}", crate::domain::DeliveryId::random()));
+        let remote = self.remote(clone_url.to_owned());
+        let patterns = branches.to_vec();
+        progress(Progress::Listing);
+        let staging_for_fetch = staging.clone();
+        let result = async {
+            let (plans, tags, default_branch) = blocking(move || {
+                let r = git::open_or_init(&staging_for_fetch)?;
+                let mut refs = git::list_remote(&r, &remote)?;
+                refs.default_branch = effective_default_branch(&refs);
+                let patterns =
+                    if patterns.is_empty() { refs.default_branch.clone().into_iter().collect() } else { patterns };
+                let wanted: Vec<String> = refs
+                    .branches
+                    .iter()
+                    .filter(|(name, _)| patterns.iter().any(|p| glob::matches(p, name)))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                let mut specs: Vec<String> = wanted.iter().map(|n| format!("+refs/heads/{n}:refs/heads/{n}")).collect();
+                specs.push("+refs/tags/*:refs/tags/*".into());
+                git::fetch(&r, &remote, &specs)?;
+                let mut plans = Vec::new();
+                for name in wanted {
+                    if let Some(plan) = local_plan(&r, &name, None)? {
+                        plans.push((name, plan));
+                    }
+                }
+                Ok::<_, anyhow::Error>((plans, refs.tags, refs.default_branch))
+            })
+            .await?;
+            progress(Progress::Fetching { refs: plans.len() + tags.len() });
+            let branches = plans.len();
+            let mut effects = self.read_commits(&staging, HashSet::new(), plans, progress).await?;
+            let commits = effects
+                .iter()
+                .map(|e| match e {
+                    Effect::Branch { new_commits, .. } => new_commits.len(),
+                    _ => 0,
+                })
+                .sum();
+            effects.extend(tags.into_iter().map(|(name, id)| Effect::Tag { name, sha: Some(id.to_string()) }));
+            Ok(PreparedAdd { staging: staging.clone(), default_branch, effects, branches, commits })
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    async fn effects_for(
+        &self,
+        repo_id: i64,
+        plans: Vec<(String, BranchPlan)>,
+        progress: impl Fn(Progress) + Sync,
+    ) -> anyhow::Result<Vec<Effect>> {
+        let walked: usize = plans.iter().map(|(_, p)| p.ids.len()).sum();
+        let known = if walked > KNOWN_SET_THRESHOLD { self.copy.commit_shas(repo_id).await? } else { HashSet::new() };
+        self.read_commits(&self.mirror_path(repo_id), known, plans, &progress).await
+    }
+
+    /// Reads the walked commits (diffing only those not `known`) into branch effects.
+    async fn read_commits(
+        &self,
+        path: &Path,
+        known: HashSet<String>,
+        plans: Vec<(String, BranchPlan)>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> anyhow::Result<Vec<Effect>> {
+        let path = path.to_owned();
+        let total: usize = plans.iter().map(|(_, p)| p.ids.len()).sum();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let work = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Effect>> {
+            let repo = git::open_or_init(&path)?;
+            let mut state = gix::diff::tree::State::default();
+            let mut seen: HashMap<ObjectId, i64> = HashMap::new();
+            let mut effects = Vec::new();
+            let mut done = 0usize;
+            for (name, plan) in plans {
+                let mut new_commits = Vec::new();
+                let mut members = Vec::with_capacity(plan.ids.len());
+                for id in &plan.ids {
+                    let committed_at = match seen.get(id) {
+                        Some(t) => *t,
+                        None => {
+                            let sha = id.to_string();
+                            let t = if known.contains(&sha) {
+                                commit_time(&repo, *id)?
+                            } else {
+                                let info: CommitInfo = git::commit_info(&repo, *id, &mut state)?;
+                                let t = info.committed_at;
+                                new_commits.push(info);
+                                t
+                            };
+                            seen.insert(*id, t);
+                            t
+                        }
+                    };
+                    members.push((id.to_string(), committed_at));
+                    done += 1;
+                    if done % 500 == 0 {
+                        let _ = tx.send(done);
+                    }
+                }
+                let membership = if plan.append { Membership::Append(members) } else { Membership::Replace(members) };
+                effects.push(Effect::Branch { name, head_sha: plan.head.to_string(), new_commits, membership });
+            }
+            Ok(effects)
+        });
+        while let Some(done) = rx.recv().await {
+            progress(Progress::Commits { done, total });
+        }
+        let effects = work.await.context("reading commits failed")??;
+        progress(Progress::Commits { done: total, total });
+        Ok(effects)
+    }
+
+    /// Deletes a repository's mirror (after `remove`).
+    pub fn delete_mirror(&self, repo_id: i64) -> anyhow::Result<()> {
+        let path = self.mirror_path(repo_id);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("failed to delete {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The remote's HEAD branch when it exists; else `main`, `master`, or the only branch
+/// (a bare repository made by `git init --bare` points HEAD at a branch it may not have).
+fn effective_default_branch(refs: &git::RemoteRefs) -> Option<String> {
+    let exists = |name: &str| refs.branches.iter().any(|(b, _)| b == name);
+    if let Some(head) = refs.default_branch.as_deref().filter(|h| exists(h)) {
+        return Some(head.to_owned());
+    }
+    ["main", "master"]
+        .into_iter()
+        .find(|n| exists(n))
+        .map(str::to_owned)
+        .or_else(|| (refs.branches.len() == 1).then(|| refs.branches[0].0.clone()))
+        .or_else(|| refs.default_branch.clone())
+}
+
+/// A branch's new head and the commits to walk.
+struct BranchPlan {
+    head: ObjectId,
+    ids: Vec<ObjectId>,
+    /// Fast-forward from the stored head: `ids` join the branch. Else they replace it.
+    append: bool,
+}
+
+/// Fetches `branch`, then plans from the mirror; `None` when the remote has no such branch.
+fn plan_branch(
+    repo: &gix::Repository,
+    remote: &RemoteSpec,
+    branch: &str,
+    stored_head: Option<&str>,
+) -> anyhow::Result<Option<BranchPlan>> {
+    let refs = git::list_remote(repo, remote)?;
+    if !refs.branches.iter().any(|(name, _)| name == branch) {
+        return Ok(None);
+    }
+    git::fetch(repo, remote, &[format!("+refs/heads/{branch}:refs/heads/{branch}")])?;
+    local_plan(repo, branch, stored_head)
+}
+
+fn local_plan(repo: &gix::Repository, branch: &str, stored_head: Option<&str>) -> anyhow::Result<Option<BranchPlan>> {
+    let Some(head) = git::ref_target(repo, &format!("refs/heads/{branch}"))? else { return Ok(None) };
+    let stored = stored_head.and_then(|s| ObjectId::from_hex(s.as_bytes()).ok());
+    let fast_forward = match stored {
+        Some(old) => git::is_ancestor(repo, old, head)?,
+        None => false,
+    };
+    let ids = if fast_forward { git::walk(repo, head, stored)? } else { git::walk(repo, head, None)? };
+    Ok(Some(BranchPlan { head, ids, append: fast_forward }))
+}
+
+fn commit_time(repo: &gix::Repository, id: ObjectId) -> anyhow::Result<i64> {
+    let commit = repo.find_commit(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let decoded = commit.decode().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(decoded.committer().map_err(|e| anyhow::anyhow!("{e}"))?.seconds())
+}
+
+/// Runs `work` on the mirror; if it fails and the mirror turns out to be damaged, the
+/// mirror is re-created from scratch and `work` runs once more.
+fn with_repair<T>(path: &Path, work: impl Fn(&gix::Repository) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let first = git::open_or_init(path).and_then(|repo| work(&repo));
+    match first {
+        Ok(value) => Ok(value),
+        Err(e) if !git::is_healthy(path) => {
+            tracing::warn!(mirror = %path.display(), error = %format!("{e:#}"), "Git mirror is damaged; cloning it again");
+            let repo = git::recreate(path)?;
+            work(&repo)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work).await.context("git task failed")?
+}
