@@ -131,3 +131,60 @@ pub fn repository(event: &RepositoryEvent) -> Effect {
         default_branch: repo.default_branch.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example<T: serde::de::DeserializeOwned>(path: &str) -> T {
+        let full = format!("{}/../shared/github-webhooks/payloads/{path}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_slice(&std::fs::read(&full).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pull_requests_from_githubs_examples() {
+        let event: PullRequestEvent = example("pull_request/opened.payload.json");
+        let Effect::Pull(pr) = pull_request(&event).unwrap() else { panic!("not a pull") };
+        assert_eq!((pr.number, pr.state.as_str(), pr.merged), (event.number, "open", false));
+        assert_eq!(pr.updated_at, parse_ms(&event.pull_request.updated_at).unwrap());
+        assert_eq!(pr.head_sha, event.pull_request.head.sha);
+        assert_eq!(pr.author.as_deref(), Some("Codertocat"));
+
+        let mut closed: PullRequestEvent = example("pull_request/closed.payload.json");
+        closed.pull_request.merged = None;
+        closed.pull_request.merged_at = Some("2019-05-15T15:20:40Z".into());
+        let Effect::Pull(pr) = pull_request(&closed).unwrap() else { panic!("not a pull") };
+        assert!(pr.merged, "merged_at alone means merged");
+        assert_eq!(pr.state, "closed");
+
+        closed.pull_request.updated_at = "not a time".into();
+        assert!(pull_request(&closed).unwrap_err().contains("updated_at"));
+    }
+
+    #[test]
+    fn issues_comments_releases_and_repository_changes() {
+        let transferred: IssuesEvent = example("issues/transferred.payload.json");
+        let Effect::Issue(issue) = issues(&transferred).unwrap() else { panic!("not an issue") };
+        assert!(issue.transferred_to.is_some());
+        let deleted: IssuesEvent = example("issues/deleted.payload.json");
+        let Effect::Issue(issue) = issues(&deleted).unwrap() else { panic!("not an issue") };
+        assert!(issue.deleted);
+        let unpinned: IssuesEvent = example("issues/unpinned.payload.json");
+        let Effect::Issue(issue) = issues(&unpinned).unwrap() else { panic!("not an issue") };
+        assert_eq!(issue.state, "", "a missing state keeps the stored one");
+
+        let comment: IssueCommentEvent = example("issue_comment/deleted.payload.json");
+        let effects = issue_comment(&comment).unwrap();
+        assert!(matches!(&effects[0], Effect::Comment(c) if c.deleted && c.issue_number == comment.issue.number));
+
+        let release_deleted: ReleaseEvent = example("release/deleted.payload.json");
+        assert!(matches!(release(&release_deleted), Effect::Release(r) if r.deleted));
+
+        let renamed: RepositoryEvent = example("repository/renamed.payload.json");
+        assert!(
+            matches!(repository(&renamed), Effect::Repository { full_name: Some(n), .. } if n == renamed.repository.full_name)
+        );
+        let privatized: RepositoryEvent = example("repository/privatized.payload.json");
+        assert!(matches!(repository(&privatized), Effect::Repository { visibility: Some(v), .. } if v == "private"));
+    }
+}

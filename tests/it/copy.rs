@@ -277,6 +277,27 @@ async fn a_remote_that_disappears_goes_dead_with_the_git_error_and_a_corrupt_mir
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_more_than_2048_commits_yields_the_exact_history() {
+    let app = spawn_app(AppOptions::default()).await;
+    let remote = remote_of(&app);
+    let before = remote.head();
+    let after = remote.bulk_commits(2100);
+    remote.push("main");
+    // GitHub's payload would list at most 2048 commits; ours lists none at all.
+    let id = push(&app, "refs/heads/main", &before, &after).await;
+    app.wait_for_status(&id, DeliveryStatus::Done).await;
+    let shas = branch_shas(&app, "main").await;
+    assert_eq!(shas.len(), 1000, "the query's limit");
+    let repo = tracked(&app).await;
+    let all = app.copy.commits(repo.id, Some("main".into()), 100_000).await.unwrap();
+    assert_eq!(all.len(), 2101);
+    assert_eq!(all[0].sha, after);
+    assert_eq!(all[2100].sha, before);
+    assert_eq!(all[0].paths, vec![("bulk/file49.txt".to_owned(), 'M')]);
+    app.stop().await;
+}
+
 #[test]
 fn add_mirrors_and_syncs_and_a_bad_clone_url_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();

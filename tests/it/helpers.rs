@@ -406,3 +406,38 @@ pub fn push_payload(repo: &str, github_id: u64, git_ref: &str, before: &str, aft
     value["repository"]["name"] = repo.split('/').nth(1).unwrap().into();
     serde_json::to_vec(&value).unwrap()
 }
+
+impl GitRemote {
+    /// Appends `count` commits to `main` with git fast-import (fast enough for thousands);
+    /// returns the new head.
+    pub fn bulk_commits(&self, count: usize) -> String {
+        use std::io::Write;
+        let parent = self.head();
+        let mut script = String::new();
+        for i in 0..count {
+            let message = format!("bulk commit {i}");
+            let content = format!("line {i}\n");
+            script.push_str(&format!(
+                "commit refs/heads/main\ncommitter Mona Lisa <mona@example.com> {} +0000\ndata {}\n{}\n",
+                1_700_000_000 + i,
+                message.len(),
+                message
+            ));
+            if i == 0 {
+                script.push_str(&format!("from {parent}\n"));
+            }
+            script.push_str(&format!("M 644 inline bulk/file{}.txt\ndata {}\n{}\n", i % 50, content.len(), content));
+        }
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&self.work)
+            .args(["fast-import", "--quiet"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+        git(&self.work, &["reset", "-q", "--hard", "main"]);
+        self.head()
+    }
+}

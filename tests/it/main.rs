@@ -7,4 +7,5 @@ mod durability;
 mod helpers;
 mod payloads;
 mod receiver;
+mod store;
 mod workers;
