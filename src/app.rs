@@ -195,6 +195,7 @@ async fn add(config: &Config, backend: &Backend, args: AddArgs) -> anyhow::Resul
         .await
         .with_context(|| format!("failed to mirror {url}"))?;
     reporter.finish();
+    let started = std::time::Instant::now();
     let staging = prepared.staging.clone();
     let added =
         backend.registry.add(NewRepository { default_branch: prepared.default_branch, ..new }, prepared.effects).await;
@@ -205,6 +206,7 @@ async fn add(config: &Config, backend: &Backend, args: AddArgs) -> anyhow::Resul
             return Err(e.into());
         }
     };
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "Repository and its copy stored");
     if let Err(e) = std::fs::rename(&staging, sync.mirror_path(repo.id)) {
         let _ = std::fs::remove_dir_all(&staging);
         let _ = backend.registry.remove(RepoRef::Id(repo.id)).await;

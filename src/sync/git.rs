@@ -64,6 +64,14 @@ pub fn open_or_init(path: &Path) -> anyhow::Result<gix::Repository> {
         .with_context(|| format!("failed to create git mirror {}", path.display()))
 }
 
+/// Caches for reading a long history: each commit's diff reads its parent's trees, which
+/// the previous step (walking newest first) has just read. Without a decoded-object cache
+/// and a hash-map pack cache, inflating the same objects again dominates.
+pub fn tune_for_history_reads(repo: &mut gix::Repository) {
+    repo.object_cache_size(Some(4 * 1024 * 1024));
+    repo.objects.set_pack_cache(|| Box::new(gix::odb::pack::cache::lru::MemoryCappedHashmap::new(16 * 1024 * 1024)));
+}
+
 /// Deletes the mirror and starts an empty one (after corruption was detected).
 pub fn recreate(path: &Path) -> anyhow::Result<gix::Repository> {
     if path.exists() {
@@ -153,6 +161,46 @@ pub fn list_remote(repo: &gix::Repository, remote: &RemoteSpec) -> anyhow::Resul
     Ok(refs)
 }
 
+/// When the remote is a repository on this machine, do what `git clone --local` does:
+/// hard-link (or copy) its pack files into the mirror and point the wanted refs at
+/// objects that are now present, so the fetch that follows transfers nothing it already
+/// has. Returns how many packs were linked. Anything unusual just skips the shortcut.
+pub fn seed_from_local(repo: &gix::Repository, remote_url: &str, refs: &[(String, ObjectId)]) -> usize {
+    let source = Path::new(remote_url.strip_prefix("file://").unwrap_or(remote_url));
+    let pack_dir = [source.join("objects").join("pack"), source.join(".git").join("objects").join("pack")]
+        .into_iter()
+        .find(|p| p.is_dir());
+    let Some(pack_dir) = pack_dir else { return 0 };
+    let target = repo.objects.store_ref().path().join("pack");
+    if std::fs::create_dir_all(&target).is_err() {
+        return 0;
+    }
+    let mut linked = 0;
+    let Ok(entries) = std::fs::read_dir(&pack_dir) else { return 0 };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_pack_file = name.to_str().is_some_and(|n| n.ends_with(".pack") || n.ends_with(".idx"));
+        if !is_pack_file {
+            continue;
+        }
+        let destination = target.join(&name);
+        if std::fs::hard_link(entry.path(), &destination).is_ok() || std::fs::copy(entry.path(), &destination).is_ok() {
+            linked += 1;
+        }
+    }
+    for (name, id) in refs {
+        if repo.has_object(*id) {
+            let _ = repo.reference(
+                name.as_str(),
+                *id,
+                gix::refs::transaction::PreviousValue::Any,
+                "futurnal: seeded from a local clone",
+            );
+        }
+    }
+    linked
+}
+
 /// Fetches exactly `refspecs` into the mirror.
 pub fn fetch(repo: &gix::Repository, remote: &RemoteSpec, refspecs: &[String]) -> anyhow::Result<()> {
     let remote_handle = connect(repo, remote, refspecs)?;
@@ -207,12 +255,39 @@ pub fn walk(repo: &gix::Repository, tip: ObjectId, hidden: Option<ObjectId>) -> 
     Ok(ids)
 }
 
+/// State for reading a run of commits: the diff state, and the last root tree loaded as
+/// some commit's parent tree, which (walking newest first) is the next commit's own.
+#[derive(Default)]
+pub struct HistoryReader {
+    state: gix::diff::tree::State,
+    /// (commit whose root tree this is, the tree's raw data)
+    last_parent_tree: Option<(ObjectId, Vec<u8>)>,
+}
+
+impl HistoryReader {
+    fn root_tree(
+        &mut self,
+        repo: &gix::Repository,
+        commit: ObjectId,
+        tree: Option<ObjectId>,
+    ) -> anyhow::Result<Vec<u8>> {
+        if let Some((cached_commit, data)) = self.last_parent_tree.take() {
+            if cached_commit == commit {
+                return Ok(data);
+            }
+        }
+        let tree = match tree {
+            Some(tree) => tree,
+            None => {
+                repo.find_commit(commit).map_err(|e| anyhow!("{e}"))?.tree_id().map_err(|e| anyhow!("{e}"))?.detach()
+            }
+        };
+        Ok(repo.find_object(tree).map_err(|e| anyhow!("{e}"))?.detach().data)
+    }
+}
+
 /// Reads a commit and the paths it changed relative to its first parent.
-pub fn commit_info(
-    repo: &gix::Repository,
-    id: ObjectId,
-    state: &mut gix::diff::tree::State,
-) -> anyhow::Result<CommitInfo> {
+pub fn commit_info(repo: &gix::Repository, id: ObjectId, reader: &mut HistoryReader) -> anyhow::Result<CommitInfo> {
     let commit = repo.find_commit(id).map_err(|e| anyhow!("{e}"))?;
     let decoded = commit.decode().map_err(|e| anyhow!("commit {id} is unreadable: {e}"))?;
     let author = decoded.author().map_err(|e| anyhow!("commit {id}: {e}"))?;
@@ -232,24 +307,23 @@ pub fn commit_info(
         message,
         paths: Vec::new(),
     };
-    let new_tree = repo.find_object(tree_id).map_err(|e| anyhow!("{e}"))?.detach();
+    let new_tree = reader.root_tree(repo, id, Some(tree_id))?;
     let old_tree = match parents.first() {
-        Some(parent) => {
-            let parent = repo.find_commit(*parent).map_err(|e| anyhow!("{e}"))?;
-            let tree = parent.tree_id().map_err(|e| anyhow!("{e}"))?;
-            repo.find_object(tree.detach()).map_err(|e| anyhow!("{e}"))?.detach().data
-        }
+        Some(parent) => reader.root_tree(repo, *parent, None)?,
         None => Vec::new(),
     };
     let mut recorder = gix::diff::tree::Recorder::default();
     gix::diff::tree(
         gix::objs::TreeRefIter::from_bytes(&old_tree, id.kind()),
-        gix::objs::TreeRefIter::from_bytes(&new_tree.data, id.kind()),
-        &mut *state,
+        gix::objs::TreeRefIter::from_bytes(&new_tree, id.kind()),
+        &mut reader.state,
         &repo.objects,
         &mut recorder,
     )
     .map_err(|e| anyhow!("diffing commit {id} failed: {e}"))?;
+    if let Some(parent) = parents.first() {
+        reader.last_parent_tree = Some((*parent, old_tree));
+    }
     let mut paths = Vec::new();
     for change in recorder.records {
         use gix::diff::tree::recorder::Change;

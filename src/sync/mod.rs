@@ -184,6 +184,7 @@ impl SyncEngine {
         let remote = self.remote(clone_url.to_owned());
         let patterns = branches.to_vec();
         progress(Progress::Listing);
+        let started = std::time::Instant::now();
         let staging_for_fetch = staging.clone();
         let result = async {
             let (plans, tags, default_branch) = blocking(move || {
@@ -200,6 +201,14 @@ impl SyncEngine {
                     .collect();
                 let mut specs: Vec<String> = wanted.iter().map(|n| format!("+refs/heads/{n}:refs/heads/{n}")).collect();
                 specs.push("+refs/tags/*:refs/tags/*".into());
+                let seed: Vec<(String, ObjectId)> = refs
+                    .branches
+                    .iter()
+                    .filter(|(name, _)| wanted.contains(name))
+                    .map(|(name, id)| (format!("refs/heads/{name}"), *id))
+                    .chain(refs.tags.iter().map(|(name, id)| (format!("refs/tags/{name}"), *id)))
+                    .collect();
+                git::seed_from_local(&r, &remote.url, &seed);
                 git::fetch(&r, &remote, &specs)?;
                 let mut plans = Vec::new();
                 for name in wanted {
@@ -211,8 +220,10 @@ impl SyncEngine {
             })
             .await?;
             progress(Progress::Fetching { refs: plans.len() + tags.len() });
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "Mirror fetched");
             let branches = plans.len();
             let mut effects = self.read_commits(&staging, HashSet::new(), plans, progress).await?;
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "Commits read");
             let commits = effects
                 .iter()
                 .map(|e| match e {
@@ -253,36 +264,67 @@ impl SyncEngine {
         let total: usize = plans.iter().map(|(_, p)| p.ids.len()).sum();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let work = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Effect>> {
-            let repo = git::open_or_init(&path)?;
-            let mut state = gix::diff::tree::State::default();
-            let mut seen: HashMap<ObjectId, i64> = HashMap::new();
+            // Every distinct commit is read once: diffed when new, timed when known. The
+            // diffs are independent, so they run on all cores, each thread with its own
+            // repository handle and caches, over contiguous slices of the walk (a commit's
+            // parent is usually next to it, and its trees are then in the same cache).
+            let mut unique: Vec<ObjectId> = Vec::new();
+            let mut queued: HashSet<ObjectId> = HashSet::new();
+            for (_, plan) in &plans {
+                unique.extend(plan.ids.iter().filter(|id| queued.insert(**id)));
+            }
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+            let threads = if unique.len() < 256 { 1 } else { threads };
+            let done = std::sync::atomic::AtomicUsize::new(0);
+            let chunk = unique.len().div_ceil(threads).max(1);
+            let results: Vec<anyhow::Result<Vec<(ObjectId, i64, Option<CommitInfo>)>>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = unique
+                    .chunks(chunk)
+                    .map(|slice| {
+                        let (known, path, tx, done) = (&known, &path, tx.clone(), &done);
+                        scope.spawn(move || {
+                            let mut repo = git::open_or_init(path)?;
+                            git::tune_for_history_reads(&mut repo);
+                            let mut reader = git::HistoryReader::default();
+                            let mut out = Vec::new();
+                            for id in slice {
+                                if known.contains(&id.to_string()) {
+                                    out.push((*id, commit_time(&repo, *id)?, None));
+                                } else {
+                                    let info = git::commit_info(&repo, *id, &mut reader)?;
+                                    out.push((*id, info.committed_at, Some(info)));
+                                }
+                                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                                if n % 500 == 0 {
+                                    let _ = tx.send(n);
+                                }
+                            }
+                            Ok(out)
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading commits panicked"))))
+                    .collect()
+            });
+            drop(tx);
+            let mut read: HashMap<ObjectId, (i64, Option<CommitInfo>)> = HashMap::with_capacity(unique.len());
+            for result in results {
+                for (id, time, info) in result? {
+                    read.insert(id, (time, info));
+                }
+            }
             let mut effects = Vec::new();
-            let mut done = 0usize;
             for (name, plan) in plans {
                 let mut new_commits = Vec::new();
                 let mut members = Vec::with_capacity(plan.ids.len());
                 for id in &plan.ids {
-                    let committed_at = match seen.get(id) {
-                        Some(t) => *t,
-                        None => {
-                            let sha = id.to_string();
-                            let t = if known.contains(&sha) {
-                                commit_time(&repo, *id)?
-                            } else {
-                                let info: CommitInfo = git::commit_info(&repo, *id, &mut state)?;
-                                let t = info.committed_at;
-                                new_commits.push(info);
-                                t
-                            };
-                            seen.insert(*id, t);
-                            t
-                        }
-                    };
-                    members.push((id.to_string(), committed_at));
-                    done += 1;
-                    if done % 500 == 0 {
-                        let _ = tx.send(done);
+                    let (time, info) = read.get_mut(id).expect("every walked commit was read");
+                    if let Some(info) = info.take() {
+                        new_commits.push(info);
                     }
+                    members.push((id.to_string(), *time));
                 }
                 let membership = if plan.append { Membership::Append(members) } else { Membership::Replace(members) };
                 effects.push(Effect::Branch { name, head_sha: plan.head.to_string(), new_commits, membership });
