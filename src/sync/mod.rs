@@ -277,7 +277,7 @@ impl SyncEngine {
             let threads = if unique.len() < 256 { 1 } else { threads };
             let done = std::sync::atomic::AtomicUsize::new(0);
             let chunk = unique.len().div_ceil(threads).max(1);
-            let results: Vec<anyhow::Result<Vec<(ObjectId, i64, Option<CommitInfo>)>>> = std::thread::scope(|scope| {
+            let results: Vec<anyhow::Result<Vec<ReadCommit>>> = std::thread::scope(|scope| {
                 let workers: Vec<_> = unique
                     .chunks(chunk)
                     .map(|slice| {
@@ -363,6 +363,9 @@ fn effective_default_branch(refs: &git::RemoteRefs) -> Option<String> {
         .or_else(|| (refs.branches.len() == 1).then(|| refs.branches[0].0.clone()))
         .or_else(|| refs.default_branch.clone())
 }
+
+/// One commit as read for a sync: its commit time, and its record when it was new.
+type ReadCommit = (ObjectId, i64, Option<CommitInfo>);
 
 /// A branch's new head and the commits to walk.
 struct BranchPlan {
