@@ -124,7 +124,7 @@ pub fn repository(event: &RepositoryEvent) -> Effect {
     };
     Effect::Repository {
         full_name: Some(repo.full_name.clone()),
-        github_id: Some(repo.id),
+        github_id: repo.id,
         archived,
         deleted,
         visibility,

@@ -358,6 +358,16 @@ fn add_mirrors_and_syncs_and_a_bad_clone_url_creates_nothing() {
         assert_eq!(out.json(), serde_json::json!([]));
     }
 
+    // `sync` picks up what moved on the remote since, without any delivery.
+    remote.checkout("main", false);
+    let newest = remote.commit("d.txt", "d\n", "After add");
+    remote.push("main");
+    let synced = futurnal(d, &["sources", "github", "sync", "octo/up"]);
+    assert_eq!(synced.code, 0, "{}", synced.stderr);
+    let main =
+        futurnal(d, &["--json", "sources", "github", "commits", "octo/up", "--branch", "main", "--limit", "1"]).json();
+    assert_eq!(main[0]["sha"], newest.as_str());
+
     // A clone URL that does not exist: a clear error, nothing half-created.
     let out = futurnal(d, &["sources", "github", "add", "octo/nope", "--clone-url", "file:///nonexistent/repo.git"]);
     assert_eq!(out.code, 1);

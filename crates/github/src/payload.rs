@@ -49,7 +49,10 @@ pub struct Account {
 /// The `repository` object present in every repository event.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Repository {
-    pub id: u64,
+    /// Missing only from hand-made deliveries (`webhook simulate --repo`); then the
+    /// repository is matched by name.
+    #[serde(default)]
+    pub id: Option<u64>,
     pub full_name: String,
     #[serde(default)]
     pub name: Option<String>,
