@@ -3,11 +3,6 @@
 
 use clap::Parser;
 
-/// mimalloc: reading git history allocates and frees many short-lived buffers, which
-/// glibc's allocator keeps returning to the kernel (page clearing showed in profiles).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     futurnal::install_tls_provider();
     let cli = futurnal::cli::Cli::parse();
