@@ -156,6 +156,9 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
                 Ok(())
             }
             WebhookCommand::Simulate(_) => unreachable!("handled before the database is opened"),
+            WebhookCommand::Enable(args) => crate::hooks_cli::enable(config, backend, args).await,
+            WebhookCommand::Disable { repo } => crate::hooks_cli::disable(config, backend, &repo).await,
+            WebhookCommand::Status { repo } => crate::hooks_cli::status(config, backend, repo.as_deref()).await,
         },
     }
 }
@@ -285,7 +288,7 @@ impl ProgressReporter {
     }
 }
 
-async fn find_repo(backend: &Backend, repo: &str) -> anyhow::Result<TrackedRepository> {
+pub(crate) async fn find_repo(backend: &Backend, repo: &str) -> anyhow::Result<TrackedRepository> {
     match backend.registry.find(RepoRef::parse(repo)?).await? {
         Some(found) => Ok(found),
         None => bail!("repository {repo} is not tracked"),

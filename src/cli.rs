@@ -162,6 +162,24 @@ pub enum WebhookCommand {
     Replay { delivery_id: String },
     /// Send one correctly signed delivery to a running receiver.
     Simulate(SimulateArgs),
+    /// Create (or update) the repository's hook on GitHub with a new secret, and ping it.
+    Enable(EnableArgs),
+    /// Delete the repository's hook on GitHub and its secret; back to polling.
+    Disable { repo: String },
+    /// Mode, hook and delivery health per repository.
+    Status { repo: Option<String> },
+}
+
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    pub repo: String,
+    /// The public URL GitHub will POST to (it must reach this machine's webhook listener);
+    /// `/webhook/github` is appended when the URL has no path.
+    #[arg(long, value_name = "URL")]
+    pub public_url: String,
+    /// Events to subscribe to (comma separated); default: all that futurnal handles.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Args)]

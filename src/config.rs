@@ -60,6 +60,8 @@ pub struct FileWebhook {
     pub body_read_timeout_secs: Option<u64>,
     pub unverified_rate_per_sec: Option<u32>,
     pub unverified_burst: Option<u32>,
+    /// Let `webhook enable` register loopback URLs (for a local stand-in of GitHub only).
+    pub allow_loopback_hook_urls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,7 @@ pub struct WebhookConfig {
     pub body_read_timeout: Duration,
     pub unverified_rate_per_sec: u32,
     pub unverified_burst: u32,
+    pub allow_loopback_hook_urls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +239,7 @@ impl Config {
             body_read_timeout: Duration::from_secs(w.body_read_timeout_secs.unwrap_or(30)),
             unverified_rate_per_sec: w.unverified_rate_per_sec.unwrap_or(10).max(1),
             unverified_burst: w.unverified_burst.unwrap_or(30).max(1),
+            allow_loopback_hook_urls: w.allow_loopback_hook_urls.unwrap_or(false),
         };
         let q = file.queue;
         let queue = QueueConfig {

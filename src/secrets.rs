@@ -15,6 +15,9 @@ use futurnal_github::WebhookSecret;
 use crate::config::Config;
 
 pub const SECRET_FILE: &str = "webhook-secret";
+/// One file per hook made by `webhook enable`, named by its id: the current secret on the
+/// first line, the previous one (during a rotation) on the second.
+pub const HOOK_SECRETS_DIR: &str = "hook-secrets";
 
 /// Where the global secret came from, for messages (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +63,10 @@ impl SecretSet {
         if let Some(previous) = &config.webhook.previous_secret {
             global.push(WebhookSecret::new(previous.as_bytes()));
         }
-        let per_hook = config
-            .webhook
-            .hook_secrets
-            .iter()
-            .map(|(id, secret)| (*id, vec![WebhookSecret::new(secret.as_bytes())]))
-            .collect();
+        let mut per_hook = read_hook_secrets(&config.data_dir)?;
+        per_hook.extend(
+            config.webhook.hook_secrets.iter().map(|(id, secret)| (*id, vec![WebhookSecret::new(secret.as_bytes())])),
+        );
         Ok((Self { global, per_hook }, source))
     }
 }
@@ -91,6 +92,45 @@ pub fn global_secret(config: &Config, create: bool) -> anyhow::Result<(Option<We
         }
         None => Ok((None, None)),
     }
+}
+
+pub fn hook_secret_path(data_dir: &Path, hook_id: u64) -> PathBuf {
+    data_dir.join(HOOK_SECRETS_DIR).join(hook_id.to_string())
+}
+
+/// Stores a hook's secrets (current first) in a 0600 file; returns where.
+pub fn store_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[&str]) -> anyhow::Result<PathBuf> {
+    let path = hook_secret_path(data_dir, hook_id);
+    write_secret_file(&path, &secrets.join("\n"))?;
+    Ok(path)
+}
+
+pub fn remove_hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {
+    match std::fs::remove_file(hook_secret_path(data_dir, hook_id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn read_hook_secrets(data_dir: &Path) -> anyhow::Result<HashMap<u64, Vec<WebhookSecret>>> {
+    let dir = data_dir.join(HOOK_SECRETS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", dir.display())),
+    };
+    let mut secrets = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+        let text = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("failed to read {}", entry.path().display()))?;
+        let list: Vec<WebhookSecret> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(WebhookSecret::new).collect();
+        if !list.is_empty() {
+            secrets.insert(id, list);
+        }
+    }
+    Ok(secrets)
 }
 
 /// 32 random bytes as 64 hex digits.

@@ -122,7 +122,7 @@ pub async fn run(
         };
         tasks.spawn(pool.run(shutdown.clone()));
     }
-    tasks.spawn(maintenance(state, config.queue.retention, shutdown.clone()));
+    tasks.spawn(maintenance(state, config.clone(), shutdown.clone()));
 
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
@@ -137,7 +137,8 @@ pub async fn run(
 
 /// Keeps the tracked-repository set and the queue depth fresh, prunes old deliveries and
 /// forgets idle rate-limit entries.
-async fn maintenance(state: Arc<AppState>, retention: Duration, shutdown: CancellationToken) {
+async fn maintenance(state: Arc<AppState>, config: Config, shutdown: CancellationToken) {
+    let retention = config.queue.retention;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut ticks: u64 = 0;
     loop {
@@ -148,6 +149,11 @@ async fn maintenance(state: Arc<AppState>, retention: Duration, shutdown: Cancel
         ticks += 1;
         if let Err(e) = state.tracked.reload().await {
             tracing::warn!(error = %e, "Refreshing tracked repositories failed");
+        }
+        // Hooks enabled or rotated by `webhook enable` in another process.
+        match SecretSet::load(&config, false) {
+            Ok((secrets, _)) => *state.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed"),
         }
         if ticks % 5 == 0 {
             if let Err(e) = state.queue.stats().await {

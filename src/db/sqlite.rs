@@ -179,6 +179,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo_id, id)
     );
     "#,
+    // 3: the repository's webhook on GitHub.
+    r#"
+    ALTER TABLE repositories ADD COLUMN hook_id INTEGER;
+    ALTER TABLE repositories ADD COLUMN hook_url TEXT;
+    "#,
 ];
 
 #[derive(Debug, Clone)]

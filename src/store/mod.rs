@@ -27,6 +27,20 @@ pub struct TrackedRepository {
     pub deleted: bool,
     pub visibility: Option<String>,
     pub synced_at_ms: Option<i64>,
+    /// The hook `webhook enable` made on GitHub, and its URL.
+    pub hook_id: Option<u64>,
+    pub hook_url: Option<String>,
+}
+
+/// What `webhook status` shows about a repository's deliveries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookHealth {
+    pub last_ping_at_ms: Option<i64>,
+    pub last_delivery_at_ms: Option<i64>,
+    /// Deliveries dead or waiting for a retry.
+    pub failures: u64,
+    /// Deliveries queued, processing or retrying.
+    pub queue_depth: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +83,11 @@ pub trait Registry: Send + Sync {
         github_id: Option<u64>,
         full_name: Option<String>,
     ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
+    /// Records (or with `None` clears) the repository's hook, and sets its mode to
+    /// `webhook` (or back to `polling`).
+    fn set_hook(&self, repo_id: i64, hook: Option<(u64, String)>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Delivery facts about a repository for `webhook status`.
+    fn hook_health(&self, repo: TrackedRepository) -> BoxFuture<'_, StoreResult<HookHealth>>;
     /// Finds the tracked repository a delivery is about (by GitHub id, else by name),
     /// learns its GitHub id when it was unknown, and records the delivery time.
     /// `None` when the repository is not tracked.

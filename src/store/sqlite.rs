@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::copy::Effect;
 use super::sqlite_copy::apply_effects;
-use super::{NewRepository, Registry, RepoRef, TrackedRepository};
+use super::{HookHealth, NewRepository, Registry, RepoRef, TrackedRepository};
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -22,7 +22,7 @@ impl SqliteRegistry {
 }
 
 const COLUMNS: &str = "id, full_name, github_id, branches, clone_url, mode, added_at, last_delivery_at, \
-     default_branch, archived, deleted, visibility, synced_at";
+     default_branch, archived, deleted, visibility, synced_at, hook_id, hook_url";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
     let branches: String = r.get(3)?;
@@ -40,6 +40,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
         deleted: r.get(10)?,
         visibility: r.get(11)?,
         synced_at_ms: r.get(12)?,
+        hook_id: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        hook_url: r.get(14)?,
     })
 }
 
@@ -137,6 +139,46 @@ impl Registry for SqliteRegistry {
             let found = find(c, &repo)?.ok_or_else(|| StoreError::NotFound(describe(&repo)))?;
             c.execute("DELETE FROM repositories WHERE id = ?1", [found.id])?;
             Ok(found)
+        }))
+    }
+
+    fn set_hook(&self, repo_id: i64, hook: Option<(u64, String)>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.db.write(move |c| {
+            let (id, url, mode) = match hook {
+                Some((id, url)) => (Some(id as i64), Some(url), "webhook"),
+                None => (None, None, "polling"),
+            };
+            c.execute(
+                "UPDATE repositories SET hook_id = ?2, hook_url = ?3, mode = ?4 WHERE id = ?1",
+                params![repo_id, id, url, mode],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn hook_health(&self, repo: TrackedRepository) -> BoxFuture<'_, StoreResult<HookHealth>> {
+        Box::pin(self.db.read(move |c| {
+            let last_ping_at_ms = match repo.hook_id {
+                Some(hook) => c
+                    .query_row("SELECT last_ping_at FROM hooks WHERE hook_id = ?1", [hook as i64], |r| r.get(0))
+                    .optional()?
+                    .flatten(),
+                None => None,
+            };
+            let key = crate::domain::repo_key(repo.github_id, Some(&repo.full_name));
+            let (failures, queue_depth): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(status IN ('dead', 'retrying')), 0), \
+                     COALESCE(SUM(status IN ('queued', 'processing', 'retrying')), 0) \
+                     FROM deliveries WHERE repo_key = ?1 OR (?2 IS NOT NULL AND repository_github_id = ?2)",
+                )?
+                .query_row(params![key, repo.github_id.map(|v| v as i64)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(HookHealth {
+                last_ping_at_ms,
+                last_delivery_at_ms: repo.last_delivery_at_ms,
+                failures: failures as u64,
+                queue_depth: queue_depth as u64,
+            })
         }))
     }
 

@@ -1,0 +1,205 @@
+//! `webhook enable`, `disable` and `status`: the hook's life on GitHub, its secret on
+//! this machine, and the repository's mode.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futurnal_github::WebhookEventType;
+use serde_json::{json, Value};
+
+use crate::app::find_repo;
+use crate::backend::Backend;
+use crate::cli::EnableArgs;
+use crate::config::Config;
+use crate::github::client::{GitHubClient, Token};
+use crate::github::hooks;
+use crate::output::{print_json, print_table};
+use crate::queue::DeliveryFilter;
+use crate::time::{now_ms, rfc3339_opt};
+
+fn client(config: &Config) -> anyhow::Result<GitHubClient> {
+    let Some(token) = Token::from_env() else {
+        bail!("{}", crate::github::client::ApiError::NoToken);
+    };
+    GitHubClient::new(&config.github_api_url, Some(token))
+}
+
+/// How long `enable` waits for the ping to show up at a running receiver.
+const PING_WAIT: Duration = Duration::from_secs(10);
+/// A running receiver re-reads hook secrets this often (see `serve::maintenance`).
+const SECRET_RELOAD: Duration = Duration::from_millis(2_200);
+
+pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> anyhow::Result<()> {
+    let repo = find_repo(backend, &args.repo).await?;
+    let mut url = args.public_url.trim().to_owned();
+    if reqwest::Url::parse(&url).is_ok_and(|u| u.path() == "/" || u.path().is_empty()) {
+        url = format!("{}/webhook/github", url.trim_end_matches('/'));
+    }
+    hooks::check_public_url(&url, config.webhook.allow_loopback_hook_urls)?;
+    let events: Vec<String> = if args.events.is_empty() {
+        WebhookEventType::HANDLED
+            .iter()
+            .filter(|e| **e != WebhookEventType::Ping)
+            .map(|e| e.as_str().to_owned())
+            .collect()
+    } else {
+        for event in &args.events {
+            if !WebhookEventType::parse(event).is_handled() {
+                bail!("'{event}' is not an event futurnal handles");
+            }
+        }
+        args.events.clone()
+    };
+    let github = client(config)?;
+    let secret = crate::secrets::generate_secret();
+    let started = now_ms();
+    let (hook, created) = hooks::create_or_update(&github, &repo.full_name, &url, &secret, &events).await?;
+    // The old secret (when re-enabling) stays accepted next to the new one until the next
+    // enable: deliveries GitHub signed before the update are not refused.
+    let previous = repo
+        .hook_id
+        .filter(|id| *id == hook.id)
+        .and_then(|id| std::fs::read_to_string(crate::secrets::hook_secret_path(&config.data_dir, id)).ok())
+        .and_then(|text| text.lines().next().map(str::to_owned));
+    let mut kept = vec![secret.as_str()];
+    if let Some(previous) = previous.as_deref() {
+        kept.push(previous);
+    }
+    let path = crate::secrets::store_hook_secrets(&config.data_dir, hook.id, &kept)?;
+    backend.registry.set_hook(repo.id, Some((hook.id, url.clone()))).await?;
+
+    // Give a running receiver time to load the secret, then ask GitHub for a ping.
+    tokio::time::sleep(SECRET_RELOAD).await;
+    hooks::ping(&github, &repo.full_name, hook.id).await?;
+    let ping_seen = wait_for_ping(backend, hook.id, started).await?;
+    if config.json {
+        print_json(&json!({
+            "repository": repo.full_name,
+            "hook_id": hook.id,
+            "url": url,
+            "created": created,
+            "events": events,
+            "secret_file": path,
+            "ping_received": ping_seen,
+        }));
+    } else {
+        println!(
+            "{} hook {} for {} at {url}\nSecret stored in {} (mode 0600; never printed)\n{}",
+            if created { "Created" } else { "Updated" },
+            hook.id,
+            repo.full_name,
+            path.display(),
+            if ping_seen {
+                "Ping received: deliveries reach this receiver.".to_owned()
+            } else {
+                format!(
+                    "Ping sent, but not seen here within {} s: is `futurnal serve` running and reachable at {url}?",
+                    PING_WAIT.as_secs()
+                )
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_ping(backend: &Backend, hook_id: u64, since_ms: i64) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + PING_WAIT;
+    while Instant::now() < deadline {
+        let recent = backend.queue.list(DeliveryFilter { limit: 200, ..Default::default() }).await?;
+        if recent.iter().any(|d| d.event == "ping" && d.hook_id == Some(hook_id) && d.received_at_ms >= since_ms) {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(false)
+}
+
+pub async fn disable(config: &Config, backend: &Backend, repo: &str) -> anyhow::Result<()> {
+    let repo = find_repo(backend, repo).await?;
+    let Some(hook_id) = repo.hook_id else {
+        bail!("{} has no webhook enabled by futurnal", repo.full_name);
+    };
+    let github = client(config)?;
+    hooks::delete(&github, &repo.full_name, hook_id).await?;
+    crate::secrets::remove_hook_secrets(&config.data_dir, hook_id).context("failed to remove the hook's secret")?;
+    backend.registry.set_hook(repo.id, None).await?;
+    if config.json {
+        print_json(&json!({ "repository": repo.full_name, "hook_id": hook_id, "mode": "polling" }));
+    } else {
+        println!("Deleted hook {hook_id} of {}; the repository is back to polling", repo.full_name);
+    }
+    Ok(())
+}
+
+pub async fn status(config: &Config, backend: &Backend, repo: Option<&str>) -> anyhow::Result<()> {
+    let repos = match repo {
+        Some(repo) => vec![find_repo(backend, repo).await?],
+        None => backend.registry.list().await?,
+    };
+    // GitHub's own view of the hook when a token is at hand; the local view otherwise.
+    let github = Token::from_env().and_then(|t| GitHubClient::new(&config.github_api_url, Some(t)).ok());
+    let mut rows = Vec::new();
+    for repo in repos {
+        let health = backend.registry.hook_health(repo.clone()).await?;
+        let remote = match (&github, repo.hook_id) {
+            (Some(github), Some(id)) => match hooks::get(github, &repo.full_name, id).await {
+                Ok(hook) => Some(hook),
+                Err(e) => {
+                    tracing::warn!(repository = %repo.full_name, error = %e, "Could not read the hook from GitHub");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let active = match &remote {
+            Some(Some(hook)) => Some(hook.active),
+            Some(None) => Some(false),
+            None => None,
+        };
+        let mode = if repo.hook_id.is_some() && active != Some(false) { "webhook" } else { "polling" };
+        rows.push(json!({
+            "repository": repo.full_name,
+            "mode": mode,
+            "hook_id": repo.hook_id,
+            "url": repo.hook_url,
+            "active": active,
+            "last_ping_at": rfc3339_opt(health.last_ping_at_ms),
+            "last_delivery_at": rfc3339_opt(health.last_delivery_at_ms),
+            "last_response": remote.flatten().map(|h| h.last_response).unwrap_or(Value::Null),
+            "failures": health.failures,
+            "queue_depth": health.queue_depth,
+        }));
+    }
+    if config.json {
+        print_json(&Value::Array(rows));
+    } else {
+        let cell = |v: &Value| match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                [
+                    "repository",
+                    "mode",
+                    "hook_id",
+                    "active",
+                    "last_ping_at",
+                    "last_delivery_at",
+                    "failures",
+                    "queue_depth",
+                ]
+                .iter()
+                .map(|k| cell(&r[*k]))
+                .collect()
+            })
+            .collect();
+        print_table(
+            &["REPOSITORY", "MODE", "HOOK", "ACTIVE", "LAST PING", "LAST DELIVERY", "FAILURES", "QUEUE"],
+            &table,
+        );
+    }
+    Ok(())
+}
