@@ -4,7 +4,9 @@
 mod cli;
 mod copy;
 mod durability;
+mod fake_github;
 mod helpers;
+mod hooks;
 mod payloads;
 mod receiver;
 mod store;

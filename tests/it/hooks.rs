@@ -1,0 +1,188 @@
+//! `webhook enable`, `disable` and `status` against the fake GitHub, with the receiver
+//! running: the hook is created once, updated on a second enable, pinged, and deliveries
+//! GitHub really sends are verified with the hook's own secret and processed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futurnal::queue::DeliveryStatus;
+use serde_json::json;
+
+use crate::fake_github::FakeGitHub;
+use crate::helpers::*;
+
+const REPO: &str = "octo/hello";
+
+fn futurnal_with(dir: &Path, api: &str, token: &str, args: &[&str]) -> CliOutput {
+    let config = dir.join("cli.toml");
+    std::fs::write(&config, "[webhook]\nallow_loopback_hook_urls = true\n").unwrap();
+    let output = bin()
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(&config)
+        .args(["--github-api-url", api])
+        .env("GITHUB_TOKEN", token)
+        .env_remove("GH_TOKEN")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    CliOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let app = spawn_app(AppOptions::default()).await;
+    let dir = app.dir.path().to_owned();
+    let api = fake.url();
+    let url = app.url();
+
+    let first = tokio::task::spawn_blocking({
+        let (dir, api, url) = (dir.clone(), api.clone(), url.clone());
+        move || {
+            futurnal_with(
+                &dir,
+                &api,
+                "test-token",
+                &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let enabled = first.json();
+    assert_eq!(enabled["created"], true);
+    assert_eq!(enabled["ping_received"], true, "{enabled}");
+    let secret = fake.hooks(REPO)[0].secret.clone().expect("the hook has a secret");
+    assert_eq!(secret.len(), 64);
+    assert!(!first.stdout.contains(&secret) && !first.stderr.contains(&secret), "the secret is never printed");
+    let hook_id = enabled["hook_id"].as_u64().unwrap();
+
+    // Enabling again updates the same hook: never a duplicate.
+    let second = tokio::task::spawn_blocking({
+        let (dir, api, url) = (dir.clone(), api.clone(), url.clone());
+        move || {
+            futurnal_with(
+                &dir,
+                &api,
+                "test-token",
+                &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(second.json()["created"], false);
+    assert_eq!(fake.hooks(REPO).len(), 1);
+    assert_eq!(second.json()["hook_id"].as_u64(), Some(hook_id));
+
+    // A delivery GitHub sends, signed with the hook's (new) secret, is accepted and applied.
+    let issue = json!({
+        "action": "opened",
+        "issue": {"number": 12, "title": "From the fake", "state": "open", "updated_at": "2026-05-01T00:00:00Z", "user": {"login": "mona"}}
+    });
+    let guids = fake.trigger(REPO, "issues", issue).await;
+    assert_eq!(guids.len(), 1);
+    let record = app.wait_for_status(&guids[0], DeliveryStatus::Done).await;
+    assert_eq!(record.hook_id, Some(hook_id));
+    let log = fake.deliveries(hook_id);
+    assert!(log.iter().any(|d| d["guid"] == guids[0].as_str() && d["status"] == "OK"), "{log:?}");
+
+    let status = tokio::task::spawn_blocking({
+        let (dir, api) = (dir.clone(), api.clone());
+        move || futurnal_with(&dir, &api, "test-token", &["--json", "sources", "github", "webhook", "status", REPO])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let row = &status.json()[0];
+    assert_eq!(row["mode"], "webhook");
+    assert_eq!(row["hook_id"].as_u64(), Some(hook_id));
+    assert_eq!(row["active"], true);
+    assert!(row["last_ping_at"].is_string(), "{row}");
+    for key in ["repository", "url", "last_delivery_at", "failures", "queue_depth"] {
+        assert!(row.get(key).is_some(), "status lacks {key}");
+    }
+
+    let disabled = tokio::task::spawn_blocking({
+        let (dir, api) = (dir.clone(), api.clone());
+        move || futurnal_with(&dir, &api, "test-token", &["sources", "github", "webhook", "disable", REPO])
+    })
+    .await
+    .unwrap();
+    assert_eq!(disabled.code, 0, "{}", disabled.stderr);
+    assert!(fake.hooks(REPO).is_empty());
+    assert!(!dir.join("hook-secrets").join(hook_id.to_string()).exists());
+    let status = tokio::task::spawn_blocking({
+        let (dir, api) = (dir.clone(), api.clone());
+        move || futurnal_with(&dir, &api, "test-token", &["--json", "sources", "github", "webhook", "status", REPO])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.json()[0]["mode"], "polling");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_one_clear_line() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let remote = GitRemote::new(&d, "hello");
+    assert_eq!(futurnal(&d, &["sources", "github", "add", REPO, "--clone-url", &remote.url()]).code, 0);
+    assert_eq!(futurnal(&d, &["sources", "github", "add", "octo/missing", "--no-sync"]).code, 0);
+    let api = fake.url();
+    let run = move |token: &'static str, args: Vec<&'static str>| {
+        let (d, api) = (d.clone(), api.clone());
+        tokio::task::spawn_blocking(move || futurnal_with(&d, &api, token, &args))
+    };
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "wrong-token",
+            vec!["sources", "github", "webhook", "enable", REPO, "--public-url", "http://127.0.0.1:9/webhook/github"],
+            "401 Bad credentials",
+        ),
+        (
+            "test-token",
+            vec![
+                "sources",
+                "github",
+                "webhook",
+                "enable",
+                "octo/missing",
+                "--public-url",
+                "http://127.0.0.1:9/webhook/github",
+            ],
+            "404",
+        ),
+        ("test-token", vec!["sources", "github", "webhook", "disable", REPO], "no webhook enabled"),
+    ];
+    for (token, args, expected) in cases {
+        let out = run(token, args.clone()).await.unwrap();
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        let line = out.stderr.trim_end();
+        assert_eq!(line.lines().count(), 1, "{args:?}: {line}");
+        assert!(line.starts_with("error: ") && line.contains(expected), "{args:?}: {line}");
+        assert!(!line.contains("wrong-token") && !line.contains("test-token"), "token leaked: {line}");
+    }
+    // A loopback URL is refused before any request when loopback hooks are not allowed.
+    let before = fake.requests();
+    let out = futurnal(
+        dir.path(),
+        &["sources", "github", "webhook", "enable", REPO, "--public-url", "http://localhost:8765"],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--tunnel"), "{}", out.stderr);
+    assert_eq!(fake.requests(), before);
+}
