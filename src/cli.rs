@@ -168,6 +168,8 @@ pub enum WebhookCommand {
     Disable { repo: String },
     /// Mode, hook and delivery health per repository.
     Status { repo: Option<String> },
+    /// Ask GitHub to redeliver what its delivery log shows never reached us.
+    CatchUp { repo: Option<String> },
 }
 
 #[derive(Debug, Args)]

@@ -203,3 +203,39 @@ pub async fn status(config: &Config, backend: &Backend, repo: Option<&str>) -> a
     }
     Ok(())
 }
+
+pub async fn catch_up(config: &Config, backend: &Backend, repo: Option<&str>) -> anyhow::Result<()> {
+    let repos = match repo {
+        Some(repo) => vec![find_repo(backend, repo).await?],
+        None => backend.registry.list().await?,
+    };
+    let github = client(config)?;
+    let mut rows = Vec::new();
+    for repo in repos.into_iter().filter(|r| r.hook_id.is_some()) {
+        let hook_id = repo.hook_id.expect("filtered");
+        let report =
+            crate::github::catch_up::catch_up(&github, backend.queue.as_ref(), &repo.full_name, hook_id, now_ms())
+                .await?;
+        rows.push(json!({
+            "repository": repo.full_name,
+            "hook_id": hook_id,
+            "seen": report.seen,
+            "redelivered": report.redelivered,
+        }));
+    }
+    if config.json {
+        print_json(&Value::Array(rows));
+    } else if rows.is_empty() {
+        println!("No repository has a webhook enabled by futurnal; nothing to catch up.");
+    } else {
+        for row in rows {
+            println!(
+                "{}: {} deliveries in GitHub's log, {} asked to be redelivered",
+                row["repository"].as_str().unwrap_or_default(),
+                row["seen"],
+                row["redelivered"].as_array().map_or(0, Vec::len)
+            );
+        }
+    }
+    Ok(())
+}

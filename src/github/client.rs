@@ -108,6 +108,12 @@ impl GitHubClient {
         self.request(Method::DELETE, path, None).await.map(drop)
     }
 
+    /// One page of a list and the `rel="next"` link, for callers that stop early.
+    pub async fn get_page(&self, path: &str) -> Result<(Vec<Value>, Option<String>), ApiError> {
+        let (value, next) = self.request(Method::GET, path, None).await?;
+        Ok((value.as_array().cloned().unwrap_or_default(), next))
+    }
+
     /// Every page of a list, following `Link: rel="next"`.
     pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
         let mut items = Vec::new();
@@ -174,7 +180,7 @@ impl GitHubClient {
             if let Some(etag) = etag {
                 request = request.header(IF_NONE_MATCH, etag);
             }
-            if let Some(body) = &body {
+            if let Some(body) = body.as_ref().filter(|b| !b.is_null()) {
                 request = request.json(body);
             }
             let response = match request.send().await {

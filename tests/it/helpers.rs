@@ -38,13 +38,15 @@ pub fn push_body(repo: &str, id: u64) -> Vec<u8> {
 pub struct AppOptions {
     /// Extra TOML appended to the test config.
     pub toml: String,
+    /// The webhook listener's address (a restarted app keeps its hook URL); port 0 if unset.
+    pub listen: Option<SocketAddr>,
     pub handler: Option<Arc<dyn DeliveryHandler>>,
     pub track: Vec<&'static str>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { toml: String::new(), handler: None, track: vec!["octo/hello"] }
+        Self { toml: String::new(), listen: None, handler: None, track: vec!["octo/hello"] }
     }
 }
 
@@ -87,7 +89,10 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
 
 pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestApp {
     futurnal::install_tls_provider();
-    let config = config_for(dir.path(), &options.toml);
+    let mut config = config_for(dir.path(), &options.toml);
+    if let Some(listen) = options.listen {
+        config.serve.listen = listen;
+    }
     let backend = Backend::open(&config, Purpose::Daemon).unwrap();
     for repo in &options.track {
         if backend.registry.find(futurnal::store::RepoRef::Name(repo.to_string())).await.unwrap().is_none() {

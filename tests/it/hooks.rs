@@ -186,3 +186,140 @@ async fn api_errors_are_one_clear_line() {
     assert!(out.stderr.contains("--tunnel"), "{}", out.stderr);
     assert_eq!(fake.requests(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_redelivers_exactly_what_was_missed_while_the_receiver_was_down() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let app = spawn_app(AppOptions::default()).await;
+    let (dir, api, url, listen) = (app.dir.path().to_owned(), fake.url(), app.url(), app.webhook);
+    let enabled = tokio::task::spawn_blocking({
+        let (dir, api) = (dir.clone(), api.clone());
+        move || {
+            futurnal_with(
+                &dir,
+                &api,
+                "test-token",
+                &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(enabled.code, 0, "{}", enabled.stderr);
+    let hook_id = enabled.json()["hook_id"].as_u64().unwrap();
+    // One delivery arrives while the receiver is up.
+    let arrived = fake.trigger(REPO, "issues", issue_payload(1)).await;
+    app.wait_for_status(&arrived[0], DeliveryStatus::Done).await;
+
+    // The receiver goes down; GitHub sends three more, which fail to connect.
+    let kept = app.stop().await;
+    let mut missed = Vec::new();
+    for n in 2..5 {
+        missed.extend(fake.trigger(REPO, "issues", issue_payload(n)).await);
+    }
+    assert_eq!(missed.len(), 3);
+    assert!(fake.deliveries(hook_id).iter().filter(|d| d["status_code"] == 0).count() == 3);
+
+    // Back up on the same address: catch-up asks for exactly those three.
+    let app = spawn_app_in(kept, AppOptions { listen: Some(listen), track: vec![], ..Default::default() }).await;
+    let run = |dir: std::path::PathBuf, api: String| {
+        tokio::task::spawn_blocking(move || {
+            futurnal_with(&dir, &api, "test-token", &["--json", "sources", "github", "webhook", "catch-up", REPO])
+        })
+    };
+    let out = run(dir.clone(), api.clone()).await.unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut redelivered: Vec<String> =
+        out.json()[0]["redelivered"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_owned()).collect();
+    redelivered.sort();
+    missed.sort();
+    assert_eq!(redelivered, missed);
+    for guid in &missed {
+        app.wait_for_status(guid, DeliveryStatus::Done).await;
+    }
+    // Nothing is asked twice.
+    let again = run(dir.clone(), api.clone()).await.unwrap();
+    assert_eq!(again.json()[0]["redelivered"], json!([]));
+    app.stop().await;
+}
+
+fn issue_payload(number: u64) -> serde_json::Value {
+    json!({
+        "action": "opened",
+        "issue": {"number": number, "title": format!("Issue {number}"), "state": "open",
+                  "updated_at": "2026-05-01T00:00:00Z", "user": {"login": "mona"}}
+    })
+}
+
+mod client {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use futurnal::github::client::{Conditional, GitHubClient, Token};
+    use serde_json::json;
+
+    use crate::fake_github::FakeGitHub;
+
+    async fn setup() -> (FakeGitHub, GitHubClient) {
+        let fake = FakeGitHub::start().await;
+        fake.add_repo("octo/hello", 4242);
+        let client = GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
+        (fake, client)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exhausted_rate_limit_is_waited_out_not_failed_and_not_busy_looped() {
+        let (fake, client) = setup().await;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        fake.set_rate_limit(0, now + 2);
+        let started = Instant::now();
+        let repo = client.get("/repos/octo/hello").await.unwrap();
+        assert_eq!(repo["id"], 4242);
+        assert!(started.elapsed() >= Duration::from_secs(1), "it waited for the reset");
+        assert_eq!(fake.requests(), 2, "one refused request, then one after the reset");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secondary_limits_and_server_errors_are_retried() {
+        let (fake, client) = setup().await;
+        fake.fail_next_with_retry_after(429, 1);
+        let started = Instant::now();
+        assert_eq!(client.get("/repos/octo/hello").await.unwrap()["full_name"], "octo/hello");
+        assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After honoured");
+        fake.fail_next_with_status(502);
+        assert_eq!(client.get("/repos/octo/hello").await.unwrap()["id"], 4242);
+        assert_eq!(fake.requests(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conditional_requests_cost_no_quota_and_pages_are_followed() {
+        let (fake, client) = setup().await;
+        let pulls: Vec<_> = (1..=120)
+            .map(|n| json!({"number": n, "title": format!("PR {n}"), "state": "open", "updated_at": "2026-01-01T00:00:00Z"}))
+            .collect();
+        fake.set_pulls("octo/hello", pulls);
+        let all = client.get_all("/repos/octo/hello/pulls?state=all&per_page=50").await.unwrap();
+        assert_eq!(all.len(), 120);
+        let path = "/repos/octo/hello/pulls?state=all&per_page=100";
+        assert!(matches!(client.get_conditional(path).await.unwrap(), Conditional::Modified(_)));
+        let quota = fake.quota_used();
+        assert_eq!(client.get_conditional(path).await.unwrap(), Conditional::NotModified);
+        assert_eq!(fake.quota_used(), quota, "a 304 costs no quota");
+        fake.set_pulls("octo/hello", vec![]);
+        assert!(matches!(client.get_conditional(path).await.unwrap(), Conditional::Modified(_)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn errors_are_one_line_with_githubs_message_and_no_token() {
+        let (fake, _) = setup().await;
+        let bad = GitHubClient::new(&fake.url(), Some(Token::new("nope-secret-token"))).unwrap();
+        let err = bad.get("/repos/octo/hello").await.unwrap_err().to_string();
+        assert!(err.contains("401 Bad credentials") && !err.contains("nope-secret-token"), "{err}");
+        let client = GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
+        let err = client.get("/repos/octo/nothing").await.unwrap_err().to_string();
+        assert!(err.contains("404") && err.contains("check OWNER/NAME"), "{err}");
+        assert!(!err.contains('\n'));
+        let none = GitHubClient::new(&fake.url(), None).unwrap();
+        assert!(none.get("/repos/octo/hello").await.unwrap_err().to_string().contains("GITHUB_TOKEN"));
+    }
+}

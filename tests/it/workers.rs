@@ -67,6 +67,7 @@ async fn deliveries_of_one_repository_are_handled_in_arrival_order_even_around_a
         toml: FAST_RETRIES.into(),
         handler: Some(handler.clone()),
         track: vec!["octo/a", "octo/b"],
+        ..Default::default()
     })
     .await;
     let mut sent: HashMap<&str, Vec<String>> = HashMap::new();
