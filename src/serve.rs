@@ -122,6 +122,7 @@ pub async fn run(
         };
         tasks.spawn(pool.run(shutdown.clone()));
     }
+    tasks.spawn(catch_up_loop(state.clone(), config.clone(), shutdown.clone()));
     tasks.spawn(maintenance(state, config.clone(), shutdown.clone()));
 
     while let Some(joined) = tasks.join_next().await {
@@ -133,6 +134,58 @@ pub async fn run(
     backend.close();
     tracing::info!("Stopped");
     Ok(())
+}
+
+/// How often the delivery log is checked for deliveries that never reached us.
+const CATCH_UP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+
+/// Catch-up at start (once the listeners are up) and every six hours, for every
+/// repository with a hook, when a GitHub token is available.
+async fn catch_up_loop(state: Arc<AppState>, config: Config, shutdown: CancellationToken) {
+    let Some(token) = crate::github::client::Token::from_env() else {
+        tracing::info!("No GitHub token: catch-up from GitHub's delivery log is off");
+        return;
+    };
+    let client = match crate::github::client::GitHubClient::new(&config.github_api_url, Some(token)) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "Catch-up is off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+        match state.registry.list().await {
+            Ok(repos) => {
+                for repo in repos.into_iter().filter(|r| r.hook_id.is_some()) {
+                    let hook = repo.hook_id.expect("filtered");
+                    match crate::github::catch_up::catch_up(
+                        &client,
+                        state.queue.as_ref(),
+                        &repo.full_name,
+                        hook,
+                        now_ms(),
+                    )
+                    .await
+                    {
+                        Ok(report) if !report.redelivered.is_empty() => tracing::info!(
+                            repository = %repo.full_name, redelivered = report.redelivered.len(), "Catch-up asked for missed deliveries"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(repository = %repo.full_name, error = %e, "Catch-up failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Catch-up could not list repositories"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CATCH_UP_INTERVAL) => {}
+        }
+    }
 }
 
 /// Keeps the tracked-repository set and the queue depth fresh, prunes old deliveries and

@@ -63,11 +63,12 @@ pub struct TestApp {
 }
 
 pub fn config_for(dir: &Path, extra_toml: &str) -> Config {
+    // Never GitHub: should a token be in the environment, API calls go to a closed local port.
     let global = GlobalArgs {
         data_dir: Some(dir.to_owned()),
         config: None,
         database_url: None,
-        github_api_url: None,
+        github_api_url: Some("http://127.0.0.1:9".into()),
         json: false,
     };
     let serve = ServeArgs {
@@ -223,6 +224,8 @@ pub fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_futurnal"));
     command.env_remove("FUTURNAL_WEBHOOK_SECRET").env_remove("FUTURNAL_CONFIG").env_remove("FUTURNAL_DATABASE_URL");
     command.env_remove("FUTURNAL_DATA_DIR").env_remove("RUST_LOG").env_remove("FUTURNAL_LOG");
+    // Tests never reach GitHub, whatever the environment holds.
+    command.env_remove("GITHUB_TOKEN").env_remove("GH_TOKEN").env("FUTURNAL_GITHUB_API_URL", "http://127.0.0.1:9");
     command
 }
 
