@@ -159,6 +159,7 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
             WebhookCommand::Enable(args) => crate::hooks_cli::enable(config, backend, args).await,
             WebhookCommand::Disable { repo } => crate::hooks_cli::disable(config, backend, &repo).await,
             WebhookCommand::Status { repo } => crate::hooks_cli::status(config, backend, repo.as_deref()).await,
+            WebhookCommand::RotateSecret { repo } => crate::hooks_cli::rotate_secret(config, backend, &repo).await,
             WebhookCommand::CatchUp { repo } => crate::hooks_cli::catch_up(config, backend, repo.as_deref()).await,
         },
     }

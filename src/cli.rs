@@ -170,6 +170,8 @@ pub enum WebhookCommand {
     Status { repo: Option<String> },
     /// Ask GitHub to redeliver what its delivery log shows never reached us.
     CatchUp { repo: Option<String> },
+    /// Give the hook a new secret without refusing deliveries signed with the old one.
+    RotateSecret { repo: String },
 }
 
 #[derive(Debug, Args)]

@@ -239,3 +239,36 @@ pub async fn catch_up(config: &Config, backend: &Backend, repo: Option<&str>) ->
     }
     Ok(())
 }
+
+pub async fn rotate_secret(config: &Config, backend: &Backend, repo: &str) -> anyhow::Result<()> {
+    let repo = find_repo(backend, repo).await?;
+    let (Some(hook_id), Some(url)) = (repo.hook_id, repo.hook_url.clone()) else {
+        bail!("{} has no webhook enabled by futurnal", repo.full_name);
+    };
+    let path = crate::secrets::hook_secret_path(&config.data_dir, hook_id);
+    let current = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned))
+        .with_context(|| format!("the hook's secret file {} is missing; run `webhook enable` again", path.display()))?;
+    let github = client(config)?;
+    let new = crate::secrets::generate_secret();
+    // Both accepted first (a running receiver reloads within 2 s), then GitHub switches.
+    crate::secrets::store_hook_secrets(&config.data_dir, hook_id, &[new.as_str(), current.as_str()])?;
+    tokio::time::sleep(SECRET_RELOAD).await;
+    if let Err(e) = hooks::set_secret(&github, &repo.full_name, hook_id, &url, &new).await {
+        // GitHub still has the old one: keep accepting only what it signs with.
+        crate::secrets::store_hook_secrets(&config.data_dir, hook_id, &[current.as_str()])?;
+        return Err(e.into());
+    }
+    if config.json {
+        print_json(&json!({ "repository": repo.full_name, "hook_id": hook_id, "secret_file": path }));
+    } else {
+        println!(
+            "Rotated the secret of hook {hook_id} ({}); the old one stays accepted until a delivery signed with the new \
+             one arrives (at most 24 h). Stored in {}",
+            repo.full_name,
+            path.display()
+        );
+    }
+    Ok(())
+}

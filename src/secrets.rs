@@ -51,6 +51,11 @@ impl SecretSet {
         hook_id.and_then(|id| self.per_hook.get(&id)).unwrap_or(&self.global)
     }
 
+    /// Whether the hook has a new and an old secret (a rotation in progress).
+    pub fn is_rotating(&self, hook_id: u64) -> bool {
+        self.per_hook.get(&hook_id).is_some_and(|s| s.len() > 1)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.global.is_empty() && self.per_hook.is_empty()
     }
@@ -103,6 +108,31 @@ pub fn store_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[&str]) -> an
     let path = hook_secret_path(data_dir, hook_id);
     write_secret_file(&path, &secrets.join("\n"))?;
     Ok(path)
+}
+
+/// Ends a rotation: keeps only the current (first) secret of the hook's file. Also done
+/// once the rotation is older than `grace` when no delivery confirmed it.
+pub fn finish_rotation(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {
+    let path = hook_secret_path(data_dir, hook_id);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
+    if let Some(current) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
+        write_secret_file(&path, current)?;
+    }
+    Ok(())
+}
+
+/// Hooks whose secret file still holds an old secret after `grace`.
+pub fn stale_rotations(data_dir: &Path, grace: std::time::Duration) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(HOOK_SECRETS_DIR)) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let id = e.file_name().to_str()?.parse::<u64>().ok()?;
+            let age = e.metadata().ok()?.modified().ok()?.elapsed().ok()?;
+            let lines = std::fs::read_to_string(e.path()).ok()?.lines().filter(|l| !l.trim().is_empty()).count();
+            (lines > 1 && age > grace).then_some(id)
+        })
+        .collect()
 }
 
 pub fn remove_hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {

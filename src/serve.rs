@@ -136,6 +136,9 @@ pub async fn run(
     Ok(())
 }
 
+/// An old secret stays accepted at most this long after a rotation nobody confirmed.
+const ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+
 /// How often the delivery log is checked for deliveries that never reached us.
 const CATCH_UP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
@@ -202,6 +205,18 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
         ticks += 1;
         if let Err(e) = state.tracked.reload().await {
             tracing::warn!(error = %e, "Refreshing tracked repositories failed");
+        }
+        // Rotations GitHub confirmed (or that outlived their grace period) end here.
+        let confirmed: Vec<u64> = state.rotation_confirmed.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for hook in confirmed.into_iter().chain(crate::secrets::stale_rotations(&config.data_dir, ROTATION_GRACE)) {
+            match crate::secrets::finish_rotation(&config.data_dir, hook) {
+                Ok(()) => {
+                    tracing::info!(hook_id = hook, "Secret rotation finished; the old secret is no longer accepted")
+                }
+                Err(e) => {
+                    tracing::warn!(hook_id = hook, error = %format!("{e:#}"), "Could not finish a secret rotation")
+                }
+            }
         }
         // Hooks enabled or rotated by `webhook enable` in another process.
         match SecretSet::load(&config, false) {

@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes the workers when a delivery was queued.
     pub work_available: Arc<Notify>,
+    /// Hooks whose rotated secret GitHub has been seen using; maintenance drops the old.
+    pub rotation_confirmed: std::sync::Mutex<std::collections::HashSet<u64>>,
     pub role: &'static str,
 }
 
@@ -74,6 +76,7 @@ impl AppState {
             unverified_limiter: RateLimiter::keyed(quota),
             metrics,
             work_available,
+            rotation_confirmed: Default::default(),
             role: match config.serve.role {
                 crate::cli::Role::All => "all",
                 crate::cli::Role::Receiver => "receiver",

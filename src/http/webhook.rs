@@ -210,7 +210,14 @@ fn verify(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bytes) ->
     if state.verify_signatures {
         let secrets = state.secrets.read().unwrap_or_else(|p| p.into_inner()).clone();
         let signature = headers.get("x-hub-signature-256").map(HeaderValue::as_bytes);
-        if let Err(reason) = verify_any(secrets.for_hook(hook_id), &body, signature) {
+        let verdict = verify_any(secrets.for_hook(hook_id), &body, signature);
+        if let (Ok(0), Some(hook)) = (&verdict, hook_id) {
+            // Signed with the newest of two secrets: GitHub has the rotated one.
+            if secrets.is_rotating(hook) {
+                state.rotation_confirmed.lock().unwrap_or_else(|p| p.into_inner()).insert(hook);
+            }
+        }
+        if let Err(reason) = verdict {
             if state.unverified_limiter.check_key(&client).is_err() {
                 return Err(Rejection::new(
                     StatusCode::TOO_MANY_REQUESTS,

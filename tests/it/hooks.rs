@@ -244,6 +244,56 @@ async fn catch_up_redelivers_exactly_what_was_missed_while_the_receiver_was_down
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_secret_refuses_nothing_in_flight_then_drops_the_old_one() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let app = spawn_app(AppOptions::default()).await;
+    let (dir, api, url) = (app.dir.path().to_owned(), fake.url(), app.url());
+    let cli = |args: Vec<String>| {
+        let (dir, api) = (dir.clone(), api.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            futurnal_with(&dir, &api, "test-token", &args)
+        })
+    };
+    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let enabled = cli(words(&format!("--json sources github webhook enable {REPO} --public-url {url}"))).await.unwrap();
+    assert_eq!(enabled.code, 0, "{}", enabled.stderr);
+    let hook_id = enabled.json()["hook_id"].as_u64().unwrap();
+    let old = fake.hooks(REPO)[0].secret.clone().unwrap();
+
+    let rotated = cli(words(&format!("sources github webhook rotate-secret {REPO}"))).await.unwrap();
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let new = fake.hooks(REPO)[0].secret.clone().unwrap();
+    assert_ne!(old, new);
+
+    // A delivery GitHub signed with the old secret just before the switch: accepted.
+    let signed_with = |secret: String| {
+        let mut d = Delivery::new("issues", serde_json::to_vec(&with_repo(issue_payload(7))).unwrap());
+        d.hook_id = Some(hook_id);
+        d.secret = Some(Box::leak(secret.into_boxed_str()));
+        d
+    };
+    assert_eq!(app.post(signed_with(old.clone())).await.0, 202, "in flight under the old secret");
+    // GitHub now signs with the new one; once seen, the old one is dropped.
+    let guids = fake.trigger(REPO, "issues", issue_payload(8)).await;
+    app.wait_for_status(&guids[0], DeliveryStatus::Done).await;
+    wait_until(Duration::from_secs(10), "the old secret to be dropped", || {
+        let d = signed_with(old.clone());
+        let app = &app;
+        async move { app.post(d).await.0 == 401 }
+    })
+    .await;
+    assert_eq!(app.post(signed_with(new.clone())).await.0, 202);
+    app.stop().await;
+}
+
+fn with_repo(mut payload: serde_json::Value) -> serde_json::Value {
+    payload["repository"] = json!({"id": 4242, "full_name": REPO, "name": "hello"});
+    payload
+}
+
 fn issue_payload(number: u64) -> serde_json::Value {
     json!({
         "action": "opened",

@@ -47,7 +47,8 @@ pub enum SignatureError {
 }
 
 /// Checks `header` (the `X-Hub-Signature-256` value) against the body under any of
-/// `secrets` (more than one during a rotation). The comparison is constant-time.
+/// `secrets` (more than one during a rotation) and returns the index of the secret that
+/// matched. The comparison is constant-time.
 ///
 /// GitHub always sends `sha256=` followed by 64 lowercase hex digits; anything else
 /// (uppercase, `sha1=`, short) is refused as malformed, as `@octokit/webhooks` does.
@@ -55,14 +56,14 @@ pub fn verify_any<'a>(
     secrets: impl IntoIterator<Item = &'a WebhookSecret>,
     body: &[u8],
     header: Option<&[u8]>,
-) -> Result<(), SignatureError> {
+) -> Result<usize, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let digest = parse_header(header)?;
-    for secret in secrets {
+    for (index, secret) in secrets.into_iter().enumerate() {
         let mut mac = HmacSha256::new_from_slice(secret.expose()).expect("HMAC accepts any key length");
         mac.update(body);
         if mac.verify_slice(&digest).is_ok() {
-            return Ok(());
+            return Ok(index);
         }
     }
     Err(SignatureError::Mismatch)
@@ -101,7 +102,7 @@ mod tests {
     #[test]
     fn github_documented_test_vector() {
         assert_eq!(sign_sha256(&secret(), BODY), HEADER);
-        assert_eq!(verify_any([&secret()], BODY, Some(HEADER.as_bytes())), Ok(()));
+        assert_eq!(verify_any([&secret()], BODY, Some(HEADER.as_bytes())), Ok(0));
     }
 
     #[test]
@@ -129,7 +130,7 @@ mod tests {
     fn any_of_two_secrets_passes_during_rotation() {
         let old = WebhookSecret::new("old secret");
         let new = secret();
-        assert_eq!(verify_any([&old, &new], BODY, Some(HEADER.as_bytes())), Ok(()));
+        assert_eq!(verify_any([&old, &new], BODY, Some(HEADER.as_bytes())), Ok(1));
         assert_eq!(verify_any([&old], BODY, Some(HEADER.as_bytes())), Err(SignatureError::Mismatch));
     }
 
