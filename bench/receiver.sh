@@ -31,7 +31,7 @@ TOML
 export FUTURNAL_CONFIG="$data/config.toml"
 
 "$bin" --data-dir "$data" sources github add Codertocat/Hello-World --no-sync >/dev/null
-"$bin" --data-dir "$data" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$data/banner" 2>"$data/log" &
+"$bin" --data-dir "$data" serve --no-poll --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$data/banner" 2>"$data/log" &
 pid=$!
 for _ in $(seq 100); do [ -s "$data/banner" ] && break; sleep 0.05; done
 webhook=$(sed -n 's/.*webhook=\([^ ]*\).*/\1/p' "$data/banner")

@@ -34,6 +34,17 @@ pub struct FileConfig {
     pub queue: FileQueue,
     #[serde(default)]
     pub workers: FileWorkers,
+    #[serde(default)]
+    pub poll: FilePoll,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePoll {
+    /// Seconds between polls of a repository without a working webhook.
+    pub interval_secs: Option<u64>,
+    /// Seconds between reconciles of a repository in webhook mode.
+    pub reconcile_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +123,13 @@ pub struct Config {
     pub queue: QueueConfig,
     pub workers: WorkerConfig,
     pub serve: ServeConfig,
+    pub poll: PollConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    pub interval: Duration,
+    pub reconcile: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +297,11 @@ impl Config {
                 serve.listen
             );
         }
-        Ok(Self { data_dir, database, github_api_url, json: global.json, webhook, queue, workers, serve })
+        let poll = PollConfig {
+            interval: Duration::from_secs(file.poll.interval_secs.unwrap_or(300).max(1)),
+            reconcile: Duration::from_secs(file.poll.reconcile_secs.unwrap_or(3600).max(1)),
+        };
+        Ok(Self { data_dir, database, github_api_url, json: global.json, webhook, queue, workers, serve, poll })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod hooks_cli;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod poll;
 pub mod queue;
 pub mod secrets;
 pub mod serve;

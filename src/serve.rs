@@ -62,6 +62,8 @@ impl Listeners {
 pub struct Overrides {
     pub handler: Option<Arc<dyn DeliveryHandler>>,
     pub metrics: Option<Arc<Metrics>>,
+    /// The poller's GitHub client (tests point it at a fake); default: from the token.
+    pub poll_github: Option<crate::github::client::GitHubClient>,
 }
 
 /// Runs until `shutdown` is cancelled, then stops accepting, lets in-flight requests and
@@ -123,6 +125,19 @@ pub async fn run(
         tasks.spawn(pool.run(shutdown.clone()));
     }
     tasks.spawn(catch_up_loop(state.clone(), config.clone(), shutdown.clone()));
+    if config.serve.poll && config.serve.role != Role::Receiver {
+        let poller = crate::poll::Poller {
+            registry: backend.registry.clone(),
+            copy: backend.copy.clone(),
+            sync: Arc::new(SyncEngine::new(&config, backend.copy.clone())),
+            github: overrides.poll_github.or_else(|| {
+                crate::github::client::Token::from_env()
+                    .and_then(|t| crate::github::client::GitHubClient::new(&config.github_api_url, Some(t)).ok())
+            }),
+            config: config.poll.clone(),
+        };
+        tasks.spawn(poller.run(shutdown.clone()));
+    }
     tasks.spawn(maintenance(state, config.clone(), shutdown.clone()));
 
     while let Some(joined) = tasks.join_next().await {

@@ -2,7 +2,7 @@
 //! comments, releases, repository changes). Pure functions, tested on GitHub's examples.
 
 use futurnal_github::payload::{
-    Account, Issue, IssueCommentEvent, IssuesEvent, Label, PullRequestEvent, ReleaseEvent, RepositoryEvent,
+    Account, Issue, IssueCommentEvent, IssuesEvent, Label, PullRequest, PullRequestEvent, ReleaseEvent, RepositoryEvent,
 };
 
 use crate::store::copy::{CommentRecord, Effect, IssueRecord, PullRecord, ReleaseRecord};
@@ -25,9 +25,13 @@ fn logins(accounts: &[Account]) -> Vec<String> {
 }
 
 pub fn pull_request(event: &PullRequestEvent) -> Result<Effect, String> {
-    let pr = &event.pull_request;
+    pull_record(&event.pull_request).map(Effect::Pull)
+}
+
+/// A pull request as a webhook or the REST API shows it (the same object).
+pub fn pull_record(pr: &PullRequest) -> Result<PullRecord, String> {
     let merged_at = time(&pr.merged_at);
-    Ok(Effect::Pull(PullRecord {
+    Ok(PullRecord {
         number: pr.number,
         title: pr.title.clone(),
         body: pr.body.clone(),
@@ -45,10 +49,11 @@ pub fn pull_request(event: &PullRequestEvent) -> Result<Effect, String> {
         updated_at: required_time(&pr.updated_at, "pull_request.updated_at")?,
         closed_at: time(&pr.closed_at),
         merged_at,
-    }))
+    })
 }
 
-fn issue_record(issue: &Issue, deleted: bool, transferred_to: Option<String>) -> Result<IssueRecord, String> {
+/// An issue as a webhook or the REST API shows it.
+pub fn issue_record(issue: &Issue, deleted: bool, transferred_to: Option<String>) -> Result<IssueRecord, String> {
     Ok(IssueRecord {
         number: issue.number,
         title: issue.title.clone(),

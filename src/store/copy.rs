@@ -142,6 +142,8 @@ pub trait CopyStore: Send + Sync {
     /// Applies effects to repository `repo_id` in one transaction.
     fn apply(&self, repo_id: i64, effects: Vec<Effect>) -> BoxFuture<'_, StoreResult<()>>;
     fn branches(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<BranchRow>>>;
+    /// Tag name → the sha recorded for it.
+    fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<(String, Option<String>)>>>;
     /// Which of the repository's commits are already stored (to skip reading them again).
     fn commit_shas(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<std::collections::HashSet<String>>>;
     /// Newest first; only those on `branch` when given.

@@ -330,6 +330,14 @@ impl CopyStore for SqliteCopyStore {
         }))
     }
 
+    fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<(String, Option<String>)>>> {
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached("SELECT name, sha FROM tags WHERE repo_id = ?1 ORDER BY name")?
+                .query_map([repo_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?)
+        }))
+    }
+
     fn commit_shas(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<HashSet<String>>> {
         Box::pin(self.db.read(move |c| {
             Ok(c.prepare_cached("SELECT sha FROM commits WHERE repo_id = ?1")?

@@ -130,6 +130,37 @@ impl SyncEngine {
         }])
     }
 
+    /// Polling's git half: `ls-remote` (no API quota), and a full sync only when a tracked
+    /// branch or a tag moved, appeared or disappeared.
+    pub async fn sync_if_moved(&self, repo: &TrackedRepository) -> anyhow::Result<Vec<Effect>> {
+        let stored: HashMap<String, String> =
+            self.copy.branches(repo.id).await?.into_iter().map(|b| (b.name, b.head_sha)).collect();
+        let stored_tags: HashMap<String, Option<String>> = self.copy.tags(repo.id).await?.into_iter().collect();
+        let path = self.mirror_path(repo.id);
+        let remote = self.remote_for(repo);
+        let refs = blocking(move || with_repair(&path, |r| git::list_remote(r, &remote))).await?;
+        let patterns = Self::patterns(repo);
+        let wanted: HashMap<String, String> = refs
+            .branches
+            .iter()
+            .filter(|(name, _)| patterns.iter().any(|p| glob::matches(p, name)))
+            .map(|(name, id)| (name.clone(), id.to_string()))
+            .collect();
+        let tags: HashMap<String, Option<String>> =
+            refs.tags.iter().map(|(name, id)| (name.clone(), Some(id.to_string()))).collect();
+        if wanted == stored && tags == stored_tags {
+            return Ok(Vec::new());
+        }
+        let mut effects = self.sync_all(repo).await?;
+        effects.extend(
+            stored_tags
+                .keys()
+                .filter(|name| !tags.contains_key(*name))
+                .map(|name| Effect::DeleteTag { name: name.clone() }),
+        );
+        Ok(effects)
+    }
+
     /// Brings every tracked branch and every tag up to date (the `sync` command).
     pub async fn sync_all(&self, repo: &TrackedRepository) -> anyhow::Result<Vec<Effect>> {
         let stored: HashMap<String, String> =

@@ -8,6 +8,7 @@ mod fake_github;
 mod helpers;
 mod hooks;
 mod payloads;
+mod poll;
 mod receiver;
 mod store;
 mod workers;

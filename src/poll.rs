@@ -1,0 +1,167 @@
+//! The polling fallback, so the copy is never silently stale: repositories without a
+//! working webhook are polled every interval (jittered), and those in webhook mode are
+//! reconciled hourly. A poll reads refs with `git ls-remote` (no API quota) and syncs only
+//! what moved, and lists pull requests and issues with conditional requests (a 304 costs
+//! no quota). Its effects go through the same normalizers and store as webhook deliveries.
+//! A reconcile also checks the hook: gone or inactive on GitHub means back to polling.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futurnal_github::payload::{Issue, PullRequest};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PollConfig;
+use crate::github::client::{Conditional, GitHubClient};
+use crate::github::hooks;
+use crate::handlers::normalize;
+use crate::store::copy::{CopyStore, Effect};
+use crate::store::{Registry, TrackedRepository};
+use crate::sync::SyncEngine;
+
+/// How often the poller looks for repositories that are due.
+const TICK: Duration = Duration::from_millis(500);
+
+pub struct Poller {
+    pub registry: Arc<dyn Registry>,
+    pub copy: Arc<dyn CopyStore>,
+    pub sync: Arc<SyncEngine>,
+    /// `None` without a token: then only the git half runs.
+    pub github: Option<GitHubClient>,
+    pub config: PollConfig,
+}
+
+#[derive(Default)]
+struct RepoState {
+    next_due: Option<Instant>,
+    /// `since` for the issue listing: kept until something changes, so the request (and
+    /// its ETag) stays the same and an unchanged repository answers 304.
+    issues_since: Option<String>,
+}
+
+impl Poller {
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.github.is_none() {
+            tracing::info!("No GitHub token: polling reads refs with git only (pull requests and issues need a token)");
+        }
+        let mut states: HashMap<i64, RepoState> = HashMap::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            let repos = match self.registry.list().await {
+                Ok(repos) => repos,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Polling could not list repositories");
+                    continue;
+                }
+            };
+            for repo in repos {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let state = states.entry(repo.id).or_default();
+                if state.next_due.is_some_and(|due| Instant::now() < due) {
+                    continue;
+                }
+                let webhook_mode = repo.hook_id.is_some();
+                match self.poll(&repo, state).await {
+                    Ok(changes) if changes > 0 => {
+                        tracing::info!(repository = %repo.full_name, changes, webhook_mode, "Poll found changes")
+                    }
+                    Ok(_) => tracing::debug!(repository = %repo.full_name, "Poll: nothing changed"),
+                    Err(e) => tracing::warn!(repository = %repo.full_name, error = %format!("{e:#}"), "Poll failed"),
+                }
+                let interval = if webhook_mode { self.config.reconcile } else { self.config.interval };
+                state.next_due = Some(Instant::now() + jitter(interval));
+            }
+        }
+    }
+
+    /// One poll (or reconcile) of one repository; returns how many effects it applied.
+    async fn poll(&self, repo: &TrackedRepository, state: &mut RepoState) -> anyhow::Result<usize> {
+        if let (Some(github), Some(hook_id)) = (&self.github, repo.hook_id) {
+            match hooks::get(github, &repo.full_name, hook_id).await? {
+                Some(hook) if hook.active => {}
+                _ => {
+                    tracing::warn!(repository = %repo.full_name, hook_id, "The hook is gone or inactive on GitHub; back to polling");
+                    self.registry.set_hook(repo.id, None).await?;
+                }
+            }
+        }
+        let mut effects = self.sync.sync_if_moved(repo).await?;
+        if let Some(github) = &self.github {
+            effects.extend(self.pulls(github, repo).await?);
+            effects.extend(self.issues(github, repo, state).await?);
+        }
+        let count = effects.len();
+        if count > 0 {
+            self.copy.apply(repo.id, effects).await?;
+        }
+        Ok(count)
+    }
+
+    async fn pulls(&self, github: &GitHubClient, repo: &TrackedRepository) -> anyhow::Result<Vec<Effect>> {
+        let path = format!("/repos/{}/pulls?state=all&sort=updated&direction=desc&per_page=100", repo.full_name);
+        let Conditional::Modified(list) = github.get_conditional(&path).await? else { return Ok(Vec::new()) };
+        let mut effects = Vec::new();
+        for item in list.as_array().into_iter().flatten() {
+            match serde_json::from_value::<PullRequest>(item.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|pr| normalize::pull_record(&pr))
+            {
+                Ok(record) => effects.push(Effect::Pull(record)),
+                Err(e) => {
+                    tracing::warn!(repository = %repo.full_name, error = %e, "Skipping a pull request the API sent")
+                }
+            }
+        }
+        Ok(effects)
+    }
+
+    async fn issues(
+        &self,
+        github: &GitHubClient,
+        repo: &TrackedRepository,
+        state: &mut RepoState,
+    ) -> anyhow::Result<Vec<Effect>> {
+        let since = state.issues_since.as_deref().map(|s| format!("&since={s}")).unwrap_or_default();
+        let path =
+            format!("/repos/{}/issues?state=all&sort=updated&direction=desc&per_page=100{since}", repo.full_name);
+        let Conditional::Modified(list) = github.get_conditional(&path).await? else { return Ok(Vec::new()) };
+        let mut effects = Vec::new();
+        let mut newest: Option<String> = None;
+        for item in list.as_array().into_iter().flatten() {
+            let parsed = serde_json::from_value::<Issue>(item.clone()).map_err(|e| e.to_string());
+            match parsed {
+                Ok(issue) if issue.pull_request.is_some() => {}
+                Ok(issue) => {
+                    if newest.as_deref().is_none_or(|n| issue.updated_at.as_str() > n) {
+                        newest = Some(issue.updated_at.clone());
+                    }
+                    match normalize::issue_record(&issue, false, None) {
+                        Ok(record) => effects.push(Effect::Issue(record)),
+                        Err(e) => {
+                            tracing::warn!(repository = %repo.full_name, error = %e, "Skipping an issue the API sent")
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(repository = %repo.full_name, error = %e, "Skipping an issue the API sent"),
+            }
+        }
+        if newest.is_some() {
+            state.issues_since = newest;
+        }
+        Ok(effects)
+    }
+}
+
+/// ±10 % so that many repositories do not poll in lockstep.
+fn jitter(interval: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    interval.mul_f64(0.9 + 0.2 * f64::from(byte[0]) / 255.0)
+}
