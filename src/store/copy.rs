@@ -123,6 +123,9 @@ pub struct BranchRow {
     pub synced_at: i64,
 }
 
+/// A tag's name and the sha recorded for it (unknown for a tag seen only by name).
+pub type TagRow = (String, Option<String>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullState {
     Open,
@@ -142,8 +145,8 @@ pub trait CopyStore: Send + Sync {
     /// Applies effects to repository `repo_id` in one transaction.
     fn apply(&self, repo_id: i64, effects: Vec<Effect>) -> BoxFuture<'_, StoreResult<()>>;
     fn branches(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<BranchRow>>>;
-    /// Tag name → the sha recorded for it.
-    fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<(String, Option<String>)>>>;
+    /// Each tag's name and the sha recorded for it.
+    fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<TagRow>>>;
     /// Which of the repository's commits are already stored (to skip reading them again).
     fn commit_shas(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<std::collections::HashSet<String>>>;
     /// Newest first; only those on `branch` when given.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, Row};
 
 use super::copy::{
-    BranchRow, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState, ReleaseRecord,
+    BranchRow, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState, ReleaseRecord, TagRow,
 };
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
@@ -330,7 +330,7 @@ impl CopyStore for SqliteCopyStore {
         }))
     }
 
-    fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<(String, Option<String>)>>> {
+    fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<TagRow>>> {
         Box::pin(self.db.read(move |c| {
             Ok(c.prepare_cached("SELECT name, sha FROM tags WHERE repo_id = ?1 ORDER BY name")?
                 .query_map([repo_id], |r| Ok((r.get(0)?, r.get(1)?)))?
