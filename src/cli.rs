@@ -174,13 +174,22 @@ pub enum WebhookCommand {
     RotateSecret { repo: String },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tunnel {
+    Ngrok,
+}
+
 #[derive(Debug, Args)]
 pub struct EnableArgs {
     pub repo: String,
     /// The public URL GitHub will POST to (it must reach this machine's webhook listener);
     /// `/webhook/github` is appended when the URL has no path.
-    #[arg(long, value_name = "URL")]
-    pub public_url: String,
+    #[arg(long, value_name = "URL", required_unless_present = "tunnel", conflicts_with = "tunnel")]
+    pub public_url: Option<String>,
+    /// Use a development tunnel's public URL instead (ngrok: read from the local agent,
+    /// and followed by `serve` when it changes).
+    #[arg(long, value_enum)]
+    pub tunnel: Option<Tunnel>,
     /// Events to subscribe to (comma separated); default: all that futurnal handles.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub events: Vec<String>,

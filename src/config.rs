@@ -36,6 +36,17 @@ pub struct FileConfig {
     pub workers: FileWorkers,
     #[serde(default)]
     pub poll: FilePoll,
+    #[serde(default)]
+    pub tunnel: FileTunnel,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTunnel {
+    /// The ngrok agent's local API (default http://127.0.0.1:4040).
+    pub ngrok_api_url: Option<String>,
+    /// Seconds between checks of the tunnel's public URL by `serve`.
+    pub check_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +135,13 @@ pub struct Config {
     pub workers: WorkerConfig,
     pub serve: ServeConfig,
     pub poll: PollConfig,
+    pub tunnel: TunnelConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    pub ngrok_api_url: String,
+    pub check: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -301,7 +319,16 @@ impl Config {
             interval: Duration::from_secs(file.poll.interval_secs.unwrap_or(300).max(1)),
             reconcile: Duration::from_secs(file.poll.reconcile_secs.unwrap_or(3600).max(1)),
         };
-        Ok(Self { data_dir, database, github_api_url, json: global.json, webhook, queue, workers, serve, poll })
+        let tunnel = TunnelConfig {
+            ngrok_api_url: file
+                .tunnel
+                .ngrok_api_url
+                .unwrap_or_else(|| "http://127.0.0.1:4040".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            check: Duration::from_secs(file.tunnel.check_secs.unwrap_or(10).max(1)),
+        };
+        Ok(Self { data_dir, database, github_api_url, json: global.json, webhook, queue, workers, serve, poll, tunnel })
     }
 }
 

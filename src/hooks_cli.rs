@@ -15,6 +15,7 @@ use crate::github::client::{GitHubClient, Token};
 use crate::github::hooks;
 use crate::output::{print_json, print_table};
 use crate::queue::DeliveryFilter;
+use crate::store::HookRef;
 use crate::time::{now_ms, rfc3339_opt};
 
 fn client(config: &Config) -> anyhow::Result<GitHubClient> {
@@ -31,7 +32,14 @@ const SECRET_RELOAD: Duration = Duration::from_millis(2_200);
 
 pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> anyhow::Result<()> {
     let repo = find_repo(backend, &args.repo).await?;
-    let mut url = args.public_url.trim().to_owned();
+    let (mut url, tunnel) = match (&args.public_url, args.tunnel) {
+        (Some(url), _) => (url.trim().to_owned(), None),
+        (None, Some(crate::cli::Tunnel::Ngrok)) => (
+            crate::tunnel::ngrok_public_url(&config.tunnel.ngrok_api_url, config.serve.listen.port()).await?,
+            Some("ngrok".to_owned()),
+        ),
+        (None, None) => bail!("give --public-url URL or --tunnel ngrok"),
+    };
     if reqwest::Url::parse(&url).is_ok_and(|u| u.path() == "/" || u.path().is_empty()) {
         url = format!("{}/webhook/github", url.trim_end_matches('/'));
     }
@@ -66,7 +74,7 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
         kept.push(previous);
     }
     let path = crate::secrets::store_hook_secrets(&config.data_dir, hook.id, &kept)?;
-    backend.registry.set_hook(repo.id, Some((hook.id, url.clone()))).await?;
+    backend.registry.set_hook(repo.id, Some(HookRef { id: hook.id, url: url.clone(), tunnel: tunnel.clone() })).await?;
 
     // Give a running receiver time to load the secret, then ask GitHub for a ping.
     tokio::time::sleep(SECRET_RELOAD).await;

@@ -21,6 +21,7 @@ pub mod simulate;
 pub mod store;
 pub mod sync;
 pub mod time;
+pub mod tunnel;
 pub mod worker;
 
 /// Installs ring as the process's TLS crypto provider (reqwest and gix's https transport

@@ -29,7 +29,7 @@ pub struct Poller {
     pub copy: Arc<dyn CopyStore>,
     pub sync: Arc<SyncEngine>,
     /// `None` without a token: then only the git half runs.
-    pub github: Option<GitHubClient>,
+    pub github: Option<Arc<GitHubClient>>,
     pub config: PollConfig,
 }
 

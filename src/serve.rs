@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Backend;
 use crate::cli::Role;
 use crate::config::Config;
+use crate::github::client::GitHubClient;
 use crate::handlers::{DeliveryHandler, EventHandlers};
 use crate::http::{self, AppState, ServerOptions};
 use crate::metrics::Metrics;
@@ -62,8 +63,9 @@ impl Listeners {
 pub struct Overrides {
     pub handler: Option<Arc<dyn DeliveryHandler>>,
     pub metrics: Option<Arc<Metrics>>,
-    /// The poller's GitHub client (tests point it at a fake); default: from the token.
-    pub poll_github: Option<crate::github::client::GitHubClient>,
+    /// The GitHub client of the poller and the tunnel watcher (tests point it at a fake);
+    /// default: one made from the token, when there is one.
+    pub github: Option<Arc<GitHubClient>>,
 }
 
 /// Runs until `shutdown` is cancelled, then stops accepting, lets in-flight requests and
@@ -105,7 +107,16 @@ pub async fn run(
         shutdown_grace: config.serve.shutdown_grace,
     };
 
+    let github: Option<Arc<GitHubClient>> = overrides.github.clone().or_else(|| {
+        crate::github::client::Token::from_env()
+            .and_then(|t| GitHubClient::new(&config.github_api_url, Some(t)).ok())
+            .map(Arc::new)
+    });
+    let webhook_port = listeners.webhook.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
     let mut tasks = JoinSet::new();
+    if let (Some(github), Some(port)) = (github.clone(), webhook_port) {
+        tasks.spawn(follow_ngrok(state.clone(), github, config.clone(), port, shutdown.clone()));
+    }
     if let Some(listener) = listeners.webhook {
         tasks.spawn(http::serve(listener, http::webhook_router(state.clone()), server_options, shutdown.clone()));
     }
@@ -130,10 +141,7 @@ pub async fn run(
             registry: backend.registry.clone(),
             copy: backend.copy.clone(),
             sync: Arc::new(SyncEngine::new(&config, backend.copy.clone())),
-            github: overrides.poll_github.or_else(|| {
-                crate::github::client::Token::from_env()
-                    .and_then(|t| crate::github::client::GitHubClient::new(&config.github_api_url, Some(t)).ok())
-            }),
+            github: github.clone(),
             config: config.poll.clone(),
         };
         tasks.spawn(poller.run(shutdown.clone()));
@@ -149,6 +157,59 @@ pub async fn run(
     backend.close();
     tracing::info!("Stopped");
     Ok(())
+}
+
+/// Keeps hooks made with `--tunnel ngrok` pointing at the tunnel's current public URL.
+async fn follow_ngrok(
+    state: Arc<AppState>,
+    github: Arc<GitHubClient>,
+    config: Config,
+    port: u16,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(config.tunnel.check) => {}
+        }
+        let Ok(repos) = state.registry.list().await else { continue };
+        let followed: Vec<_> = repos.into_iter().filter(|r| r.hook_tunnel.as_deref() == Some("ngrok")).collect();
+        if followed.is_empty() {
+            continue;
+        }
+        let current = match crate::tunnel::ngrok_public_url(&config.tunnel.ngrok_api_url, port).await {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "Cannot read the ngrok tunnel's URL");
+                continue;
+            }
+        };
+        for repo in followed {
+            let (Some(hook_id), Some(old)) = (repo.hook_id, repo.hook_url.as_deref()) else { continue };
+            if old == current {
+                continue;
+            }
+            let secret = std::fs::read_to_string(crate::secrets::hook_secret_path(&config.data_dir, hook_id))
+                .ok()
+                .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned));
+            let Some(secret) = secret else {
+                tracing::warn!(repository = %repo.full_name, hook_id, "The hook's secret file is missing; run `webhook enable` again");
+                continue;
+            };
+            match crate::github::hooks::set_secret(&github, &repo.full_name, hook_id, &current, &secret).await {
+                Ok(()) => {
+                    let hook =
+                        crate::store::HookRef { id: hook_id, url: current.clone(), tunnel: Some("ngrok".into()) };
+                    if let Err(e) = state.registry.set_hook(repo.id, Some(hook)).await {
+                        tracing::warn!(repository = %repo.full_name, error = %e, "Could not record the new hook URL");
+                    } else {
+                        tracing::info!(repository = %repo.full_name, hook_id, url = %current, "The ngrok URL changed; hook updated");
+                    }
+                }
+                Err(e) => tracing::warn!(repository = %repo.full_name, error = %e, "Could not update the hook's URL"),
+            }
+        }
+    }
 }
 
 /// An old secret stays accepted at most this long after a rotation nobody confirmed.

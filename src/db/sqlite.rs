@@ -184,6 +184,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE repositories ADD COLUMN hook_id INTEGER;
     ALTER TABLE repositories ADD COLUMN hook_url TEXT;
     "#,
+    // 4: hooks whose URL comes from a development tunnel (ngrok), kept up to date.
+    r#"
+    ALTER TABLE repositories ADD COLUMN hook_tunnel TEXT;
+    "#,
 ];
 
 #[derive(Debug, Clone)]

@@ -30,6 +30,22 @@ pub struct TrackedRepository {
     /// The hook `webhook enable` made on GitHub, and its URL.
     pub hook_id: Option<u64>,
     pub hook_url: Option<String>,
+    /// `ngrok` when the hook URL is an ngrok tunnel's (the daemon follows its changes).
+    pub hook_tunnel: Option<String>,
+}
+
+/// A repository's hook on GitHub as recorded here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRef {
+    pub id: u64,
+    pub url: String,
+    pub tunnel: Option<String>,
+}
+
+impl HookRef {
+    pub fn new(id: u64, url: impl Into<String>) -> Self {
+        Self { id, url: url.into(), tunnel: None }
+    }
 }
 
 /// What `webhook status` shows about a repository's deliveries.
@@ -85,7 +101,7 @@ pub trait Registry: Send + Sync {
     ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
     /// Records (or with `None` clears) the repository's hook, and sets its mode to
     /// `webhook` (or back to `polling`).
-    fn set_hook(&self, repo_id: i64, hook: Option<(u64, String)>) -> BoxFuture<'_, StoreResult<()>>;
+    fn set_hook(&self, repo_id: i64, hook: Option<HookRef>) -> BoxFuture<'_, StoreResult<()>>;
     /// Delivery facts about a repository for `webhook status`.
     fn hook_health(&self, repo: TrackedRepository) -> BoxFuture<'_, StoreResult<HookHealth>>;
     /// Finds the tracked repository a delivery is about (by GitHub id, else by name),

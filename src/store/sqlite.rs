@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::copy::Effect;
 use super::sqlite_copy::apply_effects;
-use super::{HookHealth, NewRepository, Registry, RepoRef, TrackedRepository};
+use super::{HookHealth, HookRef, NewRepository, Registry, RepoRef, TrackedRepository};
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -22,7 +22,7 @@ impl SqliteRegistry {
 }
 
 const COLUMNS: &str = "id, full_name, github_id, branches, clone_url, mode, added_at, last_delivery_at, \
-     default_branch, archived, deleted, visibility, synced_at, hook_id, hook_url";
+     default_branch, archived, deleted, visibility, synced_at, hook_id, hook_url, hook_tunnel";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
     let branches: String = r.get(3)?;
@@ -42,6 +42,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
         synced_at_ms: r.get(12)?,
         hook_id: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
         hook_url: r.get(14)?,
+        hook_tunnel: r.get(15)?,
     })
 }
 
@@ -142,15 +143,15 @@ impl Registry for SqliteRegistry {
         }))
     }
 
-    fn set_hook(&self, repo_id: i64, hook: Option<(u64, String)>) -> BoxFuture<'_, StoreResult<()>> {
+    fn set_hook(&self, repo_id: i64, hook: Option<HookRef>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.db.write(move |c| {
-            let (id, url, mode) = match hook {
-                Some((id, url)) => (Some(id as i64), Some(url), "webhook"),
-                None => (None, None, "polling"),
+            let (id, url, tunnel, mode) = match hook {
+                Some(h) => (Some(h.id as i64), Some(h.url), h.tunnel, "webhook"),
+                None => (None, None, None, "polling"),
             };
             c.execute(
-                "UPDATE repositories SET hook_id = ?2, hook_url = ?3, mode = ?4 WHERE id = ?1",
-                params![repo_id, id, url, mode],
+                "UPDATE repositories SET hook_id = ?2, hook_url = ?3, hook_tunnel = ?4, mode = ?5 WHERE id = ?1",
+                params![repo_id, id, url, tunnel, mode],
             )?;
             Ok(())
         }))

@@ -40,15 +40,15 @@ pub struct AppOptions {
     pub toml: String,
     /// The webhook listener's address (a restarted app keeps its hook URL); port 0 if unset.
     pub listen: Option<SocketAddr>,
-    /// Run the poller, with this client for the API half.
-    pub poll_github: Option<futurnal::github::client::GitHubClient>,
+    /// Run the poller (and the tunnel watcher) with this client for GitHub's API.
+    pub github: Option<futurnal::github::client::GitHubClient>,
     pub handler: Option<Arc<dyn DeliveryHandler>>,
     pub track: Vec<&'static str>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { toml: String::new(), listen: None, poll_github: None, handler: None, track: vec!["octo/hello"] }
+        Self { toml: String::new(), listen: None, github: None, handler: None, track: vec!["octo/hello"] }
     }
 }
 
@@ -96,7 +96,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestAp
     if let Some(listen) = options.listen {
         config.serve.listen = listen;
     }
-    config.serve.poll = options.poll_github.is_some();
+    config.serve.poll = options.github.is_some();
     let backend = Backend::open(&config, Purpose::Daemon).unwrap();
     for repo in &options.track {
         if backend.registry.find(futurnal::store::RepoRef::Name(repo.to_string())).await.unwrap().is_none() {
@@ -122,7 +122,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestAp
     let webhook = listeners.webhook.as_ref().map(|l| l.local_addr().unwrap()).unwrap_or(([0, 0, 0, 0], 0).into());
     let admin = listeners.admin.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let overrides = Overrides { handler: options.handler, metrics: None, poll_github: options.poll_github };
+    let overrides = Overrides { handler: options.handler, metrics: None, github: options.github.map(Arc::new) };
     let task = tokio::spawn(futurnal::serve::run(config, backend, listeners, overrides, shutdown.clone()));
     TestApp { webhook, admin, dir, client: reqwest::Client::new(), queue, registry, copy, shutdown, task: Some(task) }
 }

@@ -8,14 +8,20 @@ use std::time::Duration;
 use futurnal::queue::DeliveryStatus;
 use serde_json::json;
 
-use crate::fake_github::FakeGitHub;
+use futurnal::github::client::{GitHubClient, Token};
+
+use crate::fake_github::{FakeGitHub, FakeNgrok};
 use crate::helpers::*;
 
 const REPO: &str = "octo/hello";
 
 fn futurnal_with(dir: &Path, api: &str, token: &str, args: &[&str]) -> CliOutput {
+    futurnal_with_toml(dir, api, token, "", args)
+}
+
+fn futurnal_with_toml(dir: &Path, api: &str, token: &str, extra_toml: &str, args: &[&str]) -> CliOutput {
     let config = dir.join("cli.toml");
-    std::fs::write(&config, "[webhook]\nallow_loopback_hook_urls = true\n").unwrap();
+    std::fs::write(&config, format!("[webhook]\nallow_loopback_hook_urls = true\n{extra_toml}")).unwrap();
     let output = bin()
         .arg("--data-dir")
         .arg(dir)
@@ -286,6 +292,42 @@ async fn rotating_the_secret_refuses_nothing_in_flight_then_drops_the_old_one() 
     })
     .await;
     assert_eq!(app.post(signed_with(new.clone())).await.0, 202);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ngrok_tunnel_url_is_used_and_followed_when_it_changes() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let ngrok = FakeNgrok::start("https://first.ngrok.app", "http://localhost:8765").await;
+    let tunnel = format!("[tunnel]\nngrok_api_url = \"{}\"\ncheck_secs = 1\n", ngrok.url());
+    let client = GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
+    let app = spawn_app(AppOptions { toml: tunnel.clone(), github: Some(client), ..Default::default() }).await;
+    let (dir, api) = (app.dir.path().to_owned(), fake.url());
+    let out = tokio::task::spawn_blocking(move || {
+        futurnal_with_toml(
+            &dir,
+            &api,
+            "test-token",
+            &tunnel,
+            &["--json", "sources", "github", "webhook", "enable", REPO, "--tunnel", "ngrok"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["url"], "https://first.ngrok.app/webhook/github");
+    assert_eq!(fake.hooks(REPO)[0].url, "https://first.ngrok.app/webhook/github");
+
+    // The agent restarts with a new URL: the daemon updates the hook by itself.
+    ngrok.set_public_url("https://second.ngrok.app");
+    wait_until(Duration::from_secs(10), "the hook to follow the tunnel", || async {
+        fake.hooks(REPO)[0].url == "https://second.ngrok.app/webhook/github"
+    })
+    .await;
+    let repo = app.registry.find(futurnal::store::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    assert_eq!(repo.hook_url.as_deref(), Some("https://second.ngrok.app/webhook/github"));
+    assert!(fake.hooks(REPO)[0].secret.is_some(), "the secret survives the URL change");
     app.stop().await;
 }
 

@@ -25,7 +25,7 @@ fn pull(number: u64, title: &str, updated_at: &str) -> serde_json::Value {
 
 async fn app_polling(fake: &FakeGitHub) -> TestApp {
     let client = GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
-    spawn_app(AppOptions { toml: FAST.into(), poll_github: Some(client), ..Default::default() }).await
+    spawn_app(AppOptions { toml: FAST.into(), github: Some(client), ..Default::default() }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +75,7 @@ async fn a_hook_deleted_on_github_sends_the_repository_back_to_polling() {
     let app = app_polling(&fake).await;
     let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
     let hook = fake.add_hook(REPO, &app.url(), Some("s3cret"), &["*"]);
-    app.registry.set_hook(repo.id, Some((hook, app.url()))).await.unwrap();
+    app.registry.set_hook(repo.id, Some(futurnal::store::HookRef::new(hook, app.url()))).await.unwrap();
     assert_eq!(app.registry.find(RepoRef::Id(repo.id)).await.unwrap().unwrap().mode, "webhook");
 
     assert!(fake.delete_hook(REPO, hook));
