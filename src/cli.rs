@@ -177,6 +177,7 @@ pub enum WebhookCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Tunnel {
     Ngrok,
+    Smee,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +191,9 @@ pub struct EnableArgs {
     /// and followed by `serve` when it changes).
     #[arg(long, value_enum)]
     pub tunnel: Option<Tunnel>,
+    /// The smee.io channel URL, with `--tunnel smee`.
+    #[arg(long, value_name = "URL", required_if_eq("tunnel", "smee"))]
+    pub smee_url: Option<String>,
     /// Events to subscribe to (comma separated); default: all that futurnal handles.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub events: Vec<String>,

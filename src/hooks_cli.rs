@@ -38,9 +38,15 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
             crate::tunnel::ngrok_public_url(&config.tunnel.ngrok_api_url, config.serve.listen.port()).await?,
             Some("ngrok".to_owned()),
         ),
-        (None, None) => bail!("give --public-url URL or --tunnel ngrok"),
+        (None, Some(crate::cli::Tunnel::Smee)) => {
+            let channel = args.smee_url.clone().context("--tunnel smee needs --smee-url URL")?;
+            (channel, Some("smee".to_owned()))
+        }
+        (None, None) => bail!("give --public-url URL or --tunnel ngrok|smee"),
     };
-    if reqwest::Url::parse(&url).is_ok_and(|u| u.path() == "/" || u.path().is_empty()) {
+    if tunnel.as_deref() != Some("smee")
+        && reqwest::Url::parse(&url).is_ok_and(|u| u.path() == "/" || u.path().is_empty())
+    {
         url = format!("{}/webhook/github", url.trim_end_matches('/'));
     }
     hooks::check_public_url(&url, config.webhook.allow_loopback_hook_urls)?;

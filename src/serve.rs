@@ -117,6 +117,9 @@ pub async fn run(
     if let (Some(github), Some(port)) = (github.clone(), webhook_port) {
         tasks.spawn(follow_ngrok(state.clone(), github, config.clone(), port, shutdown.clone()));
     }
+    if let Some(port) = webhook_port {
+        tasks.spawn(follow_smee(state.clone(), config.clone(), port, shutdown.clone()));
+    }
     if let Some(listener) = listeners.webhook {
         tasks.spawn(http::serve(listener, http::webhook_router(state.clone()), server_options, shutdown.clone()));
     }
@@ -157,6 +160,27 @@ pub async fn run(
     backend.close();
     tracing::info!("Stopped");
     Ok(())
+}
+
+/// Runs a smee forwarder for every hook made with `--tunnel smee` (new ones are picked
+/// up at each tunnel check).
+async fn follow_smee(state: Arc<AppState>, config: Config, port: u16, shutdown: CancellationToken) {
+    let mut running: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        if let Ok(repos) = state.registry.list().await {
+            for repo in repos.into_iter().filter(|r| r.hook_tunnel.as_deref() == Some("smee")) {
+                let (Some(hook_id), Some(channel)) = (repo.hook_id, repo.hook_url) else { continue };
+                if running.insert(channel.clone()) {
+                    let receiver = format!("http://127.0.0.1:{port}/webhook/github");
+                    tokio::spawn(crate::tunnel::smee_forward(channel, receiver, hook_id, shutdown.clone()));
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(config.tunnel.check) => {}
+        }
+    }
 }
 
 /// Keeps hooks made with `--tunnel ngrok` pointing at the tunnel's current public URL.

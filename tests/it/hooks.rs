@@ -10,7 +10,7 @@ use serde_json::json;
 
 use futurnal::github::client::{GitHubClient, Token};
 
-use crate::fake_github::{FakeGitHub, FakeNgrok};
+use crate::fake_github::{FakeGitHub, FakeNgrok, FakeSmee};
 use crate::helpers::*;
 
 const REPO: &str = "octo/hello";
@@ -328,6 +328,52 @@ async fn an_ngrok_tunnel_url_is_used_and_followed_when_it_changes() {
     let repo = app.registry.find(futurnal::store::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
     assert_eq!(repo.hook_url.as_deref(), Some("https://second.ngrok.app/webhook/github"));
     assert!(fake.hooks(REPO)[0].secret.is_some(), "the secret survives the URL change");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smee_channel_is_forwarded_and_re_serialized_bodies_that_no_longer_verify_are_refused() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let smee = FakeSmee::start().await;
+    let app = spawn_app(AppOptions { toml: "[tunnel]\ncheck_secs = 1\n".into(), ..Default::default() }).await;
+    let (dir, api, channel) = (app.dir.path().to_owned(), fake.url(), smee.channel_url());
+    let out = tokio::task::spawn_blocking(move || {
+        futurnal_with(
+            &dir,
+            &api,
+            "test-token",
+            &["--json", "sources", "github", "webhook", "enable", REPO, "--tunnel", "smee", "--smee-url", &channel],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let enabled = out.json();
+    assert_eq!(enabled["url"], smee.channel_url().as_str());
+    assert_eq!(enabled["ping_received"], true, "the ping came through the channel: {enabled}");
+    let secret = fake.hooks(REPO)[0].secret.clone().unwrap();
+
+    // Signed over the compact body the forwarder re-creates: verified and processed.
+    let payload = with_repo(issue_payload(21));
+    let compact = serde_json::to_vec(&payload).unwrap();
+    let good = new_id();
+    smee.send("issues", &good, payload.clone(), Some(signature(&secret, &compact)));
+    app.wait_for_status(&good, DeliveryStatus::Done).await;
+    // Signed over bytes smee did not keep (pretty-printed): refused, never stored.
+    let pretty = serde_json::to_vec_pretty(&payload).unwrap();
+    let bad = new_id();
+    smee.send("issues", &bad, payload, Some(signature(&secret, &pretty)));
+    let marker = new_id();
+    let marker_payload = with_repo(issue_payload(22));
+    smee.send(
+        "issues",
+        &marker,
+        marker_payload.clone(),
+        Some(signature(&secret, &serde_json::to_vec(&marker_payload).unwrap())),
+    );
+    app.wait_for_status(&marker, DeliveryStatus::Done).await;
+    assert!(app.delivery(&bad).await.is_none(), "a body whose signature no longer matches is refused");
     app.stop().await;
 }
 
