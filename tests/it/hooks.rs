@@ -182,6 +182,18 @@ async fn api_errors_are_one_clear_line() {
         assert!(line.starts_with("error: ") && line.contains(expected), "{args:?}: {line}");
         assert!(!line.contains("wrong-token") && !line.contains("test-token"), "token leaked: {line}");
     }
+    // GitHub refusing the hook (422): GitHub's own reason, on one line.
+    fake.allow_loopback_hooks(false);
+    let out = run(
+        "test-token",
+        vec!["sources", "github", "webhook", "enable", REPO, "--public-url", "http://127.0.0.1:9/webhook/github"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.stderr.trim_end();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("422") && line.contains("isn't reachable over the public Internet"), "{line}");
     // A loopback URL is refused before any request when loopback hooks are not allowed.
     let before = fake.requests();
     let out = futurnal(
