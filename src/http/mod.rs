@@ -3,6 +3,7 @@
 //! reached only through the `Queue` and `Registry` traits.
 
 pub mod health;
+pub mod status_page;
 pub mod tracked;
 pub mod webhook;
 
@@ -97,6 +98,7 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
 /// The admin listener's routes: never meant to face the internet.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(status_page::status_page))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/api/deliveries", get(health::api_deliveries))

@@ -448,5 +448,9 @@ async fn health_on_both_listeners_and_metrics_on_admin() {
         .await
         .unwrap();
     assert_eq!(api.as_array().unwrap().len(), 1);
+    // The status page: repositories and recent deliveries, escaped, no secret.
+    let page = app.client.get(format!("http://{}/", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("octo/hello") && page.contains("Recent deliveries") && page.contains("push"), "{page}");
+    assert!(!page.contains(SECRET));
     app.stop().await;
 }
