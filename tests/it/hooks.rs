@@ -333,12 +333,12 @@ async fn an_ngrok_tunnel_url_is_used_and_followed_when_it_changes() {
 
     // The agent restarts with a new URL: the daemon updates the hook by itself.
     ngrok.set_public_url("https://second.ngrok.app");
-    wait_until(Duration::from_secs(10), "the hook to follow the tunnel", || async {
-        fake.hooks(REPO)[0].url == "https://second.ngrok.app/webhook/github"
+    let second = "https://second.ngrok.app/webhook/github";
+    wait_until(Duration::from_secs(10), "the hook and its record to follow the tunnel", || async {
+        let recorded = app.registry.find(futurnal::store::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+        fake.hooks(REPO)[0].url == second && recorded.hook_url.as_deref() == Some(second)
     })
     .await;
-    let repo = app.registry.find(futurnal::store::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
-    assert_eq!(repo.hook_url.as_deref(), Some("https://second.ngrok.app/webhook/github"));
     assert!(fake.hooks(REPO)[0].secret.is_some(), "the secret survives the URL change");
     app.stop().await;
 }
