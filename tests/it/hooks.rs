@@ -41,6 +41,18 @@ fn futurnal_with_toml(dir: &Path, api: &str, token: &str, extra_toml: &str, args
     }
 }
 
+/// `futurnal_with` off the async threads (the daemon under test shares the runtime).
+async fn cli(dir: &Path, api: &str, args: &[&str]) -> CliOutput {
+    let (dir, api) = (dir.to_owned(), api.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        futurnal_with(&dir, &api, "test-token", &args)
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
     let fake = FakeGitHub::start().await;
@@ -50,19 +62,8 @@ async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
     let api = fake.url();
     let url = app.url();
 
-    let first = tokio::task::spawn_blocking({
-        let (dir, api, url) = (dir.clone(), api.clone(), url.clone());
-        move || {
-            futurnal_with(
-                &dir,
-                &api,
-                "test-token",
-                &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let first =
+        cli(&dir, &api, &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url]).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
     let enabled = first.json();
     assert_eq!(enabled["created"], true);
@@ -73,19 +74,8 @@ async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
     let hook_id = enabled["hook_id"].as_u64().unwrap();
 
     // Enabling again updates the same hook: never a duplicate.
-    let second = tokio::task::spawn_blocking({
-        let (dir, api, url) = (dir.clone(), api.clone(), url.clone());
-        move || {
-            futurnal_with(
-                &dir,
-                &api,
-                "test-token",
-                &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let second =
+        cli(&dir, &api, &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url]).await;
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert_eq!(second.json()["created"], false);
     assert_eq!(fake.hooks(REPO).len(), 1);
@@ -103,12 +93,7 @@ async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
     let log = fake.deliveries(hook_id);
     assert!(log.iter().any(|d| d["guid"] == guids[0].as_str() && d["status"] == "OK"), "{log:?}");
 
-    let status = tokio::task::spawn_blocking({
-        let (dir, api) = (dir.clone(), api.clone());
-        move || futurnal_with(&dir, &api, "test-token", &["--json", "sources", "github", "webhook", "status", REPO])
-    })
-    .await
-    .unwrap();
+    let status = cli(&dir, &api, &["--json", "sources", "github", "webhook", "status", REPO]).await;
     assert_eq!(status.code, 0, "{}", status.stderr);
     let row = &status.json()[0];
     assert_eq!(row["mode"], "webhook");
@@ -119,21 +104,11 @@ async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
         assert!(row.get(key).is_some(), "status lacks {key}");
     }
 
-    let disabled = tokio::task::spawn_blocking({
-        let (dir, api) = (dir.clone(), api.clone());
-        move || futurnal_with(&dir, &api, "test-token", &["sources", "github", "webhook", "disable", REPO])
-    })
-    .await
-    .unwrap();
+    let disabled = cli(&dir, &api, &["sources", "github", "webhook", "disable", REPO]).await;
     assert_eq!(disabled.code, 0, "{}", disabled.stderr);
     assert!(fake.hooks(REPO).is_empty());
     assert!(!dir.join("hook-secrets").join(hook_id.to_string()).exists());
-    let status = tokio::task::spawn_blocking({
-        let (dir, api) = (dir.clone(), api.clone());
-        move || futurnal_with(&dir, &api, "test-token", &["--json", "sources", "github", "webhook", "status", REPO])
-    })
-    .await
-    .unwrap();
+    let status = cli(&dir, &api, &["--json", "sources", "github", "webhook", "status", REPO]).await;
     assert_eq!(status.json()[0]["mode"], "polling");
     tokio::time::sleep(Duration::from_millis(10)).await;
     app.stop().await;
@@ -211,19 +186,8 @@ async fn catch_up_redelivers_exactly_what_was_missed_while_the_receiver_was_down
     fake.add_repo(REPO, 4242);
     let app = spawn_app(AppOptions::default()).await;
     let (dir, api, url, listen) = (app.dir.path().to_owned(), fake.url(), app.url(), app.webhook);
-    let enabled = tokio::task::spawn_blocking({
-        let (dir, api) = (dir.clone(), api.clone());
-        move || {
-            futurnal_with(
-                &dir,
-                &api,
-                "test-token",
-                &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let enabled =
+        cli(&dir, &api, &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url]).await;
     assert_eq!(enabled.code, 0, "{}", enabled.stderr);
     let hook_id = enabled.json()["hook_id"].as_u64().unwrap();
     // One delivery arrives while the receiver is up.
@@ -241,12 +205,8 @@ async fn catch_up_redelivers_exactly_what_was_missed_while_the_receiver_was_down
 
     // Back up on the same address: catch-up asks for exactly those three.
     let app = spawn_app_in(kept, AppOptions { listen: Some(listen), track: vec![], ..Default::default() }).await;
-    let run = |dir: std::path::PathBuf, api: String| {
-        tokio::task::spawn_blocking(move || {
-            futurnal_with(&dir, &api, "test-token", &["--json", "sources", "github", "webhook", "catch-up", REPO])
-        })
-    };
-    let out = run(dir.clone(), api.clone()).await.unwrap();
+    let catch_up = ["--json", "sources", "github", "webhook", "catch-up", REPO];
+    let out = cli(&dir, &api, &catch_up).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let mut redelivered: Vec<String> =
         out.json()[0]["redelivered"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_owned()).collect();
@@ -257,7 +217,7 @@ async fn catch_up_redelivers_exactly_what_was_missed_while_the_receiver_was_down
         app.wait_for_status(guid, DeliveryStatus::Done).await;
     }
     // Nothing is asked twice.
-    let again = run(dir.clone(), api.clone()).await.unwrap();
+    let again = cli(&dir, &api, &catch_up).await;
     assert_eq!(again.json()[0]["redelivered"], json!([]));
     app.stop().await;
 }
@@ -268,20 +228,13 @@ async fn rotating_the_secret_refuses_nothing_in_flight_then_drops_the_old_one() 
     fake.add_repo(REPO, 4242);
     let app = spawn_app(AppOptions::default()).await;
     let (dir, api, url) = (app.dir.path().to_owned(), fake.url(), app.url());
-    let cli = |args: Vec<String>| {
-        let (dir, api) = (dir.clone(), api.clone());
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            futurnal_with(&dir, &api, "test-token", &args)
-        })
-    };
-    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-    let enabled = cli(words(&format!("--json sources github webhook enable {REPO} --public-url {url}"))).await.unwrap();
+    let enabled =
+        cli(&dir, &api, &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url]).await;
     assert_eq!(enabled.code, 0, "{}", enabled.stderr);
     let hook_id = enabled.json()["hook_id"].as_u64().unwrap();
     let old = fake.hooks(REPO)[0].secret.clone().unwrap();
 
-    let rotated = cli(words(&format!("sources github webhook rotate-secret {REPO}"))).await.unwrap();
+    let rotated = cli(&dir, &api, &["sources", "github", "webhook", "rotate-secret", REPO]).await;
     assert_eq!(rotated.code, 0, "{}", rotated.stderr);
     let new = fake.hooks(REPO)[0].secret.clone().unwrap();
     assert_ne!(old, new);
@@ -350,16 +303,12 @@ async fn a_smee_channel_is_forwarded_and_re_serialized_bodies_that_no_longer_ver
     let smee = FakeSmee::start().await;
     let app = spawn_app(AppOptions { toml: "[tunnel]\ncheck_secs = 1\n".into(), ..Default::default() }).await;
     let (dir, api, channel) = (app.dir.path().to_owned(), fake.url(), smee.channel_url());
-    let out = tokio::task::spawn_blocking(move || {
-        futurnal_with(
-            &dir,
-            &api,
-            "test-token",
-            &["--json", "sources", "github", "webhook", "enable", REPO, "--tunnel", "smee", "--smee-url", &channel],
-        )
-    })
-    .await
-    .unwrap();
+    let out = cli(
+        &dir,
+        &api,
+        &["--json", "sources", "github", "webhook", "enable", REPO, "--tunnel", "smee", "--smee-url", &channel],
+    )
+    .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let enabled = out.json();
     assert_eq!(enabled["url"], smee.channel_url().as_str());
