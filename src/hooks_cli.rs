@@ -73,8 +73,7 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
     let previous = repo
         .hook_id
         .filter(|id| *id == hook.id)
-        .and_then(|id| std::fs::read_to_string(crate::secrets::hook_secret_path(&config.data_dir, id)).ok())
-        .and_then(|text| text.lines().next().map(str::to_owned));
+        .and_then(|id| crate::secrets::current_hook_secret(&config.data_dir, id));
     let mut kept = vec![secret.as_str()];
     if let Some(previous) = previous.as_deref() {
         kept.push(previous);
@@ -260,9 +259,7 @@ pub async fn rotate_secret(config: &Config, backend: &Backend, repo: &str) -> an
         bail!("{} has no webhook enabled by futurnal", repo.full_name);
     };
     let path = crate::secrets::hook_secret_path(&config.data_dir, hook_id);
-    let current = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned))
+    let current = crate::secrets::current_hook_secret(&config.data_dir, hook_id)
         .with_context(|| format!("the hook's secret file {} is missing; run `webhook enable` again", path.display()))?;
     let github = client(config)?;
     let new = crate::secrets::generate_secret();

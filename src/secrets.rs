@@ -103,6 +103,13 @@ pub fn hook_secret_path(data_dir: &Path, hook_id: u64) -> PathBuf {
     data_dir.join(HOOK_SECRETS_DIR).join(hook_id.to_string())
 }
 
+/// The hook's current secret (the first line of its file), if it has a file.
+pub fn current_hook_secret(data_dir: &Path, hook_id: u64) -> Option<String> {
+    std::fs::read_to_string(hook_secret_path(data_dir, hook_id))
+        .ok()
+        .and_then(|text| text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned))
+}
+
 /// Stores a hook's secrets (current first) in a 0600 file; returns where.
 pub fn store_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[&str]) -> anyhow::Result<PathBuf> {
     let path = hook_secret_path(data_dir, hook_id);

@@ -213,10 +213,7 @@ async fn follow_ngrok(
             if old == current {
                 continue;
             }
-            let secret = std::fs::read_to_string(crate::secrets::hook_secret_path(&config.data_dir, hook_id))
-                .ok()
-                .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned));
-            let Some(secret) = secret else {
+            let Some(secret) = crate::secrets::current_hook_secret(&config.data_dir, hook_id) else {
                 tracing::warn!(repository = %repo.full_name, hook_id, "The hook's secret file is missing; run `webhook enable` again");
                 continue;
             };
