@@ -151,14 +151,7 @@ impl SyncEngine {
         if wanted == stored && tags == stored_tags {
             return Ok(Vec::new());
         }
-        let mut effects = self.sync_all(repo).await?;
-        effects.extend(
-            stored_tags
-                .keys()
-                .filter(|name| !tags.contains_key(*name))
-                .map(|name| Effect::DeleteTag { name: name.clone() }),
-        );
-        Ok(effects)
+        self.sync_all(repo).await
     }
 
     /// Brings every tracked branch and every tag up to date (the `sync` command).
@@ -194,6 +187,16 @@ impl SyncEngine {
             .filter(|name| !remote_names.contains(name))
             .map(|name| Effect::DeleteBranch { name: name.clone() })
             .collect();
+        // Tags gone from the remote are dropped here too, so `sync` and polling agree.
+        let remote_tags: HashSet<&String> = tags.iter().map(|(n, _)| n).collect();
+        deletions.extend(
+            self.copy
+                .tags(repo.id)
+                .await?
+                .into_iter()
+                .filter(|(name, _)| !remote_tags.contains(name))
+                .map(|(name, _)| Effect::DeleteTag { name }),
+        );
         let mut effects = self.effects_for(repo.id, plans, |_| {}).await?;
         effects.append(&mut deletions);
         effects.extend(tags.into_iter().map(|(name, id)| Effect::Tag { name, sha: Some(id.to_string()) }));
