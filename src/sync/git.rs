@@ -64,14 +64,6 @@ pub fn open_or_init(path: &Path) -> anyhow::Result<gix::Repository> {
         .with_context(|| format!("failed to create git mirror {}", path.display()))
 }
 
-/// Caches for reading a long history: each commit's diff reads its parent's trees, which
-/// the previous step (walking newest first) has just read. Without a decoded-object cache
-/// and a hash-map pack cache, inflating the same objects again dominates.
-pub fn tune_for_history_reads(repo: &mut gix::Repository) {
-    repo.object_cache_size(Some(4 * 1024 * 1024));
-    repo.objects.set_pack_cache(|| Box::new(gix::odb::pack::cache::lru::MemoryCappedHashmap::new(16 * 1024 * 1024)));
-}
-
 /// Deletes the mirror and starts an empty one (after corruption was detected).
 pub fn recreate(path: &Path) -> anyhow::Result<gix::Repository> {
     if path.exists() {
@@ -255,19 +247,35 @@ pub fn walk(repo: &gix::Repository, tip: ObjectId, hidden: Option<ObjectId>) -> 
     Ok(ids)
 }
 
-/// State for reading a run of commits: the diff state, and the last root tree loaded as
-/// some commit's parent tree, which (walking newest first) is the next commit's own.
+/// State for reading a run of commits: the diff state, buffers, and the last root tree
+/// loaded as some commit's parent tree, which (walking newest first) is the next commit's own.
 #[derive(Default)]
 pub struct HistoryReader {
     state: gix::diff::tree::State,
+    commit_buf: Vec<u8>,
+    parent_buf: Vec<u8>,
     /// (commit whose root tree this is, the tree's raw data)
     last_parent_tree: Option<(ObjectId, Vec<u8>)>,
+}
+
+/// Reads a commit object through `objects`.
+fn read_commit<'a>(
+    objects: &impl gix::objs::Find,
+    id: ObjectId,
+    buf: &'a mut Vec<u8>,
+) -> anyhow::Result<gix::objs::CommitRef<'a>> {
+    let data =
+        objects.try_find(&id, buf).map_err(|e| anyhow!("{e}"))?.ok_or_else(|| anyhow!("commit {id} is missing"))?;
+    if data.kind != gix::objs::Kind::Commit {
+        return Err(anyhow!("object {id} is a {}, not a commit", data.kind));
+    }
+    gix::objs::CommitRef::from_bytes(data.data, id.kind()).map_err(|e| anyhow!("commit {id} is unreadable: {e}"))
 }
 
 impl HistoryReader {
     fn root_tree(
         &mut self,
-        repo: &gix::Repository,
+        objects: &impl gix::objs::Find,
         commit: ObjectId,
         tree: Option<ObjectId>,
     ) -> anyhow::Result<Vec<u8>> {
@@ -278,18 +286,34 @@ impl HistoryReader {
         }
         let tree = match tree {
             Some(tree) => tree,
-            None => {
-                repo.find_commit(commit).map_err(|e| anyhow!("{e}"))?.tree_id().map_err(|e| anyhow!("{e}"))?.detach()
-            }
+            None => read_commit(objects, commit, &mut self.parent_buf)?.tree(),
         };
-        Ok(repo.find_object(tree).map_err(|e| anyhow!("{e}"))?.detach().data)
+        let mut data = Vec::new();
+        let object = objects
+            .try_find(&tree, &mut data)
+            .map_err(|e| anyhow!("{e}"))?
+            .ok_or_else(|| anyhow!("tree {tree} is missing"))?;
+        if object.kind != gix::objs::Kind::Tree {
+            return Err(anyhow!("object {tree} is a {}, not a tree", object.kind));
+        }
+        Ok(data)
     }
 }
 
+/// The committer time of a commit.
+pub fn commit_time(objects: &impl gix::objs::Find, id: ObjectId, reader: &mut HistoryReader) -> anyhow::Result<i64> {
+    let commit = read_commit(objects, id, &mut reader.commit_buf)?;
+    Ok(commit.committer().map_err(|e| anyhow!("commit {id}: {e}"))?.seconds())
+}
+
 /// Reads a commit and the paths it changed relative to its first parent.
-pub fn commit_info(repo: &gix::Repository, id: ObjectId, reader: &mut HistoryReader) -> anyhow::Result<CommitInfo> {
-    let commit = repo.find_commit(id).map_err(|e| anyhow!("{e}"))?;
-    let decoded = commit.decode().map_err(|e| anyhow!("commit {id} is unreadable: {e}"))?;
+pub fn commit_info(
+    objects: &impl gix::objs::Find,
+    id: ObjectId,
+    reader: &mut HistoryReader,
+) -> anyhow::Result<CommitInfo> {
+    let mut commit_buf = std::mem::take(&mut reader.commit_buf);
+    let decoded = read_commit(objects, id, &mut commit_buf)?;
     let author = decoded.author().map_err(|e| anyhow!("commit {id}: {e}"))?;
     let committer = decoded.committer().map_err(|e| anyhow!("commit {id}: {e}"))?;
     let parents: Vec<ObjectId> = decoded.parents().collect();
@@ -307,9 +331,11 @@ pub fn commit_info(repo: &gix::Repository, id: ObjectId, reader: &mut HistoryRea
         message,
         paths: Vec::new(),
     };
-    let new_tree = reader.root_tree(repo, id, Some(tree_id))?;
+    drop(decoded);
+    reader.commit_buf = commit_buf;
+    let new_tree = reader.root_tree(objects, id, Some(tree_id))?;
     let old_tree = match parents.first() {
-        Some(parent) => reader.root_tree(repo, *parent, None)?,
+        Some(parent) => reader.root_tree(objects, *parent, None)?,
         None => Vec::new(),
     };
     let mut recorder = gix::diff::tree::Recorder::default();
@@ -317,7 +343,7 @@ pub fn commit_info(repo: &gix::Repository, id: ObjectId, reader: &mut HistoryRea
         gix::objs::TreeRefIter::from_bytes(&old_tree, id.kind()),
         gix::objs::TreeRefIter::from_bytes(&new_tree, id.kind()),
         &mut reader.state,
-        &repo.objects,
+        objects,
         &mut recorder,
     )
     .map_err(|e| anyhow!("diffing commit {id} failed: {e}"))?;

@@ -4,6 +4,7 @@
 
 pub mod git;
 pub mod glob;
+pub mod packs;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -317,15 +318,15 @@ impl SyncEngine {
                     .map(|slice| {
                         let (known, path, tx, done) = (&known, &path, tx.clone(), &done);
                         scope.spawn(move || {
-                            let mut repo = git::open_or_init(path)?;
-                            git::tune_for_history_reads(&mut repo);
+                            let repo = git::open_or_init(path)?;
+                            let objects = packs::PackedObjects::new(&repo);
                             let mut reader = git::HistoryReader::default();
                             let mut out = Vec::new();
                             for id in slice {
                                 if known.contains(&id.to_string()) {
-                                    out.push((*id, commit_time(&repo, *id)?, None));
+                                    out.push((*id, git::commit_time(&objects, *id, &mut reader)?, None));
                                 } else {
-                                    let info = git::commit_info(&repo, *id, &mut reader)?;
+                                    let info = git::commit_info(&objects, *id, &mut reader)?;
                                     out.push((*id, info.committed_at, Some(info)));
                                 }
                                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -433,12 +434,6 @@ fn local_plan(repo: &gix::Repository, branch: &str, stored_head: Option<&str>) -
     };
     let ids = if fast_forward { git::walk(repo, head, stored)? } else { git::walk(repo, head, None)? };
     Ok(Some(BranchPlan { head, ids, append: fast_forward }))
-}
-
-fn commit_time(repo: &gix::Repository, id: ObjectId) -> anyhow::Result<i64> {
-    let commit = repo.find_commit(id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let decoded = commit.decode().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(decoded.committer().map_err(|e| anyhow::anyhow!("{e}"))?.seconds())
 }
 
 /// Runs `work` on the mirror; if it fails and the mirror turns out to be damaged, the
