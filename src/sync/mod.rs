@@ -309,7 +309,8 @@ impl SyncEngine {
                 unique.extend(plan.ids.iter().filter(|id| queued.insert(**id)));
             }
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-            let threads = if unique.len() < 256 { 1 } else { threads };
+            let long = unique.len() >= 256;
+            let threads = if long { threads } else { 1 };
             let done = std::sync::atomic::AtomicUsize::new(0);
             let chunk = unique.len().div_ceil(threads).max(1);
             let results: Vec<anyhow::Result<Vec<ReadCommit>>> = std::thread::scope(|scope| {
@@ -319,22 +320,18 @@ impl SyncEngine {
                         let (known, path, tx, done) = (&known, &path, tx.clone(), &done);
                         scope.spawn(move || {
                             let repo = git::open_or_init(path)?;
-                            let objects = packs::PackedObjects::new(&repo);
-                            let mut reader = git::HistoryReader::default();
-                            let mut out = Vec::new();
-                            for id in slice {
-                                if known.contains(&id.to_string()) {
-                                    out.push((*id, git::commit_time(&objects, *id, &mut reader)?, None));
-                                } else {
-                                    let info = git::commit_info(&objects, *id, &mut reader)?;
-                                    out.push((*id, info.committed_at, Some(info)));
-                                }
-                                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            let report = |n: usize| {
                                 if n % 500 == 0 {
                                     let _ = tx.send(n);
                                 }
+                            };
+                            if long {
+                                // Long histories: a delta base cache over the packs (see packs.rs).
+                                read_slice(&packs::PackedObjects::new(&repo), slice, known, done, report)
+                            } else {
+                                // A push's few commits: the object database, without opening every pack.
+                                read_slice(&repo.objects, slice, known, done, report)
                             }
-                            Ok(out)
                         })
                     })
                     .collect();
@@ -397,6 +394,28 @@ fn effective_default_branch(refs: &git::RemoteRefs) -> Option<String> {
         .map(str::to_owned)
         .or_else(|| (refs.branches.len() == 1).then(|| refs.branches[0].0.clone()))
         .or_else(|| refs.default_branch.clone())
+}
+
+/// Reads a slice of the walk: new commits in full, known ones for their time only.
+fn read_slice(
+    objects: &impl gix::objs::Find,
+    slice: &[ObjectId],
+    known: &HashSet<String>,
+    done: &std::sync::atomic::AtomicUsize,
+    report: impl Fn(usize),
+) -> anyhow::Result<Vec<ReadCommit>> {
+    let mut reader = git::HistoryReader::default();
+    let mut out = Vec::with_capacity(slice.len());
+    for id in slice {
+        if known.contains(&id.to_string()) {
+            out.push((*id, git::commit_time(objects, *id, &mut reader)?, None));
+        } else {
+            let info = git::commit_info(objects, *id, &mut reader)?;
+            out.push((*id, info.committed_at, Some(info)));
+        }
+        report(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+    }
+    Ok(out)
 }
 
 /// One commit as read for a sync: its commit time, and its record when it was new.

@@ -295,6 +295,37 @@ async fn a_push_of_more_than_2048_commits_yields_the_exact_history() {
     assert_eq!(all[0].sha, after);
     assert_eq!(all[2100].sha, before);
     assert_eq!(all[0].paths, vec![("bulk/file49.txt".to_owned(), 'M')]);
+    // Every commit's changed paths, as `git log --name-status` reports them (this long
+    // read goes through the delta-base-caching pack reader).
+    let log = git(&remote.bare, &["log", "--name-status", "--no-renames", "--format=@%H", "main"]);
+    let mut expected: Vec<(String, Vec<(String, char)>)> = Vec::new();
+    for line in log.lines().filter(|l| !l.is_empty()) {
+        match line.strip_prefix('@') {
+            Some(sha) => expected.push((sha.to_owned(), Vec::new())),
+            None => {
+                let (kind, path) = line.split_once('\t').unwrap();
+                expected.last_mut().unwrap().1.push((path.to_owned(), kind.chars().next().unwrap()));
+            }
+        }
+    }
+    let stored: Vec<(String, Vec<(String, char)>)> = all
+        .iter()
+        .map(|c| {
+            let mut paths = c.paths.clone();
+            paths.sort();
+            (c.sha.clone(), paths)
+        })
+        .collect();
+    let expected: Vec<_> = expected
+        .into_iter()
+        .map(|(sha, mut paths)| {
+            (sha, {
+                paths.sort();
+                paths
+            })
+        })
+        .collect();
+    assert_eq!(stored, expected);
     app.stop().await;
 }
 
