@@ -91,14 +91,57 @@ async fn github(config: Config, command: GithubCommand) -> anyhow::Result<()> {
     if let GithubCommand::Webhook { command: WebhookCommand::Simulate(args) } = command {
         return simulate(&config, args).await;
     }
+    if let GithubCommand::Token { command } = command {
+        // The token needs no database.
+        return token(&config, command);
+    }
     let backend = Backend::open(&config, Purpose::Command)?;
     let result = github_with_backend(&config, &backend, command).await;
     backend.close();
     result
 }
 
+/// `sources github token`: the keychain entry, with nothing printed of the token.
+fn token(config: &Config, command: crate::cli::TokenCommand) -> anyhow::Result<()> {
+    use crate::cli::TokenCommand;
+    use crate::keychain::TOKEN_ACCOUNT;
+    let keychain = || {
+        crate::keychain::get().map_err(|why| {
+            anyhow::anyhow!("there is no OS keychain here ({why}); set GITHUB_TOKEN in the environment instead")
+        })
+    };
+    let message = match command {
+        TokenCommand::Set => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
+                .context("failed to read standard input")?;
+            let token = input.trim();
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                bail!("expected one token on standard input (for example `gh auth token | futurnal sources github token set`)");
+            }
+            keychain()?.set(TOKEN_ACCOUNT, token)?;
+            "stored in the OS keychain".to_owned()
+        }
+        TokenCommand::Remove => {
+            keychain()?.delete(TOKEN_ACCOUNT)?;
+            "removed from the OS keychain".to_owned()
+        }
+        TokenCommand::Status => match crate::github::client::Token::discover() {
+            Some((_, source)) => format!("from {source}"),
+            None => "none: set GITHUB_TOKEN or run `futurnal sources github token set`".to_owned(),
+        },
+    };
+    if config.json {
+        print_json(&serde_json::json!({ "token": message }));
+    } else {
+        println!("GitHub token: {message}");
+    }
+    Ok(())
+}
+
 async fn github_with_backend(config: &Config, backend: &Backend, command: GithubCommand) -> anyhow::Result<()> {
     match command {
+        GithubCommand::Token { command } => token(config, command),
         GithubCommand::Add(args) => add(config, backend, args).await,
         GithubCommand::List => {
             let repos = backend.registry.list().await?;

@@ -136,6 +136,22 @@ pub enum GithubCommand {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// The GitHub token kept in the OS keychain (GITHUB_TOKEN and GH_TOKEN win over it).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Store the token read from standard input (for example `gh auth token | futurnal
+    /// sources github token set`); never from an argument, which ps and shell history see.
+    Set,
+    /// Delete the stored token.
+    Remove,
+    /// Say where the token in use comes from (never the token).
+    Status,
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,9 @@ pub struct FileWebhook {
     #[serde(default)]
     pub hook_secrets: BTreeMap<String, String>,
     pub events: Option<Vec<String>>,
+    /// Where `webhook enable` keeps hook secrets: auto (the OS keychain when there is one,
+    /// else a 0600 file), keychain (fail without one), or file.
+    pub secret_store: Option<SecretStore>,
     pub verify_signatures: Option<bool>,
     pub max_body_bytes: Option<usize>,
     pub header_read_timeout_secs: Option<u64>,
@@ -171,6 +174,29 @@ pub struct WebhookConfig {
     pub unverified_rate_per_sec: u32,
     pub unverified_burst: u32,
     pub allow_loopback_hook_urls: bool,
+    pub secret_store: SecretStore,
+}
+
+/// Where hook secrets are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretStore {
+    #[default]
+    Auto,
+    Keychain,
+    File,
+}
+
+impl std::str::FromStr for SecretStore {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "keychain" => Ok(Self::Keychain),
+            "file" => Ok(Self::File),
+            other => bail!("'{other}' is not a secret store: use auto, keychain or file"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +302,10 @@ impl Config {
             unverified_rate_per_sec: w.unverified_rate_per_sec.unwrap_or(10).max(1),
             unverified_burst: w.unverified_burst.unwrap_or(30).max(1),
             allow_loopback_hook_urls: w.allow_loopback_hook_urls.unwrap_or(false),
+            secret_store: match env("FUTURNAL_SECRET_STORE").filter(|s| !s.is_empty()) {
+                Some(value) => value.parse().context("FUTURNAL_SECRET_STORE")?,
+                None => w.secret_store.unwrap_or_default(),
+            },
         };
         let q = file.queue;
         let queue = QueueConfig {

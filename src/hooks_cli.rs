@@ -64,6 +64,12 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
         }
         args.events.clone()
     };
+    if config.webhook.secret_store == crate::config::SecretStore::Keychain {
+        // Checked before GitHub gets a secret that could then not be kept.
+        crate::keychain::get().map_err(|why| {
+            anyhow::anyhow!("webhook.secret_store is keychain, but there is no OS keychain here: {why}")
+        })?;
+    }
     let github = client(config)?;
     let secret = crate::secrets::generate_secret();
     let started = now_ms();
@@ -78,7 +84,7 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
     if let Some(previous) = previous.as_deref() {
         kept.push(previous);
     }
-    let path = crate::secrets::store_hook_secrets(&config.data_dir, hook.id, &kept)?;
+    let (location, no_keychain) = crate::secrets::store_hook_secrets(config, hook.id, &kept)?;
     backend.registry.set_hook(repo.id, Some(HookRef { id: hook.id, url: url.clone(), tunnel: tunnel.clone() })).await?;
 
     // Give a running receiver time to load the secret, then ask GitHub for a ping.
@@ -92,16 +98,17 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
             "url": url,
             "created": created,
             "events": events,
-            "secret_file": path,
+            "secret_store": location_kind(&location),
+            "secret_location": location.to_string(),
             "ping_received": ping_seen,
         }));
     } else {
         println!(
-            "{} hook {} for {} at {url}\nSecret stored in {} (mode 0600; never printed)\n{}",
+            "{} hook {} for {} at {url}\n{}Secret stored in {location} (never printed)\n{}",
             if created { "Created" } else { "Updated" },
             hook.id,
             repo.full_name,
-            path.display(),
+            no_keychain.map(|why| format!("No OS keychain here ({why}), so: ")).unwrap_or_default(),
             if ping_seen {
                 "Ping received: deliveries reach this receiver.".to_owned()
             } else {
@@ -113,6 +120,13 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
         );
     }
     Ok(())
+}
+
+fn location_kind(location: &crate::secrets::HookSecretLocation) -> &'static str {
+    match location {
+        crate::secrets::HookSecretLocation::Keychain { .. } => "keychain",
+        crate::secrets::HookSecretLocation::File(_) => "file",
+    }
 }
 
 async fn wait_for_ping(backend: &Backend, hook_id: u64, since_ms: i64) -> anyhow::Result<bool> {
@@ -258,27 +272,31 @@ pub async fn rotate_secret(config: &Config, backend: &Backend, repo: &str) -> an
     let (Some(hook_id), Some(url)) = (repo.hook_id, repo.hook_url.clone()) else {
         bail!("{} has no webhook enabled by futurnal", repo.full_name);
     };
-    let path = crate::secrets::hook_secret_path(&config.data_dir, hook_id);
-    let current = crate::secrets::current_hook_secret(&config.data_dir, hook_id)
-        .with_context(|| format!("the hook's secret file {} is missing; run `webhook enable` again", path.display()))?;
+    let current = crate::secrets::hook_secrets(&config.data_dir, hook_id)?
+        .and_then(|s| s.into_iter().next())
+        .with_context(|| format!("hook {hook_id} has no stored secret; run `webhook enable` again"))?;
     let github = client(config)?;
     let new = crate::secrets::generate_secret();
     // Both accepted first (a running receiver reloads within 2 s), then GitHub switches.
-    crate::secrets::store_hook_secrets(&config.data_dir, hook_id, &[new.as_str(), current.as_str()])?;
+    let (location, _) = crate::secrets::store_hook_secrets(config, hook_id, &[new.as_str(), current.as_str()])?;
     tokio::time::sleep(SECRET_RELOAD).await;
     if let Err(e) = hooks::set_secret(&github, &repo.full_name, hook_id, &url, &new).await {
         // GitHub still has the old one: keep accepting only what it signs with.
-        crate::secrets::store_hook_secrets(&config.data_dir, hook_id, &[current.as_str()])?;
+        crate::secrets::store_hook_secrets(config, hook_id, &[current.as_str()])?;
         return Err(e.into());
     }
     if config.json {
-        print_json(&json!({ "repository": repo.full_name, "hook_id": hook_id, "secret_file": path }));
+        print_json(&json!({
+            "repository": repo.full_name,
+            "hook_id": hook_id,
+            "secret_store": location_kind(&location),
+            "secret_location": location.to_string(),
+        }));
     } else {
         println!(
             "Rotated the secret of hook {hook_id} ({}); the old one stays accepted until a delivery signed with the new \
-             one arrives (at most 24 h). Stored in {}",
+             one arrives (at most 24 h). Stored in {location}",
             repo.full_name,
-            path.display()
         );
     }
     Ok(())

@@ -11,6 +11,7 @@ pub mod github;
 pub mod handlers;
 pub mod hooks_cli;
 pub mod http;
+pub mod keychain;
 pub mod metrics;
 pub mod output;
 pub mod poll;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use futurnal_github::WebhookSecret;
 
-use crate::config::Config;
+use crate::config::{Config, SecretStore};
 
 pub const SECRET_FILE: &str = "webhook-secret";
 /// One file per hook made by `webhook enable`, named by its id: the current secret on the
@@ -103,32 +103,179 @@ pub fn hook_secret_path(data_dir: &Path, hook_id: u64) -> PathBuf {
     data_dir.join(HOOK_SECRETS_DIR).join(hook_id.to_string())
 }
 
-/// The hook's current secret (the first line of its file), if it has a file.
-pub fn current_hook_secret(data_dir: &Path, hook_id: u64) -> Option<String> {
-    std::fs::read_to_string(hook_secret_path(data_dir, hook_id))
-        .ok()
-        .and_then(|text| text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned))
+/// The whole content of a hook's file when its secrets live in the OS keychain.
+const IN_KEYCHAIN: &str = "in-os-keychain";
+
+/// Where a hook's secrets were stored, for messages (never the secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookSecretLocation {
+    Keychain { account: String },
+    File(PathBuf),
 }
 
-/// Stores a hook's secrets (current first) in a 0600 file; returns where.
-pub fn store_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[&str]) -> anyhow::Result<PathBuf> {
+impl std::fmt::Display for HookSecretLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Keychain { account } => {
+                write!(f, "the OS keychain (service \"{}\", account \"{account}\")", crate::keychain::SERVICE)
+            }
+            Self::File(path) => write!(f, "{} (mode 0600)", path.display()),
+        }
+    }
+}
+
+/// The keychain account of a hook: hook ids are per GitHub host and data dirs are
+/// separate installations, so both name it.
+fn keychain_account(data_dir: &Path, hook_id: u64) -> String {
+    format!("hook-{hook_id}@{}", data_dir.display())
+}
+
+/// Stores a hook's secrets (current first) where the configuration says: the OS keychain
+/// (then the hook's file only says so) or a 0600 file. Returns where, and, when `auto`
+/// found no keychain, why, so the caller can say so.
+pub fn store_hook_secrets(
+    config: &Config,
+    hook_id: u64,
+    secrets: &[&str],
+) -> anyhow::Result<(HookSecretLocation, Option<String>)> {
+    let data_dir = &config.data_dir;
+    let keychain = match config.webhook.secret_store {
+        SecretStore::File => Err("webhook.secret_store is file".to_owned()),
+        SecretStore::Keychain => Ok(crate::keychain::get().map_err(|why| {
+            anyhow::anyhow!("webhook.secret_store is keychain, but there is no OS keychain here: {why}")
+        })?),
+        SecretStore::Auto => crate::keychain::get(),
+    };
+    let fallback_reason = match keychain {
+        Ok(keychain) => {
+            let account = keychain_account(data_dir, hook_id);
+            match keychain.set(&account, &secrets.join("\n")) {
+                Ok(()) => {
+                    write_secret_file(&hook_secret_path(data_dir, hook_id), IN_KEYCHAIN)?;
+                    forget_cached(hook_id);
+                    return Ok((HookSecretLocation::Keychain { account }, None));
+                }
+                Err(e) if config.webhook.secret_store == SecretStore::Keychain => return Err(e),
+                Err(e) => Some(format!("{e:#}")),
+            }
+        }
+        Err(why) if config.webhook.secret_store == SecretStore::Auto => Some(why),
+        Err(_) => None,
+    };
     let path = hook_secret_path(data_dir, hook_id);
+    let was_in_keychain = std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == IN_KEYCHAIN);
     write_secret_file(&path, &secrets.join("\n"))?;
-    Ok(path)
+    if was_in_keychain {
+        if let Ok(keychain) = crate::keychain::get() {
+            let _ = keychain.delete(&keychain_account(data_dir, hook_id));
+        }
+    }
+    forget_cached(hook_id);
+    Ok((HookSecretLocation::File(path), fallback_reason))
 }
 
-/// Ends a rotation: keeps only the current (first) secret of the hook's file. Also done
-/// once the rotation is older than `grace` when no delivery confirmed it.
-pub fn finish_rotation(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {
+/// Rewrites a hook's secrets where they already are.
+fn restore_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[String]) -> anyhow::Result<()> {
     let path = hook_secret_path(data_dir, hook_id);
     let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
-    if let Some(current) = text.lines().map(str::trim).find(|l| !l.is_empty()) {
-        write_secret_file(&path, current)?;
+    if text.trim() == IN_KEYCHAIN {
+        let keychain = crate::keychain::get().map_err(|why| anyhow::anyhow!("no OS keychain: {why}"))?;
+        keychain.set(&keychain_account(data_dir, hook_id), &secrets.join("\n"))?;
+        // Touched, so that its age says when the secrets last changed.
+        write_secret_file(&path, IN_KEYCHAIN)?;
+    } else {
+        write_secret_file(&path, &secrets.join("\n"))?;
+    }
+    forget_cached(hook_id);
+    Ok(())
+}
+
+/// Keychain reads cost a D-Bus round trip; the receiver reloads every 2 s, so what was
+/// read is kept until the hook's file changes (every store rewrites it).
+type KeychainCache = HashMap<u64, (std::time::SystemTime, Vec<String>)>;
+fn keychain_cache() -> &'static std::sync::Mutex<KeychainCache> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<KeychainCache>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn forget_cached(hook_id: u64) {
+    keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(&hook_id);
+}
+
+/// A hook's secrets, current first; `None` when it has no file.
+pub fn hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<Option<Vec<String>>> {
+    let path = hook_secret_path(data_dir, hook_id);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    };
+    if text.trim() != IN_KEYCHAIN {
+        return Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()));
+    }
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let cached = keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).get(&hook_id).cloned();
+    if let (Some(modified), Some((at, secrets))) = (modified, &cached) {
+        if modified == *at {
+            return Ok(Some(secrets.clone()));
+        }
+    }
+    let read = crate::keychain::get()
+        .map_err(|why| {
+            anyhow::anyhow!(
+                "the secret of hook {hook_id} is in the OS keychain, which this process cannot reach: {why}"
+            )
+        })
+        .and_then(|keychain| keychain.get(&keychain_account(data_dir, hook_id)))
+        .and_then(|value| {
+            value.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the secret of hook {hook_id} is missing from the OS keychain; run `webhook enable` again"
+                )
+            })
+        });
+    match read {
+        Ok(value) => {
+            let secrets: Vec<String> =
+                value.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+            if let Some(modified) = modified {
+                keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).insert(hook_id, (modified, secrets.clone()));
+            }
+            Ok(Some(secrets))
+        }
+        // Keep accepting what was last read rather than refusing deliveries over a hiccup.
+        Err(e) => match cached {
+            Some((_, secrets)) => {
+                tracing::warn!(hook_id, error = %format!("{e:#}"), "Using the hook's secrets read earlier");
+                Ok(Some(secrets))
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// The hook's current secret, if it has one stored.
+pub fn current_hook_secret(data_dir: &Path, hook_id: u64) -> Option<String> {
+    match hook_secrets(data_dir, hook_id) {
+        Ok(secrets) => secrets.and_then(|s| s.into_iter().next()),
+        Err(e) => {
+            tracing::warn!(hook_id, error = %format!("{e:#}"), "Cannot read the hook's secret");
+            None
+        }
+    }
+}
+
+/// Ends a rotation: keeps only the current (first) secret of the hook. Also done
+/// once the rotation is older than `grace` when no delivery confirmed it.
+pub fn finish_rotation(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {
+    let secrets = hook_secrets(data_dir, hook_id)?.unwrap_or_default();
+    if secrets.len() > 1 {
+        restore_hook_secrets(data_dir, hook_id, &secrets[..1])?;
     }
     Ok(())
 }
 
-/// Hooks whose secret file still holds an old secret after `grace`.
+/// Hooks that still have an old secret after `grace`.
 pub fn stale_rotations(data_dir: &Path, grace: std::time::Duration) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(data_dir.join(HOOK_SECRETS_DIR)) else { return Vec::new() };
     entries
@@ -136,19 +283,32 @@ pub fn stale_rotations(data_dir: &Path, grace: std::time::Duration) -> Vec<u64> 
         .filter_map(|e| {
             let id = e.file_name().to_str()?.parse::<u64>().ok()?;
             let age = e.metadata().ok()?.modified().ok()?.elapsed().ok()?;
-            let lines = std::fs::read_to_string(e.path()).ok()?.lines().filter(|l| !l.trim().is_empty()).count();
-            (lines > 1 && age > grace).then_some(id)
+            (age > grace && hook_secrets(data_dir, id).ok()??.len() > 1).then_some(id)
         })
         .collect()
 }
 
+/// Deletes a hook's secrets, from the keychain too.
 pub fn remove_hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {
-    match std::fs::remove_file(hook_secret_path(data_dir, hook_id)) {
+    let path = hook_secret_path(data_dir, hook_id);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == IN_KEYCHAIN) {
+        let keychain = crate::keychain::get().map_err(|why| {
+            anyhow::anyhow!(
+                "the secret of hook {hook_id} is in the OS keychain, which this process cannot reach: {why}"
+            )
+        })?;
+        keychain.delete(&keychain_account(data_dir, hook_id))?;
+    }
+    forget_cached(hook_id);
+    match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
 }
 
+/// Every hook's secrets. A hook whose secrets cannot be read is logged and left out (its
+/// deliveries are then refused with 401, and the log says why), so one unreachable
+/// keychain entry does not stop the receiver.
 fn read_hook_secrets(data_dir: &Path) -> anyhow::Result<HashMap<u64, Vec<WebhookSecret>>> {
     let dir = data_dir.join(HOOK_SECRETS_DIR);
     let entries = match std::fs::read_dir(&dir) {
@@ -159,12 +319,12 @@ fn read_hook_secrets(data_dir: &Path) -> anyhow::Result<HashMap<u64, Vec<Webhook
     let mut secrets = HashMap::new();
     for entry in entries.flatten() {
         let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
-        let text = std::fs::read_to_string(entry.path())
-            .with_context(|| format!("failed to read {}", entry.path().display()))?;
-        let list: Vec<WebhookSecret> =
-            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(WebhookSecret::new).collect();
-        if !list.is_empty() {
-            secrets.insert(id, list);
+        match hook_secrets(data_dir, id) {
+            Ok(Some(list)) if !list.is_empty() => {
+                secrets.insert(id, list.into_iter().map(WebhookSecret::new).collect());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(hook_id = id, error = %format!("{e:#}"), "Cannot load the hook's secret"),
         }
     }
     Ok(secrets)

@@ -28,12 +28,23 @@ impl Token {
         Self(value.into())
     }
 
-    /// `GITHUB_TOKEN`, then `GH_TOKEN`.
+    /// `GITHUB_TOKEN`, then `GH_TOKEN`, then the OS keychain (`sources github token set`).
     pub fn from_env() -> Option<Self> {
-        ["GITHUB_TOKEN", "GH_TOKEN"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|t| !t.trim().is_empty()))
-            .map(Self)
+        Self::discover().map(|(token, _)| token)
+    }
+
+    /// The token and where it came from (for `token status`; never the token itself).
+    pub fn discover() -> Option<(Self, &'static str)> {
+        for var in ["GITHUB_TOKEN", "GH_TOKEN"] {
+            if let Some(token) = std::env::var(var).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+                return Some((Self(token), var));
+            }
+        }
+        crate::keychain::stored_token().map(|token| (Self(token), "the OS keychain"))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 }
 
@@ -45,7 +56,10 @@ impl std::fmt::Debug for Token {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    #[error("no GitHub token: set GITHUB_TOKEN (or GH_TOKEN) to a token that can administer the repository's hooks")]
+    #[error(
+        "no GitHub token: set GITHUB_TOKEN (or GH_TOKEN), or store one with `futurnal sources github token set`, \
+         a token that can administer the repository's hooks"
+    )]
     NoToken,
     #[error("GitHub API {method} {path}: {status} {message}{hint}")]
     Status { method: String, path: String, status: u16, message: String, hint: String },

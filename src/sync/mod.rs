@@ -49,7 +49,7 @@ pub struct PreparedAdd {
 impl SyncEngine {
     pub fn new(config: &Config, copy: Arc<dyn CopyStore>) -> Self {
         crate::install_tls_provider();
-        let token = ["GITHUB_TOKEN", "GH_TOKEN"].iter().find_map(|v| std::env::var(v).ok().filter(|t| !t.is_empty()));
+        let token = crate::github::client::Token::from_env().map(|t| t.expose().to_owned());
         let web_url = match config.github_api_url.as_str() {
             "https://api.github.com" => "https://github.com".to_owned(),
             other => other.trim_end_matches("/api/v3").trim_end_matches('/').to_owned(),

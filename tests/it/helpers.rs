@@ -229,6 +229,8 @@ pub fn bin() -> Command {
     command.env_remove("FUTURNAL_DATA_DIR").env_remove("RUST_LOG").env_remove("FUTURNAL_LOG");
     // Tests never reach GitHub, whatever the environment holds.
     command.env_remove("GITHUB_TOKEN").env_remove("GH_TOKEN").env("FUTURNAL_GITHUB_API_URL", "http://127.0.0.1:9");
+    // Nor the developer's own keychain: no D-Bus session unless a test brings its own.
+    command.env_remove("DBUS_SESSION_BUS_ADDRESS").env_remove("XDG_RUNTIME_DIR").env_remove("FUTURNAL_SECRET_STORE");
     command
 }
 

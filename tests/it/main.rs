@@ -7,6 +7,7 @@ mod durability;
 mod fake_github;
 mod helpers;
 mod hooks;
+mod keychain;
 mod payloads;
 mod poll;
 mod receiver;
