@@ -324,7 +324,16 @@ fn read_hook_secrets(data_dir: &Path) -> anyhow::Result<HashMap<u64, Vec<Webhook
                 secrets.insert(id, list.into_iter().map(WebhookSecret::new).collect());
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(hook_id = id, error = %format!("{e:#}"), "Cannot load the hook's secret"),
+            Err(e) => {
+                // Said once per hook and ten minutes, not on every reload.
+                static SAID: std::sync::Mutex<Option<HashMap<u64, std::time::Instant>>> = std::sync::Mutex::new(None);
+                let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+                let said = said.get_or_insert_with(HashMap::new);
+                if said.get(&id).is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(600)) {
+                    said.insert(id, std::time::Instant::now());
+                    tracing::error!(hook_id = id, error = %format!("{e:#}"), "Cannot load the hook's secret; its deliveries are refused");
+                }
+            }
         }
     }
     Ok(secrets)

@@ -303,22 +303,30 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
         if let Err(e) = state.tracked.reload().await {
             tracing::warn!(error = %e, "Refreshing tracked repositories failed");
         }
-        // Rotations GitHub confirmed (or that outlived their grace period) end here.
+        // Rotations GitHub confirmed (or that outlived their grace period) end here, and
+        // hooks enabled or rotated by `webhook enable` in another process are loaded. Off
+        // the async threads: secrets may sit in the OS keychain, a D-Bus round trip away.
         let confirmed: Vec<u64> = state.rotation_confirmed.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        for hook in confirmed.into_iter().chain(crate::secrets::stale_rotations(&config.data_dir, ROTATION_GRACE)) {
-            match crate::secrets::finish_rotation(&config.data_dir, hook) {
-                Ok(()) => {
-                    tracing::info!(hook_id = hook, "Secret rotation finished; the old secret is no longer accepted")
-                }
-                Err(e) => {
-                    tracing::warn!(hook_id = hook, error = %format!("{e:#}"), "Could not finish a secret rotation")
+        let for_reload = config.clone();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let data_dir = &for_reload.data_dir;
+            for hook in confirmed.into_iter().chain(crate::secrets::stale_rotations(data_dir, ROTATION_GRACE)) {
+                match crate::secrets::finish_rotation(data_dir, hook) {
+                    Ok(()) => {
+                        tracing::info!(hook_id = hook, "Secret rotation finished; the old secret is no longer accepted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(hook_id = hook, error = %format!("{e:#}"), "Could not finish a secret rotation")
+                    }
                 }
             }
-        }
-        // Hooks enabled or rotated by `webhook enable` in another process.
-        match SecretSet::load(&config, false) {
-            Ok((secrets, _)) => *state.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed"),
+            SecretSet::load(&for_reload, false)
+        })
+        .await;
+        match reloaded {
+            Ok(Ok((secrets, _))) => *state.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets),
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed"),
+            Err(e) => tracing::warn!(error = %e, "Reloading webhook secrets failed"),
         }
         if ticks % 5 == 0 {
             if let Err(e) = state.queue.stats().await {
