@@ -317,6 +317,9 @@ struct FakeState {
     valid_tokens: HashSet<String>,
     remaining: u32,
     reset: u64,
+    /// When set, the rate limit's clock is tokio's (which a test can pause and advance):
+    /// the Unix time at `.1`, and that instant.
+    tokio_clock: Option<(u64, tokio::time::Instant)>,
     failures: VecDeque<Failure>,
     requests: usize,
     quota_used: usize,
@@ -330,8 +333,15 @@ struct FakeState {
 }
 
 impl FakeState {
+    fn now(&self) -> u64 {
+        match self.tokio_clock {
+            Some((base, at)) => base + at.elapsed().as_secs(),
+            None => unix_now(),
+        }
+    }
+
     fn refresh_rate(&mut self) {
-        let now = unix_now();
+        let now = self.now();
         if now >= self.reset {
             self.remaining = RATE_LIMIT;
             self.reset = now + 3600;
@@ -528,6 +538,7 @@ impl FakeGitHub {
             valid_tokens: HashSet::from([TEST_TOKEN.to_owned()]),
             remaining: RATE_LIMIT,
             reset: unix_now() + 3600,
+            tokio_clock: None,
             failures: VecDeque::new(),
             requests: 0,
             quota_used: 0,
@@ -575,7 +586,16 @@ impl FakeGitHub {
         self.inner.lock().valid_tokens = tokens.into_iter().map(Into::into).collect();
     }
 
-    /// Sets the core bucket; once the wall clock reaches `reset_unix`, remaining is back to 5000.
+    /// The rate limit follows tokio's clock from now on, so a test under
+    /// `tokio::time::pause()` sees the reset come when virtual time reaches it. Returns the
+    /// fake's current Unix time.
+    pub fn use_tokio_clock(&self) -> u64 {
+        let now = unix_now();
+        self.inner.lock().tokio_clock = Some((now, tokio::time::Instant::now()));
+        now
+    }
+
+    /// Sets the core bucket; once the clock reaches `reset_unix`, remaining is back to 5000.
     pub fn set_rate_limit(&self, remaining: u32, reset_unix: u64) {
         let mut state = self.inner.lock();
         state.remaining = remaining;

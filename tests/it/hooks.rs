@@ -366,16 +366,24 @@ mod client {
         (fake, client)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// Under paused time: the fake and the client share this test's runtime, and tokio
+    /// advances the clock only when every task waits on a timer, so the client's wait for
+    /// the reset takes no real time, and a busy loop would show as extra requests.
+    #[tokio::test(start_paused = true)]
     async fn an_exhausted_rate_limit_is_waited_out_not_failed_and_not_busy_looped() {
         let (fake, client) = setup().await;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        fake.set_rate_limit(0, now + 2);
-        let started = Instant::now();
-        let repo = client.get("/repos/octo/hello").await.unwrap();
+        let now = fake.use_tokio_clock();
+        fake.set_rate_limit(0, now + 120);
+        let (virtual_start, real_start) = (tokio::time::Instant::now(), Instant::now());
+        let repo = client.get("/repos/octo/hello").await.expect("waited, not failed");
         assert_eq!(repo["id"], 4242);
-        assert!(started.elapsed() >= Duration::from_secs(1), "it waited for the reset");
-        assert_eq!(fake.requests(), 2, "one refused request, then one after the reset");
+        let waited = virtual_start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(119) && waited <= Duration::from_secs(125),
+            "waited {waited:?} for the reset"
+        );
+        assert!(real_start.elapsed() < Duration::from_secs(5), "paused time: the wait cost no real time");
+        assert_eq!(fake.requests(), 2, "one refused request, then one after the reset: no busy loop");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
