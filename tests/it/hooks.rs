@@ -352,7 +352,7 @@ fn issue_payload(number: u64) -> serde_json::Value {
 }
 
 mod client {
-    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, Instant};
 
     use futurnal::github::client::{Conditional, GitHubClient, Token};
     use serde_json::json;
