@@ -146,11 +146,16 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
         GithubCommand::List => {
             let repos = backend.registry.list().await?;
             if config.json {
-                print_json(&Value::Array(repos.iter().map(output::repository_json).collect()));
+                print_json(&Value::Array(
+                    repos.iter().map(|r| output::repository_json(r, config.poll.quiet)).collect(),
+                ));
             } else if repos.is_empty() {
                 println!("No repositories tracked. Add one with: futurnal sources github add OWNER/NAME");
             } else {
-                print_table(&output::REPOSITORY_HEADERS, &repos.iter().map(output::repository_row).collect::<Vec<_>>());
+                print_table(
+                    &output::REPOSITORY_HEADERS,
+                    &repos.iter().map(|r| output::repository_row(r, config.poll.quiet)).collect::<Vec<_>>(),
+                );
             }
             Ok(())
         }
@@ -160,9 +165,9 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
                 bail!("repository {repo} is not tracked");
             };
             if config.json {
-                print_json(&output::repository_json(&found));
+                print_json(&output::repository_json(&found, config.poll.quiet));
             } else {
-                print_table(&output::REPOSITORY_HEADERS, &[output::repository_row(&found)]);
+                print_table(&output::REPOSITORY_HEADERS, &[output::repository_row(&found, config.poll.quiet)]);
             }
             Ok(())
         }
@@ -170,7 +175,7 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
             let removed = backend.registry.remove(RepoRef::parse(&repo)?).await?;
             SyncEngine::new(config, backend.copy.clone()).delete_mirror(removed.id)?;
             if config.json {
-                print_json(&output::repository_json(&removed));
+                print_json(&output::repository_json(&removed, config.poll.quiet));
             } else {
                 println!("Stopped tracking {} (id {})", removed.full_name, removed.id);
             }
@@ -229,7 +234,7 @@ async fn add(config: &Config, backend: &Backend, args: AddArgs) -> anyhow::Resul
     if args.no_sync {
         let repo = backend.registry.add(new, Vec::new()).await?;
         if config.json {
-            print_json(&output::repository_json(&repo));
+            print_json(&output::repository_json(&repo, config.poll.quiet));
         } else {
             println!("Tracking {} (id {}), not synced yet", repo.full_name, repo.id);
         }
@@ -261,7 +266,7 @@ async fn add(config: &Config, backend: &Backend, args: AddArgs) -> anyhow::Resul
         bail!("failed to move the new mirror into place: {e}");
     }
     if config.json {
-        print_json(&output::repository_json(&repo));
+        print_json(&output::repository_json(&repo, config.poll.quiet));
     } else {
         println!(
             "Tracking {} (id {}): {} branch(es), {} commit(s) recorded",

@@ -56,6 +56,9 @@ pub struct FilePoll {
     pub interval_secs: Option<u64>,
     /// Seconds between reconciles of a repository in webhook mode.
     pub reconcile_secs: Option<u64>,
+    /// A repository with a hook stays in webhook mode while a verified delivery or ping
+    /// arrived within this many seconds (default: twice the reconcile interval).
+    pub webhook_quiet_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +154,8 @@ pub struct TunnelConfig {
 pub struct PollConfig {
     pub interval: Duration,
     pub reconcile: Duration,
+    /// How long without a verified delivery or ping before webhook mode falls back to polling.
+    pub quiet: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,9 +350,11 @@ impl Config {
                 serve.listen
             );
         }
+        let reconcile_secs = file.poll.reconcile_secs.unwrap_or(3600).max(1);
         let poll = PollConfig {
             interval: Duration::from_secs(file.poll.interval_secs.unwrap_or(300).max(1)),
-            reconcile: Duration::from_secs(file.poll.reconcile_secs.unwrap_or(3600).max(1)),
+            reconcile: Duration::from_secs(reconcile_secs),
+            quiet: Duration::from_secs(file.poll.webhook_quiet_secs.unwrap_or(2 * reconcile_secs).max(1)),
         };
         let tunnel = TunnelConfig {
             ngrok_api_url: file

@@ -183,7 +183,7 @@ pub async fn status(config: &Config, backend: &Backend, repo: Option<&str>) -> a
             Some(None) => Some(false),
             None => None,
         };
-        let mode = if repo.hook_id.is_some() && active != Some(false) { "webhook" } else { "polling" };
+        let mode = if active == Some(false) { "polling" } else { repo.mode(config.poll.quiet) };
         rows.push(json!({
             "repository": repo.full_name,
             "mode": mode,

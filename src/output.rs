@@ -22,14 +22,15 @@ pub fn delivery_json(d: &DeliveryRecord) -> Value {
     })
 }
 
-pub fn repository_json(r: &TrackedRepository) -> Value {
+/// `quiet`: how long without hearing from GitHub before webhook mode reads polling.
+pub fn repository_json(r: &TrackedRepository, quiet: std::time::Duration) -> Value {
     json!({
         "id": r.id,
         "repository": r.full_name,
         "github_id": r.github_id,
         "branches": r.branches,
         "clone_url": r.clone_url,
-        "mode": r.mode,
+        "mode": r.mode(quiet),
         "added_at": rfc3339(r.added_at_ms),
         "last_delivery_at": rfc3339_opt(r.last_delivery_at_ms),
         "default_branch": r.default_branch,
@@ -87,13 +88,13 @@ pub fn delivery_row(d: &DeliveryRecord) -> Vec<String> {
 pub const DELIVERY_HEADERS: [&str; 8] =
     ["DELIVERY", "EVENT", "ACTION", "REPOSITORY", "RECEIVED", "STATUS", "ATTEMPTS", "ERROR"];
 
-pub fn repository_row(r: &TrackedRepository) -> Vec<String> {
+pub fn repository_row(r: &TrackedRepository, quiet: std::time::Duration) -> Vec<String> {
     vec![
         r.id.to_string(),
         r.full_name.clone(),
         r.github_id.map(|v| v.to_string()).unwrap_or_default(),
         if r.branches.is_empty() { "(default branch)".into() } else { r.branches.join(",") },
-        r.mode.clone(),
+        r.mode(quiet).to_owned(),
         rfc3339_opt(r.last_delivery_at_ms).unwrap_or_default(),
     ]
 }

@@ -36,6 +36,10 @@ pub struct Poller {
 #[derive(Default)]
 struct RepoState {
     next_due: Option<Instant>,
+    /// When this poller last asked GitHub to ping the repository's hook.
+    pinged_at: Option<Instant>,
+    /// The mode seen at the last poll, to log changes.
+    mode: Option<&'static str>,
     /// `since` for the issue listing: kept until something changes, so the request (and
     /// its ETag) stays the same and an unchanged repository answers 304.
     issues_since: Option<String>,
@@ -67,7 +71,17 @@ impl Poller {
                 if state.next_due.is_some_and(|due| Instant::now() < due) {
                     continue;
                 }
-                let webhook_mode = repo.hook_id.is_some();
+                let mode = repo.mode(self.config.quiet);
+                if state.mode.is_some_and(|before| before != mode) {
+                    if mode == "polling" {
+                        tracing::warn!(repository = %repo.full_name, quiet_secs = self.config.quiet.as_secs(),
+                            "Nothing verified heard from the hook lately (deliveries or pings); polling mode");
+                    } else {
+                        tracing::info!(repository = %repo.full_name, "The hook is heard from again; webhook mode");
+                    }
+                }
+                state.mode = Some(mode);
+                let webhook_mode = mode == "webhook";
                 match self.poll(&repo, state).await {
                     Ok(changes) if changes > 0 => {
                         tracing::info!(repository = %repo.full_name, changes, webhook_mode, "Poll found changes")
@@ -85,7 +99,7 @@ impl Poller {
     async fn poll(&self, repo: &TrackedRepository, state: &mut RepoState) -> anyhow::Result<usize> {
         if let (Some(github), Some(hook_id)) = (&self.github, repo.hook_id) {
             match hooks::get(github, &repo.full_name, hook_id).await? {
-                Some(hook) if hook.active => {}
+                Some(hook) if hook.active => self.ping_if_quiet(github, repo, hook_id, state).await,
                 _ => {
                     tracing::warn!(repository = %repo.full_name, hook_id, "The hook is gone or inactive on GitHub; back to polling");
                     self.registry.set_hook(repo.id, None).await?;
@@ -102,6 +116,32 @@ impl Poller {
             self.copy.apply(repo.id, effects).await?;
         }
         Ok(count)
+    }
+
+    /// Webhook mode needs GitHub to have been heard from recently; a quiet repository may
+    /// simply have had no events, so its hook is asked for a ping (one API request, at most
+    /// every half reconcile interval). When the ping arrives the repository stays (or goes
+    /// back) in webhook mode; when it does not, it is polled until one does.
+    async fn ping_if_quiet(
+        &self,
+        github: &GitHubClient,
+        repo: &TrackedRepository,
+        hook_id: u64,
+        state: &mut RepoState,
+    ) {
+        let half = self.config.reconcile / 2;
+        let heard_recently =
+            repo.last_heard_ms().is_some_and(|at| crate::time::now_ms() - at <= half.as_millis() as i64);
+        if heard_recently || state.pinged_at.is_some_and(|at| at.elapsed() < half) {
+            return;
+        }
+        state.pinged_at = Some(Instant::now());
+        match hooks::ping(github, &repo.full_name, hook_id).await {
+            Ok(()) => tracing::debug!(repository = %repo.full_name, hook_id, "Quiet hook: asked GitHub for a ping"),
+            Err(e) => {
+                tracing::warn!(repository = %repo.full_name, hook_id, error = %e, "Could not ask GitHub for a ping")
+            }
+        }
     }
 
     async fn pulls(&self, github: &GitHubClient, repo: &TrackedRepository) -> anyhow::Result<Vec<Effect>> {

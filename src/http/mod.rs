@@ -49,6 +49,8 @@ pub struct AppState {
     /// Hooks whose rotated secret GitHub has been seen using; maintenance drops the old.
     pub rotation_confirmed: std::sync::Mutex<std::collections::HashSet<u64>>,
     pub role: &'static str,
+    /// How long without a verified delivery or ping before a repository reads as polling.
+    pub webhook_quiet: std::time::Duration,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             max_body_bytes: w.max_body_bytes,
             body_read_timeout: w.body_read_timeout,
             max_queued: config.queue.max_queued,
+            webhook_quiet: config.poll.quiet,
             compression: config.queue.compression,
             unverified_limiter: RateLimiter::keyed(quota),
             metrics,

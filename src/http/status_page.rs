@@ -54,7 +54,7 @@ pub async fn status_page(State(state): State<Arc<AppState>>) -> Response {
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&r.full_name),
-            escape(&r.mode),
+            escape(r.mode(state.webhook_quiet)),
             r.hook_id.map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
             rfc3339_opt(r.last_delivery_at_ms).unwrap_or_else(|| "-".into()),
             rfc3339_opt(r.synced_at_ms).unwrap_or_else(|| "-".into()),

@@ -32,6 +32,30 @@ pub struct TrackedRepository {
     pub hook_url: Option<String>,
     /// `ngrok` when the hook URL is an ngrok tunnel's (the daemon follows its changes).
     pub hook_tunnel: Option<String>,
+    /// When the hook's last verified ping arrived.
+    pub last_ping_at_ms: Option<i64>,
+}
+
+impl TrackedRepository {
+    /// When GitHub was last heard from through the hook: a verified delivery or ping.
+    pub fn last_heard_ms(&self) -> Option<i64> {
+        self.last_delivery_at_ms.max(self.last_ping_at_ms)
+    }
+
+    /// `webhook` while futurnal's hook is set up and GitHub was heard from within `quiet`
+    /// (the poller asks GitHub for a ping when a repository is quiet), else `polling`.
+    pub fn mode_at(&self, now_ms: i64, quiet: std::time::Duration) -> &'static str {
+        let recent = self.last_heard_ms().is_some_and(|at| now_ms - at <= quiet.as_millis() as i64);
+        if self.hook_id.is_some() && recent {
+            "webhook"
+        } else {
+            "polling"
+        }
+    }
+
+    pub fn mode(&self, quiet: std::time::Duration) -> &'static str {
+        self.mode_at(crate::time::now_ms(), quiet)
+    }
 }
 
 /// A repository's hook on GitHub as recorded here.

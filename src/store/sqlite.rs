@@ -22,7 +22,8 @@ impl SqliteRegistry {
 }
 
 const COLUMNS: &str = "id, full_name, github_id, branches, clone_url, mode, added_at, last_delivery_at, \
-     default_branch, archived, deleted, visibility, synced_at, hook_id, hook_url, hook_tunnel";
+     default_branch, archived, deleted, visibility, synced_at, hook_id, hook_url, hook_tunnel, \
+     (SELECT last_ping_at FROM hooks WHERE hooks.hook_id = repositories.hook_id)";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
     let branches: String = r.get(3)?;
@@ -43,6 +44,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
         hook_id: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
         hook_url: r.get(14)?,
         hook_tunnel: r.get(15)?,
+        last_ping_at_ms: r.get(16)?,
     })
 }
 

@@ -92,3 +92,48 @@ async fn a_hook_deleted_on_github_sends_the_repository_back_to_polling() {
     .await;
     app.stop().await;
 }
+
+/// Webhook mode means GitHub was heard from lately: a quiet repository's hook is asked for
+/// pings, which keep it in webhook mode; when GitHub can no longer reach the receiver
+/// (here: the hook's URL changed to a dead port on GitHub's side), the repository falls
+/// back to polling, and it returns to webhook mode once pings arrive again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_needs_recent_pings_or_deliveries() {
+    const QUIET_SECS: u64 = 4;
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let new_client = || GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
+    let client = new_client();
+    let toml = format!("[poll]\ninterval_secs = 1\nreconcile_secs = 2\nwebhook_quiet_secs = {QUIET_SECS}\n");
+    let app = spawn_app(AppOptions { toml, github: Some(new_client()), ..Default::default() }).await;
+    let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    let hook = fake.add_hook(REPO, &app.url(), Some("quiet-hook-secret"), &["*"]);
+    std::fs::create_dir_all(app.dir.path().join("hook-secrets")).unwrap();
+    std::fs::write(app.dir.path().join("hook-secrets").join(hook.to_string()), "quiet-hook-secret\n").unwrap();
+    app.registry.set_hook(repo.id, Some(futurnal::store::HookRef::new(hook, app.url()))).await.unwrap();
+    let quiet = Duration::from_secs(QUIET_SECS);
+    let mode = || async { app.registry.find(RepoRef::Id(repo.id)).await.unwrap().unwrap().mode(quiet) };
+    assert_eq!(mode().await, "polling", "a hook never heard from is not trusted yet");
+
+    // The poller asks GitHub for a ping; it arrives, verified: webhook mode.
+    wait_until(Duration::from_secs(15), "webhook mode after a ping", || async { mode().await == "webhook" }).await;
+    // No events for longer than the quiet window: pings keep it in webhook mode.
+    let until = std::time::Instant::now() + quiet + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(mode().await, "webhook", "a quiet but healthy hook stays in webhook mode");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pings = |log: &[serde_json::Value]| log.iter().filter(|d| d["event"] == "ping" && d["status"] == "OK").count();
+    assert!(pings(&fake.deliveries(hook)) >= 2, "{:?}", fake.deliveries(hook));
+
+    // GitHub can no longer reach us: back to polling within the quiet window.
+    let path = format!("/repos/{REPO}/hooks/{hook}/config");
+    client.patch(&path, json!({"url": "http://127.0.0.1:9/webhook/github"})).await.unwrap();
+    wait_until(Duration::from_secs(20), "polling mode", || async { mode().await == "polling" }).await;
+    assert!(fake.deliveries(hook).iter().any(|d| d["event"] == "ping" && d["status"] != "OK"), "a ping failed");
+
+    // Reachable again: the next ping puts it back in webhook mode.
+    client.patch(&path, json!({"url": app.url()})).await.unwrap();
+    wait_until(Duration::from_secs(20), "webhook mode again", || async { mode().await == "webhook" }).await;
+    app.stop().await;
+}
