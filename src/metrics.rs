@@ -80,6 +80,8 @@ impl ProcessOutcome {
 pub struct Metrics {
     received: [AtomicU64; ReceiveOutcome::ALL.len()],
     processed: [AtomicU64; ProcessOutcome::ALL.len()],
+    polls: AtomicU64,
+    poll_effects: AtomicU64,
 }
 
 impl Metrics {
@@ -89,6 +91,13 @@ impl Metrics {
 
     pub fn processed(&self, outcome: ProcessOutcome) {
         self.processed[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One poll or reconcile of a repository, and how many effects it applied.
+    pub fn polled(&self, effects: usize) {
+        // Effects first: whoever sees the poll counted sees its effects counted too.
+        self.poll_effects.fetch_add(effects as u64, Ordering::SeqCst);
+        self.polls.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn received_count(&self, outcome: ReceiveOutcome) -> u64 {
@@ -122,6 +131,12 @@ impl Metrics {
                 self.processed_count(outcome)
             );
         }
+        out.push_str("# HELP futurnal_polls_total Polls and reconciles of repositories.\n");
+        out.push_str("# TYPE futurnal_polls_total counter\n");
+        let _ = writeln!(out, "futurnal_polls_total {}", self.polls.load(Ordering::SeqCst));
+        out.push_str("# HELP futurnal_poll_effects_total Changes polling applied to the local copy.\n");
+        out.push_str("# TYPE futurnal_poll_effects_total counter\n");
+        let _ = writeln!(out, "futurnal_poll_effects_total {}", self.poll_effects.load(Ordering::SeqCst));
         out.push_str("# HELP futurnal_queue_depth Deliveries queued, processing or retrying.\n");
         out.push_str("# TYPE futurnal_queue_depth gauge\n");
         let _ = writeln!(out, "futurnal_queue_depth {queue_depth}");

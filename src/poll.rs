@@ -31,6 +31,7 @@ pub struct Poller {
     /// `None` without a token: then only the git half runs.
     pub github: Option<Arc<GitHubClient>>,
     pub config: PollConfig,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Default)]
@@ -82,7 +83,9 @@ impl Poller {
                 }
                 state.mode = Some(mode);
                 let webhook_mode = mode == "webhook";
-                match self.poll(&repo, state).await {
+                let result = self.poll(&repo, state).await;
+                self.metrics.polled(*result.as_ref().unwrap_or(&0));
+                match result {
                     Ok(changes) if changes > 0 => {
                         tracing::info!(repository = %repo.full_name, changes, webhook_mode, "Poll found changes")
                     }

@@ -132,7 +132,7 @@ pub async fn run(
                 Arc::new(EventHandlers::new(backend.registry.clone(), backend.copy.clone(), sync))
             }),
             config: config.workers.clone(),
-            metrics,
+            metrics: metrics.clone(),
             work_available,
             shutdown_grace: config.serve.shutdown_grace,
         };
@@ -146,6 +146,7 @@ pub async fn run(
             sync: Arc::new(SyncEngine::new(&config, backend.copy.clone())),
             github: github.clone(),
             config: config.poll.clone(),
+            metrics: metrics.clone(),
         };
         tasks.spawn(poller.run(shutdown.clone()));
     }

@@ -47,11 +47,33 @@ async fn polling_picks_up_commits_and_pull_requests_and_costs_no_quota_when_noth
     })
     .await;
 
-    // Nothing changes for a few intervals: requests are made, no quota is spent.
+    // Nothing changes for a few intervals: requests are made, no quota is spent, and the
+    // 304s apply nothing (read off the admin listener's metrics, as an operator would).
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("no {name}"))
+    };
+    let scrape = || async {
+        app.client.get(format!("http://{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap()
+    };
+    // The poll that applied the first changes counts them as it returns: start counting
+    // after a later poll has finished.
+    let first = metric(&scrape().await, "futurnal_polls_total ");
+    wait_until(Duration::from_secs(10), "a later poll", || async {
+        metric(&scrape().await, "futurnal_polls_total ") > first
+    })
+    .await;
+    let before = scrape().await;
     let (requests, quota) = (fake.requests(), fake.quota_used());
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(fake.requests() >= requests + 4, "the poller kept asking");
     assert_eq!(fake.quota_used(), quota, "304s and ls-remote cost no quota");
+    let after = scrape().await;
+    assert!(metric(&after, "futurnal_polls_total ") >= metric(&before, "futurnal_polls_total ") + 2, "{after}");
+    assert_eq!(
+        metric(&after, "futurnal_poll_effects_total "),
+        metric(&before, "futurnal_poll_effects_total "),
+        "unchanged polls (304s) re-apply nothing"
+    );
 
     // A push and an edited pull request, without any webhook: picked up within an interval.
     let newer = remote.commit("p.txt", "p\n", "Pushed while webhooks were down");
