@@ -64,6 +64,42 @@ pub fn open_or_init(path: &Path) -> anyhow::Result<gix::Repository> {
         .with_context(|| format!("failed to create git mirror {}", path.display()))
 }
 
+/// Each fetch adds a pack, and every object lookup pays for every pack: measured, a push
+/// took 13 ms on a fresh mirror and 76 ms after 600 pushes. gitoxide (0.90) cannot repack,
+/// so this one job goes to git when it is installed: past `MAX_PACKS` packs,
+/// `git repack -d --geometric=2` rolls the small packs up (the large first one stays) and
+/// packs loose objects. Readers are safe meanwhile (git writes the new pack before it
+/// deletes the old ones). Returns the pack count after, or an error saying why not.
+pub fn repack_if_needed(path: &Path) -> anyhow::Result<Option<usize>> {
+    let count = pack_count(path);
+    if count <= MAX_PACKS {
+        return Ok(None);
+    }
+    let output = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(path)
+        .args(["-c", "gc.auto=0", "repack", "-d", "-q", "--geometric=2"])
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_OBJECT_DIRECTORY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| anyhow!("git is needed to repack the mirror's {count} packs and could not run: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(anyhow!("git repack failed: {}", stderr.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    Ok(Some(pack_count(path)))
+}
+
+/// Packs past which a mirror is repacked (git's own `gc.autoPackLimit` is 50).
+pub const MAX_PACKS: usize = 32;
+
+pub fn pack_count(path: &Path) -> usize {
+    std::fs::read_dir(path.join("objects").join("pack"))
+        .map(|entries| entries.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "pack")).count())
+        .unwrap_or(0)
+}
+
 /// Deletes the mirror and starts an empty one (after corruption was detected).
 pub fn recreate(path: &Path) -> anyhow::Result<gix::Repository> {
     if path.exists() {

@@ -35,6 +35,8 @@ pub struct SyncEngine {
     web_url: String,
     token: Option<String>,
     copy: Arc<dyn CopyStore>,
+    /// Mirrors being repacked right now (one `git repack` per mirror at a time).
+    repacking: Arc<std::sync::Mutex<HashSet<i64>>>,
 }
 
 /// What a first sync produced, before the repository is registered.
@@ -54,7 +56,7 @@ impl SyncEngine {
             "https://api.github.com" => "https://github.com".to_owned(),
             other => other.trim_end_matches("/api/v3").trim_end_matches('/').to_owned(),
         };
-        Self { data_dir: config.data_dir.clone(), web_url, token, copy }
+        Self { data_dir: config.data_dir.clone(), web_url, token, copy, repacking: Default::default() }
     }
 
     pub fn mirror_path(&self, repo_id: i64) -> PathBuf {
@@ -106,7 +108,36 @@ impl SyncEngine {
         let Some(plan) = plan else {
             return Ok(vec![Effect::DeleteBranch { name: branch.to_owned() }]);
         };
-        self.effects_for(repo.id, vec![(branch.to_owned(), plan)], |_| {}).await
+        let effects = self.effects_for(repo.id, vec![(branch.to_owned(), plan)], |_| {}).await;
+        self.repack_in_background(repo);
+        effects
+    }
+
+    /// Repacks the mirror off the sync's path when its fetches have piled up packs.
+    fn repack_in_background(&self, repo: &TrackedRepository) {
+        let path = self.mirror_path(repo.id);
+        if git::pack_count(&path) <= git::MAX_PACKS
+            || !self.repacking.lock().unwrap_or_else(|p| p.into_inner()).insert(repo.id)
+        {
+            return;
+        }
+        let (repacking, id, name) = (self.repacking.clone(), repo.id, repo.full_name.clone());
+        tokio::task::spawn_blocking(move || {
+            let before = git::pack_count(&path);
+            match git::repack_if_needed(&path) {
+                Ok(Some(after)) => tracing::info!(repository = %name, before, after, "Mirror repacked"),
+                Ok(None) => {}
+                Err(e) => {
+                    // Said once per process: reads stay correct, they only slow down.
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::warn!(repository = %name, packs = before, error = %format!("{e:#}"),
+                            "Could not repack the mirror; syncs slow down as packs pile up")
+                    });
+                }
+            }
+            repacking.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
     }
 
     /// Fetches one tag and records what it points to (or its deletion).
@@ -199,6 +230,7 @@ impl SyncEngine {
                 .map(|(name, _)| Effect::DeleteTag { name }),
         );
         let mut effects = self.effects_for(repo.id, plans, |_| {}).await?;
+        self.repack_in_background(repo);
         effects.append(&mut deletions);
         effects.extend(tags.into_iter().map(|(name, id)| Effect::Tag { name, sha: Some(id.to_string()) }));
         Ok(effects)
