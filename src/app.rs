@@ -113,8 +113,15 @@ fn token(config: &Config, command: crate::cli::TokenCommand) -> anyhow::Result<(
     let message = match command {
         TokenCommand::Set => {
             let mut input = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
-                .context("failed to read standard input")?;
+            let stdin = std::io::stdin();
+            if std::io::IsTerminal::is_terminal(&stdin) {
+                // One line from a terminal (it echoes: prefer `gh auth token | …` or a file).
+                eprint!("GitHub token (one line): ");
+                stdin.read_line(&mut input).context("failed to read standard input")?;
+            } else {
+                std::io::Read::read_to_string(&mut stdin.lock(), &mut input)
+                    .context("failed to read standard input")?;
+            }
             let token = input.trim();
             if token.is_empty() || token.contains(char::is_whitespace) {
                 bail!("expected one token on standard input (for example `gh auth token | futurnal sources github token set`)");
