@@ -5,8 +5,8 @@
 //! Every call runs on its own thread with a deadline: a Secret Service that decides to
 //! show an unlock prompt must not hang the CLI or the daemon.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
@@ -28,11 +28,23 @@ impl std::fmt::Debug for Keychain {
     }
 }
 
-/// The process's keychain, opened once: `Err` says in one line why there is none.
+/// The process's keychain: `Err` says in one line why there is none. Opened once; a
+/// failure is tried again after a minute (a daemon may start before the desktop
+/// session's keyring does).
 pub fn get() -> Result<Keychain, String> {
-    static KEYCHAIN: OnceLock<Result<Keychain, String>> = OnceLock::new();
-    KEYCHAIN.get_or_init(open).clone()
+    static KEYCHAIN: Mutex<Option<(Result<Keychain, String>, Instant)>> = Mutex::new(None);
+    let mut slot = KEYCHAIN.lock().unwrap_or_else(|p| p.into_inner());
+    match &*slot {
+        Some((Ok(keychain), _)) => return Ok(keychain.clone()),
+        Some((Err(why), at)) if at.elapsed() < RETRY_AFTER => return Err(why.clone()),
+        _ => {}
+    }
+    let opened = open();
+    *slot = Some((opened.clone(), Instant::now()));
+    opened
 }
+
+const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 #[cfg(target_os = "linux")]
 fn open() -> Result<Keychain, String> {
