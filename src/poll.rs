@@ -109,14 +109,24 @@ impl Poller {
                 }
             }
         }
-        let mut effects = self.sync.sync_if_moved(repo).await?;
-        if let Some(github) = &self.github {
-            effects.extend(self.pulls(github, repo).await?);
-            effects.extend(self.issues(github, repo, state).await?);
+        let mut count = 0;
+        {
+            // The git half holds the repository's sync lock until its effects are stored;
+            // the API half (which may wait out a rate limit) does not.
+            let _git_sync = crate::sync::lock_repository(repo.id).await;
+            let effects = self.sync.sync_if_moved(repo).await?;
+            count += effects.len();
+            if !effects.is_empty() {
+                self.copy.apply(repo.id, effects).await?;
+            }
         }
-        let count = effects.len();
-        if count > 0 {
-            self.copy.apply(repo.id, effects).await?;
+        if let Some(github) = &self.github {
+            let mut effects = self.pulls(github, repo).await?;
+            effects.extend(self.issues(github, repo, state).await?);
+            count += effects.len();
+            if !effects.is_empty() {
+                self.copy.apply(repo.id, effects).await?;
+            }
         }
         Ok(count)
     }

@@ -119,6 +119,14 @@ impl EventHandlers {
             return Ok(HandlerOutcome::Ignored("repository is no longer tracked".into()));
         };
         let permanent = HandlerError::Permanent;
+        // Git events read the mirror and the stored heads: one such sync per repository
+        // at a time, until its effects are stored (the poller takes the same lock).
+        let _git_sync = match &parsed {
+            Parsed::Push(_) | Parsed::Create(_) | Parsed::Delete(_) => {
+                Some(crate::sync::lock_repository(repo.id).await)
+            }
+            _ => None,
+        };
         let effects: Vec<Effect> = match parsed {
             Parsed::Push(event) => git::push(&self.sync, &repo, &event).await?,
             Parsed::Create(event) => git::created(&self.sync, &repo, &event).await?,

@@ -22,6 +22,22 @@ use git::{CommitInfo, RemoteSpec};
 /// recorded (on another branch, or before a rewrite) are not read and diffed again.
 const KNOWN_SET_THRESHOLD: usize = 64;
 
+/// Holds one repository's git sync, from reading the stored heads to storing the result:
+/// the worker (pushes), the poller and `serve`'s other tasks each plan from the stored
+/// heads, so two at once could store an older head after a newer one. Within one process.
+pub async fn lock_repository(repo_id: i64) -> tokio::sync::OwnedMutexGuard<()> {
+    type Locks = std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+    let lock = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(repo_id)
+        .or_default()
+        .clone();
+    lock.lock_owned().await
+}
+
 /// Progress of a long sync, for the CLI's progress bar.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress {
@@ -504,4 +520,24 @@ fn with_repair<T>(path: &Path, work: impl Fn(&gix::Repository) -> anyhow::Result
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
     tokio::task::spawn_blocking(work).await.context("git task failed")?
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_sync_per_repository_at_a_time_and_repositories_in_parallel() {
+        let first = super::lock_repository(-7).await;
+        // Another repository is not held up.
+        let other = tokio::time::timeout(Duration::from_secs(1), super::lock_repository(-8)).await;
+        assert!(other.is_ok(), "a different repository locks at once");
+        // The same repository waits for the first holder.
+        let waiting = tokio::spawn(super::lock_repository(-7));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished(), "the second sync of -7 waits");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(second.is_ok(), "and goes once the first is done");
+    }
 }
