@@ -59,6 +59,15 @@ pub struct FilePoll {
     /// A repository with a hook stays in webhook mode while a verified delivery or ping
     /// arrived within this many seconds (default: twice the reconcile interval).
     pub webhook_quiet_secs: Option<u64>,
+    /// Per repository (`"owner/name" = { interval_secs = 60 }`): its own polling interval.
+    #[serde(default)]
+    pub repositories: BTreeMap<String, FileRepositoryPoll>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRepositoryPoll {
+    pub interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +165,15 @@ pub struct PollConfig {
     pub reconcile: Duration,
     /// How long without a verified delivery or ping before webhook mode falls back to polling.
     pub quiet: Duration,
+    /// Polling intervals of single repositories, by lower-cased `owner/name`.
+    pub per_repository: BTreeMap<String, Duration>,
+}
+
+impl PollConfig {
+    /// The polling interval of a repository: its own, else the default.
+    pub fn interval_for(&self, full_name: &str) -> Duration {
+        self.per_repository.get(&full_name.to_lowercase()).copied().unwrap_or(self.interval)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,10 +369,20 @@ impl Config {
             );
         }
         let reconcile_secs = file.poll.reconcile_secs.unwrap_or(3600).max(1);
+        let mut per_repository = BTreeMap::new();
+        for (name, repo) in &file.poll.repositories {
+            if crate::domain::RepoName::parse(name).is_err() {
+                bail!("poll.repositories: '{name}' is not OWNER/NAME");
+            }
+            if let Some(secs) = repo.interval_secs {
+                per_repository.insert(name.to_lowercase(), Duration::from_secs(secs.max(1)));
+            }
+        }
         let poll = PollConfig {
             interval: Duration::from_secs(file.poll.interval_secs.unwrap_or(300).max(1)),
             reconcile: Duration::from_secs(reconcile_secs),
             quiet: Duration::from_secs(file.poll.webhook_quiet_secs.unwrap_or(2 * reconcile_secs).max(1)),
+            per_repository,
         };
         let tunnel = TunnelConfig {
             ngrok_api_url: file
@@ -474,5 +502,40 @@ mod tests {
         assert!(err.to_string().contains("loopback"), "{err}");
         assert!(DatabaseUrl::parse("mysql://x").is_err());
         assert!(matches!(DatabaseUrl::parse("postgres://u@h/db").unwrap(), DatabaseUrl::Postgres(_)));
+        let file: FileConfig = toml::from_str("[poll.repositories]\n\"not-a-repo\" = { interval_secs = 5 }").unwrap();
+        let err = Config::resolve(&global(), None, file, |_| None).unwrap_err();
+        assert!(err.to_string().contains("OWNER/NAME"), "{err}");
+        assert!(toml::from_str::<FileConfig>("[poll.repositories]\n\"o/r\" = { intervall_secs = 5 }").is_err());
+        assert!(
+            toml::from_str::<FileConfig>("[webhook]\nsecret_store = \"vault\"").is_err(),
+            "an unknown secret store does not parse"
+        );
+        assert!(toml::from_str::<FileConfig>("[webhook]\nsecret_store = \"keychain\"").is_ok());
+        let err = Config::resolve(&global(), None, FileConfig::default(), |n| {
+            (n == "FUTURNAL_SECRET_STORE").then(|| "vault".to_owned())
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("auto, keychain or file"), "{err:#}");
+    }
+
+    #[test]
+    fn polling_intervals_per_repository_and_the_quiet_window() {
+        let file: FileConfig = toml::from_str(
+            "[poll]\ninterval_secs = 300\nreconcile_secs = 600\n\
+             [poll.repositories]\n\"Octo/Hello\" = { interval_secs = 30 }\n\"octo/other\" = {}\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&global(), None, file, |_| None).unwrap();
+        assert_eq!(c.poll.interval_for("octo/hello"), Duration::from_secs(30), "names match case-insensitively");
+        assert_eq!(c.poll.interval_for("OCTO/HELLO"), Duration::from_secs(30));
+        assert_eq!(c.poll.interval_for("octo/other"), Duration::from_secs(300), "no interval: the default");
+        assert_eq!(c.poll.interval_for("someone/else"), Duration::from_secs(300));
+        assert_eq!(c.poll.quiet, Duration::from_secs(1200), "twice the reconcile interval by default");
+        assert_eq!(c.webhook.secret_store, SecretStore::Auto);
+        let c = Config::resolve(&global(), None, FileConfig::default(), |n| {
+            (n == "FUTURNAL_SECRET_STORE").then(|| "file".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.webhook.secret_store, SecretStore::File);
     }
 }

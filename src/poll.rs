@@ -92,7 +92,8 @@ impl Poller {
                     Ok(_) => tracing::debug!(repository = %repo.full_name, "Poll: nothing changed"),
                     Err(e) => tracing::warn!(repository = %repo.full_name, error = %format!("{e:#}"), "Poll failed"),
                 }
-                let interval = if webhook_mode { self.config.reconcile } else { self.config.interval };
+                let interval =
+                    if webhook_mode { self.config.reconcile } else { self.config.interval_for(&repo.full_name) };
                 state.next_due = Some(Instant::now() + jitter(interval));
             }
         }

@@ -159,3 +159,29 @@ async fn webhook_mode_needs_recent_pings_or_deliveries() {
     wait_until(Duration::from_secs(20), "webhook mode again", || async { mode().await == "webhook" }).await;
     app.stop().await;
 }
+
+/// `[poll.repositories]` gives one repository its own interval: with the default at an
+/// hour, this one is still polled every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_can_have_its_own_polling_interval() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let client = GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
+    let toml = "[poll]\ninterval_secs = 3600\n[poll.repositories]\n\"Octo/Hello\" = { interval_secs = 1 }\n";
+    let app = spawn_app(AppOptions { toml: toml.into(), github: Some(client), ..Default::default() }).await;
+    let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    let remote =
+        GitRemote { bare: app.dir.path().join("remotes/octo_hello.git"), work: app.dir.path().join("work/octo_hello") };
+    let head = remote.head();
+    wait_until(Duration::from_secs(10), "the first poll", || async {
+        app.copy.commits(repo.id, Some("main".into()), 1).await.unwrap().first().is_some_and(|c| c.sha == head)
+    })
+    .await;
+    let newer = remote.commit("q.txt", "q\n", "Between polls");
+    remote.push("main");
+    wait_until(Duration::from_secs(5), "the second poll, a second later", || async {
+        app.copy.commits(repo.id, Some("main".into()), 1).await.unwrap().first().is_some_and(|c| c.sha == newer)
+    })
+    .await;
+    app.stop().await;
+}
