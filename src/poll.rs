@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PollConfig;
-use crate::github::client::{Conditional, GitHubClient};
+use crate::github::client::GitHubClient;
 use crate::github::hooks;
 use crate::handlers::normalize;
 use crate::store::copy::{CopyStore, Effect};
@@ -44,6 +44,9 @@ struct RepoState {
     /// `since` for the issue listing: kept until something changes, so the request (and
     /// its ETag) stays the same and an unchanged repository answers 304.
     issues_since: Option<String>,
+    /// The newest `updated_at` among the pull requests read so far: the paged read stops
+    /// once a page reaches it.
+    pulls_seen: Option<String>,
 }
 
 impl Poller {
@@ -122,7 +125,7 @@ impl Poller {
             }
         }
         if let Some(github) = &self.github {
-            let mut effects = self.pulls(github, repo).await?;
+            let mut effects = self.pulls(github, repo, state).await?;
             effects.extend(self.issues(github, repo, state).await?);
             count += effects.len();
             if !effects.is_empty() {
@@ -158,24 +161,47 @@ impl Poller {
         }
     }
 
-    async fn pulls(&self, github: &GitHubClient, repo: &TrackedRepository) -> anyhow::Result<Vec<Effect>> {
+    /// Pull requests updated since the last poll. GitHub's list has no `since`, so it is
+    /// read newest-updated first, page after page, until a page reaches what the last
+    /// poll saw (the first poll reads them all).
+    async fn pulls(
+        &self,
+        github: &GitHubClient,
+        repo: &TrackedRepository,
+        state: &mut RepoState,
+    ) -> anyhow::Result<Vec<Effect>> {
         let path = format!("/repos/{}/pulls?state=all&sort=updated&direction=desc&per_page=100", repo.full_name);
-        let Conditional::Modified(list) = github.get_conditional(&path).await? else { return Ok(Vec::new()) };
+        let seen = state.pulls_seen.clone();
+        let more = |page: &[serde_json::Value]| match (&seen, page.last().and_then(|p| p["updated_at"].as_str())) {
+            (Some(seen), Some(oldest_on_page)) => oldest_on_page >= seen.as_str(),
+            _ => true,
+        };
+        let Some(list) = github.get_conditional_list(&path, more).await? else { return Ok(Vec::new()) };
         let mut effects = Vec::new();
-        for item in list.as_array().into_iter().flatten() {
+        let mut newest: Option<String> = None;
+        for item in &list {
             match serde_json::from_value::<PullRequest>(item.clone())
                 .map_err(|e| e.to_string())
-                .and_then(|pr| normalize::pull_record(&pr))
+                .and_then(|pr| normalize::pull_record(&pr).map(|record| (pr.updated_at.clone(), record)))
             {
-                Ok(record) => effects.push(Effect::Pull(record)),
+                Ok((updated_at, record)) => {
+                    if newest.as_deref().is_none_or(|n| updated_at.as_str() > n) {
+                        newest = Some(updated_at);
+                    }
+                    effects.push(Effect::Pull(record));
+                }
                 Err(e) => {
                     tracing::warn!(repository = %repo.full_name, error = %e, "Skipping a pull request the API sent")
                 }
             }
         }
+        if newest.is_some() {
+            state.pulls_seen = newest;
+        }
         Ok(effects)
     }
 
+    /// Issues updated since the last poll (`since`), every page of them.
     async fn issues(
         &self,
         github: &GitHubClient,
@@ -185,11 +211,11 @@ impl Poller {
         let since = state.issues_since.as_deref().map(|s| format!("&since={s}")).unwrap_or_default();
         let path =
             format!("/repos/{}/issues?state=all&sort=updated&direction=desc&per_page=100{since}", repo.full_name);
-        let Conditional::Modified(list) = github.get_conditional(&path).await? else { return Ok(Vec::new()) };
+        let Some(list) = github.get_conditional_list(&path, |_| true).await? else { return Ok(Vec::new()) };
         let mut effects = Vec::new();
         let mut newest: Option<String> = None;
-        for item in list.as_array().into_iter().flatten() {
-            let parsed = serde_json::from_value::<Issue>(item.clone()).map_err(|e| e.to_string());
+        for item in list {
+            let parsed = serde_json::from_value::<Issue>(item).map_err(|e| e.to_string());
             match parsed {
                 Ok(issue) if issue.pull_request.is_some() => {}
                 Ok(issue) => {

@@ -156,6 +156,37 @@ impl GitHubClient {
         Ok(Conditional::Modified(response.body))
     }
 
+    /// A list read with a conditional first page: `None` when GitHub answers 304 (no
+    /// quota spent), else that page and, while `more(page)` says the list may still hold
+    /// wanted items, the pages after it (`Link: rel="next"`).
+    pub async fn get_conditional_list(
+        &self,
+        path: &str,
+        more: impl Fn(&[Value]) -> bool,
+    ) -> Result<Option<Vec<Value>>, ApiError> {
+        let etag = self.etags.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned();
+        let first = self.send(Method::GET, path, None, etag.as_deref()).await?;
+        if first.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        if let Some(etag) = first.etag.clone() {
+            self.etags.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), etag);
+        }
+        let mut items = first.body.as_array().cloned().unwrap_or_default();
+        let mut next = first.next;
+        let mut last_page_len = items.len();
+        while let Some(page) = next.take() {
+            if !more(&items[items.len() - last_page_len..]) {
+                break;
+            }
+            let (list, link) = self.get_page(&page).await?;
+            last_page_len = list.len();
+            items.extend(list);
+            next = link;
+        }
+        Ok(Some(items))
+    }
+
     async fn request(
         &self,
         method: Method,

@@ -185,3 +185,44 @@ async fn a_repository_can_have_its_own_polling_interval() {
     .await;
     app.stop().await;
 }
+
+/// More than a page of changes between polls (here: the first poll of a repository with
+/// 250 pull requests and 150 issues): every page is read, nothing is left behind; later
+/// polls read only what changed, and an unchanged list is one 304.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_beyond_the_first_page_are_all_picked_up() {
+    use futurnal::store::copy::IssueState;
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let stamp = |n: u64| format!("2026-03-{:02}T{:02}:{:02}:00Z", 1 + n / 600, (n / 60) % 10, n % 60);
+    let pulls: Vec<_> = (1..=250).map(|n| pull(n, &format!("PR {n}"), &stamp(n))).collect();
+    fake.set_pulls(REPO, pulls.clone());
+    let issue = |n: u64, title: &str, at: &str| {
+        json!({"number": 1000 + n, "title": title, "state": "open", "updated_at": at, "created_at": "2026-01-01T00:00:00Z",
+               "user": {"login": "mona"}, "labels": [], "assignees": [], "comments": 0})
+    };
+    fake.set_issues(REPO, (1..=150).map(|n| issue(n, &format!("Issue {n}"), &stamp(n))).collect());
+    let app = app_polling(&fake).await;
+    let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    wait_until(Duration::from_secs(15), "every pull request and issue", || async {
+        app.copy.pulls(repo.id, PullState::All, 1000).await.unwrap().len() == 250
+            && app.copy.issues(repo.id, IssueState::All, 1000).await.unwrap().len() == 150
+    })
+    .await;
+
+    // The oldest pull request changes: only it is newer than what the last poll saw, but
+    // it comes first in the newest-updated order, so one page finds it.
+    let mut changed = pulls;
+    changed[0] = pull(1, "PR 1, edited", "2026-04-01T00:00:00Z");
+    fake.set_pulls(REPO, changed);
+    wait_until(Duration::from_secs(10), "the edit", || async {
+        app.copy
+            .pulls(repo.id, PullState::All, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.number == 1 && p.title == "PR 1, edited")
+    })
+    .await;
+    app.stop().await;
+}
