@@ -375,7 +375,8 @@ impl SyncEngine {
                             };
                             if long {
                                 // Long histories: a delta base cache over the packs (see packs.rs).
-                                read_slice(&packs::PackedObjects::new(&repo), slice, known, done, report)
+                                let cache = packs::CACHE_BYTES / threads;
+                                read_slice(&packs::PackedObjects::new(&repo, cache), slice, known, done, report)
                             } else {
                                 // A push's few commits: the object database, without opening every pack.
                                 read_slice(&repo.objects, slice, known, done, report)

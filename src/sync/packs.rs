@@ -18,8 +18,9 @@ use gix::hash::oid;
 use gix::objs::{Data, Kind};
 use gix::odb::pack;
 
-/// What a reader may keep, like git's `core.deltaBaseCacheLimit` (96 MiB).
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// What all readers of one sync may keep together (git's `core.deltaBaseCacheLimit` is
+/// 96 MiB per process); each of N threads gets 1/N.
+pub const CACHE_BYTES: usize = 128 * 1024 * 1024;
 /// Longer chains than this are left to gitoxide's own decoder (git's default depth is 50).
 const MAX_CHAIN: usize = 4096;
 
@@ -38,9 +39,10 @@ struct State {
 }
 
 impl<'r> PackedObjects<'r> {
-    /// Opens every pack of `repo`. A pack that cannot be opened is skipped: its objects are
-    /// then read through the object database, which reports any real damage.
-    pub fn new(repo: &'r gix::Repository) -> Self {
+    /// Opens every pack of `repo`, with a delta base cache of at most `cache_bytes`. A pack
+    /// that cannot be opened is skipped: its objects are then read through the object
+    /// database, which reports any real damage.
+    pub fn new(repo: &'r gix::Repository, cache_bytes: usize) -> Self {
         let pack_dir = repo.objects.store_ref().path().join("pack");
         let kind = repo.object_hash();
         let mut packs = Vec::new();
@@ -56,7 +58,7 @@ impl<'r> PackedObjects<'r> {
         }
         let state = State {
             inflate: gix::zlib::Inflate::default(),
-            cache: BaseCache::new(CACHE_BYTES),
+            cache: BaseCache::new(cache_bytes),
             scratch: Vec::new(),
             chain: Vec::new(),
         };
@@ -278,7 +280,7 @@ mod tests {
         std::fs::write(repo_dir.join("objects/pack/pack-broken.pack"), b"not a pack").unwrap();
 
         let repo = gix::open(&repo_dir).unwrap();
-        let objects = PackedObjects::new(&repo);
+        let objects = PackedObjects::new(&repo, CACHE_BYTES);
         assert_eq!(objects.packs.len(), 2, "both real packs are opened, the broken one skipped");
         let mut ids: Vec<gix::ObjectId> =
             git(&repo_dir, &["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"], None)
