@@ -152,7 +152,7 @@ pub fn store_hook_secrets(
             match keychain.set(&account, &secrets.join("\n")) {
                 Ok(()) => {
                     write_secret_file(&hook_secret_path(data_dir, hook_id), IN_KEYCHAIN)?;
-                    forget_cached(hook_id);
+                    forget_cached(data_dir, hook_id);
                     return Ok((HookSecretLocation::Keychain { account }, None));
                 }
                 Err(e) if config.webhook.secret_store == SecretStore::Keychain => return Err(e),
@@ -170,7 +170,7 @@ pub fn store_hook_secrets(
             let _ = keychain.delete(&keychain_account(data_dir, hook_id));
         }
     }
-    forget_cached(hook_id);
+    forget_cached(data_dir, hook_id);
     Ok((HookSecretLocation::File(path), fallback_reason))
 }
 
@@ -186,20 +186,21 @@ fn restore_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[String]) -> an
     } else {
         write_secret_file(&path, &secrets.join("\n"))?;
     }
-    forget_cached(hook_id);
+    forget_cached(data_dir, hook_id);
     Ok(())
 }
 
 /// Keychain reads cost a D-Bus round trip; the receiver reloads every 2 s, so what was
 /// read is kept until the hook's file changes (every store rewrites it).
-type KeychainCache = HashMap<u64, (std::time::SystemTime, Vec<String>)>;
+/// By the hook's file (data dir and hook id).
+type KeychainCache = HashMap<PathBuf, (std::time::SystemTime, Vec<String>)>;
 fn keychain_cache() -> &'static std::sync::Mutex<KeychainCache> {
     static CACHE: std::sync::OnceLock<std::sync::Mutex<KeychainCache>> = std::sync::OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
-fn forget_cached(hook_id: u64) {
-    keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(&hook_id);
+fn forget_cached(data_dir: &Path, hook_id: u64) {
+    keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(&hook_secret_path(data_dir, hook_id));
 }
 
 /// A hook's secrets, current first; `None` when it has no file.
@@ -214,7 +215,7 @@ pub fn hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<Option<Vec<
         return Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()));
     }
     let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let cached = keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).get(&hook_id).cloned();
+    let cached = keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).get(&path).cloned();
     if let (Some(modified), Some((at, secrets))) = (modified, &cached) {
         if modified == *at {
             return Ok(Some(secrets.clone()));
@@ -239,7 +240,10 @@ pub fn hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<Option<Vec<
             let secrets: Vec<String> =
                 value.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
             if let Some(modified) = modified {
-                keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).insert(hook_id, (modified, secrets.clone()));
+                keychain_cache()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path.clone(), (modified, secrets.clone()));
             }
             Ok(Some(secrets))
         }
@@ -299,7 +303,7 @@ pub fn remove_hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> 
         })?;
         keychain.delete(&keychain_account(data_dir, hook_id))?;
     }
-    forget_cached(hook_id);
+    forget_cached(data_dir, hook_id);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
