@@ -18,7 +18,7 @@ use crate::github::client::GitHubClient;
 use crate::github::hooks;
 use crate::handlers::normalize;
 use crate::store::copy::{CopyStore, Effect};
-use crate::store::{Registry, TrackedRepository};
+use crate::store::{PollWatermarks, Registry, TrackedRepository};
 use crate::sync::SyncEngine;
 
 /// How often the poller looks for repositories that are due.
@@ -41,12 +41,12 @@ struct RepoState {
     pinged_at: Option<Instant>,
     /// The mode seen at the last poll, to log changes.
     mode: Option<&'static str>,
-    /// `since` for the issue listing: kept until something changes, so the request (and
-    /// its ETag) stays the same and an unchanged repository answers 304.
-    issues_since: Option<String>,
-    /// The newest `updated_at` among the pull requests read so far: the paged read stops
-    /// once a page reaches it.
-    pulls_seen: Option<String>,
+    /// `issues_since`: `since` for the issue listing, kept until something changes, so the
+    /// request (and its ETag) stays the same and an unchanged repository answers 304.
+    /// `pulls_seen`: the newest `updated_at` among the pull requests stored so far; the
+    /// paged read stops once a page reaches it. Both persist across restarts; `None`
+    /// until loaded.
+    marks: Option<PollWatermarks>,
 }
 
 impl Poller {
@@ -125,12 +125,26 @@ impl Poller {
             }
         }
         if let Some(github) = &self.github {
-            let mut effects = self.pulls(github, repo, state).await?;
-            effects.extend(self.issues(github, repo, state).await?);
+            let marks = match &state.marks {
+                Some(marks) => marks.clone(),
+                None => self.registry.poll_watermarks(repo.id).await?,
+            };
+            let (mut effects, pulls_seen) = self.pulls(github, repo, marks.pulls_seen.as_deref()).await?;
+            let (issues, issues_since) = self.issues(github, repo, marks.issues_since.as_deref()).await?;
+            effects.extend(issues);
             count += effects.len();
             if !effects.is_empty() {
                 self.copy.apply(repo.id, effects).await?;
             }
+            // Moved on only once what was read is stored.
+            let moved = PollWatermarks {
+                pulls_seen: pulls_seen.max(marks.pulls_seen.clone()),
+                issues_since: issues_since.max(marks.issues_since.clone()),
+            };
+            if moved != marks {
+                self.registry.set_poll_watermarks(repo.id, moved.clone()).await?;
+            }
+            state.marks = Some(moved);
         }
         Ok(count)
     }
@@ -168,15 +182,14 @@ impl Poller {
         &self,
         github: &GitHubClient,
         repo: &TrackedRepository,
-        state: &mut RepoState,
-    ) -> anyhow::Result<Vec<Effect>> {
+        seen: Option<&str>,
+    ) -> anyhow::Result<(Vec<Effect>, Option<String>)> {
         let path = format!("/repos/{}/pulls?state=all&sort=updated&direction=desc&per_page=100", repo.full_name);
-        let seen = state.pulls_seen.clone();
-        let more = |page: &[serde_json::Value]| match (&seen, page.last().and_then(|p| p["updated_at"].as_str())) {
-            (Some(seen), Some(oldest_on_page)) => oldest_on_page >= seen.as_str(),
+        let more = |page: &[serde_json::Value]| match (seen, page.last().and_then(|p| p["updated_at"].as_str())) {
+            (Some(seen), Some(oldest_on_page)) => oldest_on_page >= seen,
             _ => true,
         };
-        let Some(list) = github.get_conditional_list(&path, more).await? else { return Ok(Vec::new()) };
+        let Some(list) = github.get_conditional_list(&path, more).await? else { return Ok((Vec::new(), None)) };
         let mut effects = Vec::new();
         let mut newest: Option<String> = None;
         for item in &list {
@@ -195,10 +208,7 @@ impl Poller {
                 }
             }
         }
-        if newest.is_some() {
-            state.pulls_seen = newest;
-        }
-        Ok(effects)
+        Ok((effects, newest))
     }
 
     /// Issues updated since the last poll (`since`), every page of them.
@@ -206,12 +216,12 @@ impl Poller {
         &self,
         github: &GitHubClient,
         repo: &TrackedRepository,
-        state: &mut RepoState,
-    ) -> anyhow::Result<Vec<Effect>> {
-        let since = state.issues_since.as_deref().map(|s| format!("&since={s}")).unwrap_or_default();
+        since: Option<&str>,
+    ) -> anyhow::Result<(Vec<Effect>, Option<String>)> {
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
         let path =
             format!("/repos/{}/issues?state=all&sort=updated&direction=desc&per_page=100{since}", repo.full_name);
-        let Some(list) = github.get_conditional_list(&path, |_| true).await? else { return Ok(Vec::new()) };
+        let Some(list) = github.get_conditional_list(&path, |_| true).await? else { return Ok((Vec::new(), None)) };
         let mut effects = Vec::new();
         let mut newest: Option<String> = None;
         for item in list {
@@ -232,10 +242,7 @@ impl Poller {
                 Err(e) => tracing::warn!(repository = %repo.full_name, error = %e, "Skipping an issue the API sent"),
             }
         }
-        if newest.is_some() {
-            state.issues_since = newest;
-        }
-        Ok(effects)
+        Ok((effects, newest))
     }
 }
 

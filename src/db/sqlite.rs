@@ -188,6 +188,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE repositories ADD COLUMN hook_tunnel TEXT;
     "#,
+    // 5: what polling has read of each repository's pull requests and issues, so that a
+    // restart goes on from there instead of reading every page again.
+    r#"
+    CREATE TABLE poll_watermarks (
+        repo_id INTEGER PRIMARY KEY REFERENCES repositories(id) ON DELETE CASCADE,
+        pulls_seen TEXT,
+        issues_since TEXT
+    );
+    "#,
 ];
 
 #[derive(Debug, Clone)]

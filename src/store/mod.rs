@@ -83,6 +83,13 @@ pub struct HookHealth {
     pub queue_depth: u64,
 }
 
+/// The newest `updated_at` polling has stored, of pull requests and of issues.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollWatermarks {
+    pub pulls_seen: Option<String>,
+    pub issues_since: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRepository {
     pub full_name: String,
@@ -128,6 +135,9 @@ pub trait Registry: Send + Sync {
     fn set_hook(&self, repo_id: i64, hook: Option<HookRef>) -> BoxFuture<'_, StoreResult<()>>;
     /// Delivery facts about a repository for `webhook status`.
     fn hook_health(&self, repo: TrackedRepository) -> BoxFuture<'_, StoreResult<HookHealth>>;
+    /// How far polling has read a repository's pull requests and issues.
+    fn poll_watermarks(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<PollWatermarks>>;
+    fn set_poll_watermarks(&self, repo_id: i64, marks: PollWatermarks) -> BoxFuture<'_, StoreResult<()>>;
     /// Finds the tracked repository a delivery is about (by GitHub id, else by name),
     /// learns its GitHub id when it was unknown, and records the delivery time.
     /// `None` when the repository is not tracked.

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::copy::Effect;
 use super::sqlite_copy::apply_effects;
-use super::{HookHealth, HookRef, NewRepository, Registry, RepoRef, TrackedRepository};
+use super::{HookHealth, HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository};
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -154,6 +154,29 @@ impl Registry for SqliteRegistry {
             c.execute(
                 "UPDATE repositories SET hook_id = ?2, hook_url = ?3, hook_tunnel = ?4, mode = ?5 WHERE id = ?1",
                 params![repo_id, id, url, tunnel, mode],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn poll_watermarks(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<PollWatermarks>> {
+        Box::pin(self.db.read(move |c| {
+            Ok(c.query_row("SELECT pulls_seen, issues_since FROM poll_watermarks WHERE repo_id = ?1", [repo_id], |r| {
+                Ok(PollWatermarks { pulls_seen: r.get(0)?, issues_since: r.get(1)? })
+            })
+            .optional()?
+            .unwrap_or_default())
+        }))
+    }
+
+    fn set_poll_watermarks(&self, repo_id: i64, marks: PollWatermarks) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.db.write(move |c| {
+            // A repository removed meanwhile has no row to point at: nothing to keep.
+            c.execute(
+                "INSERT INTO poll_watermarks (repo_id, pulls_seen, issues_since) \
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM repositories WHERE id = ?1) \
+                 ON CONFLICT (repo_id) DO UPDATE SET pulls_seen = excluded.pulls_seen, issues_since = excluded.issues_since",
+                params![repo_id, marks.pulls_seen, marks.issues_since],
             )?;
             Ok(())
         }))

@@ -224,5 +224,19 @@ async fn changes_beyond_the_first_page_are_all_picked_up() {
             .any(|p| p.number == 1 && p.title == "PR 1, edited")
     })
     .await;
+
+    // A restart goes on from what was read: its first poll reads one page of each list
+    // (new ETags, so not 304s), not all five pages again.
+    let dir = app.stop().await;
+    let client = GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
+    let toml = "[poll]\ninterval_secs = 3600\nreconcile_secs = 3600\n";
+    let before = fake.requests();
+    let app = spawn_app_in(dir, AppOptions { toml: toml.into(), github: Some(client), ..Default::default() }).await;
+    let polls = || async {
+        let text = app.client.get(format!("http://{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix("futurnal_polls_total ")?.trim().parse::<u64>().ok()).unwrap()
+    };
+    wait_until(Duration::from_secs(10), "the first poll after the restart", || async { polls().await >= 1 }).await;
+    assert_eq!(fake.requests() - before, 2, "one page of pull requests and one of issues");
     app.stop().await;
 }
