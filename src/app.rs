@@ -308,6 +308,8 @@ impl ProgressReporter {
                     .expect("valid template")
                     .progress_chars("=> "),
             );
+            // The spinner turns while a long fetch reports nothing, so it never looks stuck.
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
         Self { bar, last_line: std::sync::Mutex::new(std::time::Instant::now()) }
@@ -315,7 +317,7 @@ impl ProgressReporter {
 
     fn report(&self, progress: SyncProgress) {
         let message = match progress {
-            SyncProgress::Listing => "listing remote refs".to_owned(),
+            SyncProgress::Listing => "listing remote refs and fetching".to_owned(),
             SyncProgress::Fetching { refs } => format!("fetched {refs} refs"),
             SyncProgress::Commits { done, total } => {
                 if let Some(bar) = &self.bar {
