@@ -138,20 +138,11 @@ impl SyncEngine {
             return;
         }
         let (repacking, id, name) = (self.repacking.clone(), repo.id, repo.full_name.clone());
-        tokio::task::spawn_blocking(move || {
-            let before = git::pack_count(&path);
-            match git::repack_if_needed(&path) {
-                Ok(Some(after)) => tracing::info!(repository = %name, before, after, "Mirror repacked"),
-                Ok(None) => {}
-                Err(e) => {
-                    // Said once per process: reads stay correct, they only slow down.
-                    static SAID: std::sync::Once = std::sync::Once::new();
-                    SAID.call_once(|| {
-                        tracing::warn!(repository = %name, packs = before, error = %format!("{e:#}"),
-                            "Could not repack the mirror; syncs slow down as packs pile up")
-                    });
-                }
-            }
+        tokio::spawn(async move {
+            // Between syncs, not during one: the sync that asked for it holds the lock until
+            // its effects are stored, and the next one waits for the repack.
+            let _git_sync = lock_repository(id).await;
+            let _ = tokio::task::spawn_blocking(move || repack_now(&path, &name)).await;
             repacking.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
     }
@@ -502,6 +493,22 @@ fn local_plan(repo: &gix::Repository, branch: &str, stored_head: Option<&str>) -
     };
     let ids = if fast_forward { git::walk(repo, head, stored)? } else { git::walk(repo, head, None)? };
     Ok(Some(BranchPlan { head, ids, append: fast_forward }))
+}
+
+fn repack_now(path: &Path, name: &str) {
+    let before = git::pack_count(path);
+    match git::repack_if_needed(path) {
+        Ok(Some(after)) => tracing::info!(repository = %name, before, after, "Mirror repacked"),
+        Ok(None) => {}
+        Err(e) => {
+            // Said once per process: reads stay correct, they only slow down.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(repository = %name, packs = before, error = %format!("{e:#}"),
+                    "Could not repack the mirror; syncs slow down as packs pile up")
+            });
+        }
+    }
 }
 
 /// Runs `work` on the mirror; if it fails and the mirror turns out to be damaged, the
