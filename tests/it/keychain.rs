@@ -29,12 +29,19 @@ impl PrivateKeychain {
     /// installs it, and under `CI=true` its absence fails the test.
     fn start() -> Option<Self> {
         let installed = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-        if !installed("dbus-daemon") || !installed("gnome-keyring-daemon") {
+        let which = |tool: &str| {
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+        };
+        if !installed("dbus-daemon")
+            || !installed("gnome-keyring-daemon")
+            || !which("secret-tool")
+            || !which("dbus-send")
+        {
             assert!(
                 std::env::var("CI").is_err(),
-                "CI runs this test for real: install dbus and gnome-keyring (.ci/run does)"
+                "CI runs this test for real: install dbus, gnome-keyring and libsecret-tools (.ci/run does)"
             );
-            eprintln!("NOTE: dbus-daemon or gnome-keyring-daemon missing: the OS keychain test is NOT run here");
+            eprintln!("NOTE: dbus, gnome-keyring or secret-tool missing: the OS keychain test is NOT run here");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
