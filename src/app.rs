@@ -371,7 +371,7 @@ async fn query(config: &Config, backend: &Backend, command: GithubCommand) -> an
         GithubCommand::Sync { repo } => {
             let repo = find_repo(backend, &repo).await?;
             let sync = SyncEngine::new(config, backend.copy.clone());
-            let _git_sync = crate::sync::lock_repository(repo.id).await;
+            let _git_sync = sync.lock(repo.id).await?;
             let effects = sync.sync_all(&repo).await.with_context(|| format!("failed to sync {}", repo.full_name))?;
             let count = effects.len();
             backend.copy.apply(repo.id, effects).await?;

@@ -117,7 +117,7 @@ impl Poller {
         {
             // The git half holds the repository's sync lock until its effects are stored;
             // the API half (which may wait out a rate limit) does not.
-            let _git_sync = crate::sync::lock_repository(repo.id).await;
+            let _git_sync = self.sync.lock(repo.id).await?;
             let effects = self.sync.sync_if_moved(repo).await?;
             count += effects.len();
             if !effects.is_empty() {

@@ -329,7 +329,7 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
             Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed"),
             Err(e) => tracing::warn!(error = %e, "Reloading webhook secrets failed"),
         }
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             if let Err(e) = state.queue.stats().await {
                 tracing::warn!(error = %e, "Counting the queue failed");
             }

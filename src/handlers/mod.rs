@@ -123,7 +123,7 @@ impl EventHandlers {
         // at a time, until its effects are stored (the poller takes the same lock).
         let _git_sync = match &parsed {
             Parsed::Push(_) | Parsed::Create(_) | Parsed::Delete(_) => {
-                Some(crate::sync::lock_repository(repo.id).await)
+                Some(self.sync.lock(repo.id).await.map_err(HandlerError::transient)?)
             }
             _ => None,
         };

@@ -38,6 +38,36 @@ pub async fn lock_repository(repo_id: i64) -> tokio::sync::OwnedMutexGuard<()> {
     lock.lock_owned().await
 }
 
+/// A repository's sync lock in this process and, through a lock file in the data dir,
+/// across processes (a `sync` command next to a running daemon). Released on drop.
+pub struct RepositoryLock {
+    _in_process: tokio::sync::OwnedMutexGuard<()>,
+    _file: std::fs::File,
+}
+
+/// Takes `lock_repository`, then the lock file `<data dir>/locks/<id>.lock`, waiting for
+/// another process that holds it.
+pub async fn lock_repository_everywhere(data_dir: &Path, repo_id: i64) -> anyhow::Result<RepositoryLock> {
+    let in_process = lock_repository(repo_id).await;
+    let locks = data_dir.join("locks");
+    let path = locks.join(format!("{repo_id}.lock"));
+    let file = tokio::task::spawn_blocking(move || -> anyhow::Result<std::fs::File> {
+        crate::db::sqlite::create_private_dir(&locks)
+            .with_context(|| format!("failed to create {}", locks.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("failed to open the lock file {}", path.display()))?;
+        file.lock().with_context(|| format!("failed to lock {}", path.display()))?;
+        Ok(file)
+    })
+    .await
+    .context("locking the repository failed")??;
+    Ok(RepositoryLock { _in_process: in_process, _file: file })
+}
+
 /// Progress of a long sync, for the CLI's progress bar.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress {
@@ -73,6 +103,12 @@ impl SyncEngine {
             other => other.trim_end_matches("/api/v3").trim_end_matches('/').to_owned(),
         };
         Self { data_dir: config.data_dir.clone(), web_url, token, copy, repacking: Default::default() }
+    }
+
+    /// One git sync of `repo_id` at a time, in this process and across processes: hold
+    /// it from reading the stored heads to storing the effects.
+    pub async fn lock(&self, repo_id: i64) -> anyhow::Result<RepositoryLock> {
+        lock_repository_everywhere(&self.data_dir, repo_id).await
     }
 
     pub fn mirror_path(&self, repo_id: i64) -> PathBuf {
@@ -138,10 +174,11 @@ impl SyncEngine {
             return;
         }
         let (repacking, id, name) = (self.repacking.clone(), repo.id, repo.full_name.clone());
+        let data_dir = self.data_dir.clone();
         tokio::spawn(async move {
             // Between syncs, not during one: the sync that asked for it holds the lock until
             // its effects are stored, and the next one waits for the repack.
-            let _git_sync = lock_repository(id).await;
+            let _git_sync = lock_repository_everywhere(&data_dir, id).await;
             let _ = tokio::task::spawn_blocking(move || repack_now(&path, &name)).await;
             repacking.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
@@ -360,7 +397,7 @@ impl SyncEngine {
                         scope.spawn(move || {
                             let repo = git::open_or_init(path)?;
                             let report = |n: usize| {
-                                if n % 500 == 0 {
+                                if n.is_multiple_of(500) {
                                     let _ = tx.send(n);
                                 }
                             };
@@ -417,6 +454,7 @@ impl SyncEngine {
         if path.exists() {
             std::fs::remove_dir_all(&path).with_context(|| format!("failed to delete {}", path.display()))?;
         }
+        let _ = std::fs::remove_file(self.data_dir.join("locks").join(format!("{repo_id}.lock")));
         Ok(())
     }
 }

@@ -162,3 +162,45 @@ fn simulate_every_event_against_a_running_daemon_then_list_deliveries() {
     let human = futurnal(d, &["sources", "github", "webhook", "deliveries"]);
     assert!(human.stdout.starts_with("DELIVERY"), "{}", human.stdout);
 }
+
+/// `sync` beside another process syncing the same repository (here: this test holding the
+/// lock, as a daemon handling a push would) waits for it instead of racing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_waits_for_another_process_syncing_the_same_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let remote = GitRemote::new(&d, "hello");
+    let added = futurnal(
+        &d,
+        &["--json", "sources", "github", "add", "octo/hello", "--clone-url", remote.bare.to_str().unwrap()],
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let id = added.json()["id"].as_i64().unwrap();
+    let newer = remote.commit("n.txt", "n\n", "Newer");
+    remote.push("main");
+
+    let held = futurnal::sync::lock_repository_everywhere(&d, id).await.unwrap();
+    let mut child = bin()
+        .arg("--data-dir")
+        .arg(&d)
+        .args(["sources", "github", "sync", "octo/hello"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "sync waits while another process holds the repository");
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "sync did not finish once the lock was released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success());
+    let commits = futurnal(&d, &["--json", "sources", "github", "commits", "octo/hello", "--limit", "1"]).json();
+    assert_eq!(commits[0]["sha"], newer.as_str());
+}
