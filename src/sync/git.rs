@@ -247,6 +247,34 @@ pub fn fetch(repo: &gix::Repository, remote: &RemoteSpec, refspecs: &[String]) -
     Ok(())
 }
 
+/// Fetches one ref (`refs/heads/x` or `refs/tags/x`) into the same name, in one connection:
+/// the handshake's ref listing says whether the remote still has it (`false`: nothing was
+/// fetched). Saves the separate `ls-remote` round trip a push would otherwise cost.
+pub fn fetch_ref_if_present(repo: &gix::Repository, remote: &RemoteSpec, full_name: &str) -> anyhow::Result<bool> {
+    let remote_handle = connect(repo, remote, &[format!("+{full_name}:{full_name}")])?;
+    let prepared = remote_handle
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to reach {}", remote.url))?
+        .with_credentials(credentials(remote.token.clone()))
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to fetch from {}", remote.url))?;
+    let present = prepared.ref_map().mappings.iter().any(|m| {
+        use gix::remote::fetch::refmap::Source;
+        matches!(&m.remote, Source::Ref(r) if r.unpack().0 == full_name.as_bytes())
+    });
+    if !present {
+        return Ok(false);
+    }
+    let interrupt = AtomicBool::new(false);
+    prepared
+        .receive(gix::progress::Discard, &interrupt)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("failed to fetch from {}", remote.url))?;
+    Ok(true)
+}
+
 /// The object a local ref points to, peeled to a commit when it is an annotated tag.
 pub fn ref_target(repo: &gix::Repository, full_name: &str) -> anyhow::Result<Option<ObjectId>> {
     match repo.try_find_reference(full_name).map_err(|e| anyhow!("{e}"))? {

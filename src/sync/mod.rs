@@ -191,12 +191,11 @@ impl SyncEngine {
         let tag_owned = tag.to_owned();
         let target = blocking(move || {
             with_repair(&path, |r| {
-                let refs = git::list_remote(r, &remote)?;
-                if !refs.tags.iter().any(|(name, _)| name == &tag_owned) {
+                let full_name = format!("refs/tags/{tag_owned}");
+                if !git::fetch_ref_if_present(r, &remote, &full_name)? {
                     return Ok(None);
                 }
-                git::fetch(r, &remote, &[format!("+refs/tags/{tag_owned}:refs/tags/{tag_owned}")])?;
-                Ok(git::ref_target(r, &format!("refs/tags/{tag_owned}"))?.map(|id| id.to_string()))
+                Ok(git::ref_target(r, &full_name)?.map(|id| id.to_string()))
             })
         })
         .await?;
@@ -507,18 +506,17 @@ struct BranchPlan {
     append: bool,
 }
 
-/// Fetches `branch`, then plans from the mirror; `None` when the remote has no such branch.
+/// Fetches `branch` (one connection), then plans from the mirror; `None` when the remote
+/// has no such branch.
 fn plan_branch(
     repo: &gix::Repository,
     remote: &RemoteSpec,
     branch: &str,
     stored_head: Option<&str>,
 ) -> anyhow::Result<Option<BranchPlan>> {
-    let refs = git::list_remote(repo, remote)?;
-    if !refs.branches.iter().any(|(name, _)| name == branch) {
+    if !git::fetch_ref_if_present(repo, remote, &format!("refs/heads/{branch}"))? {
         return Ok(None);
     }
-    git::fetch(repo, remote, &[format!("+refs/heads/{branch}:refs/heads/{branch}")])?;
     local_plan(repo, branch, stored_head)
 }
 

@@ -104,6 +104,12 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
     assert_eq!(branches, vec!["main".to_owned()]);
     assert!(branch_shas(&app, "feature").await.is_empty());
     assert_eq!(branch_shas(&app, "main").await.len(), 3, "commits on other branches stay");
+    // A late delivery of the branch's creation: the remote no longer has it (one fetch
+    // connection finds that out), so it does not come back.
+    let id = push(&app, "refs/heads/feature", ZERO, &feature).await;
+    app.wait_for_status(&id, DeliveryStatus::Done).await;
+    let branches: Vec<String> = app.copy.branches(repo.id).await.unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(branches, vec!["main".to_owned()], "a branch gone from the remote stays gone");
 
     // Tags: created via push, then deleted via a delete event.
     git(&remote.work, &["tag", "v1.0", &second]);
@@ -123,6 +129,12 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
     app.wait_for_status(&id, DeliveryStatus::Done).await;
     let tags: i64 = store.query_row("SELECT COUNT(*) FROM tags", [], |r| r.get(0)).unwrap();
     assert_eq!(tags, 0);
+    // The tag deleted on the remote too, then a late push delivery of its creation.
+    git(&remote.work, &["push", "-q", "origin", "--delete", "v1.0"]);
+    let id = push(&app, "refs/tags/v1.0", ZERO, &second).await;
+    app.wait_for_status(&id, DeliveryStatus::Done).await;
+    let tags: i64 = store.query_row("SELECT COUNT(*) FROM tags", [], |r| r.get(0)).unwrap();
+    assert_eq!(tags, 0, "a tag gone from the remote stays gone");
 
     // The same delivery again changes nothing.
     let before = branch_shas(&app, "main").await;
