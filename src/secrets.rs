@@ -106,6 +106,11 @@ pub fn hook_secret_path(data_dir: &Path, hook_id: u64) -> PathBuf {
 /// The whole content of a hook's file when its secrets live in the OS keychain.
 const IN_KEYCHAIN: &str = "in-os-keychain";
 
+/// Whether the hook file at `path` says its secrets are in the keychain.
+fn points_to_keychain(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.trim() == IN_KEYCHAIN)
+}
+
 /// Where a hook's secrets were stored, for messages (never the secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookSecretLocation {
@@ -163,7 +168,7 @@ pub fn store_hook_secrets(
         Err(_) => None,
     };
     let path = hook_secret_path(data_dir, hook_id);
-    let was_in_keychain = std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == IN_KEYCHAIN);
+    let was_in_keychain = points_to_keychain(&path);
     write_secret_file(&path, &secrets.join("\n"))?;
     if was_in_keychain {
         if let Ok(keychain) = crate::keychain::get() {
@@ -295,7 +300,7 @@ pub fn stale_rotations(data_dir: &Path, grace: std::time::Duration) -> Vec<u64> 
 /// Deletes a hook's secrets, from the keychain too.
 pub fn remove_hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {
     let path = hook_secret_path(data_dir, hook_id);
-    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == IN_KEYCHAIN) {
+    if points_to_keychain(&path) {
         let keychain = crate::keychain::get().map_err(|why| {
             anyhow::anyhow!(
                 "the secret of hook {hook_id} is in the OS keychain, which this process cannot reach: {why}"

@@ -231,27 +231,25 @@ pub fn seed_from_local(repo: &gix::Repository, remote_url: &str, refs: &[(String
 
 /// Fetches exactly `refspecs` into the mirror.
 pub fn fetch(repo: &gix::Repository, remote: &RemoteSpec, refspecs: &[String]) -> anyhow::Result<()> {
-    let remote_handle = connect(repo, remote, refspecs)?;
-    let interrupt = AtomicBool::new(false);
-    remote_handle
-        .connect(gix::remote::Direction::Fetch)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("failed to reach {}", remote.url))?
-        .with_credentials(credentials(remote.token.clone()))
-        .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("failed to fetch from {}", remote.url))?
-        .receive(gix::progress::Discard, &interrupt)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("failed to fetch from {}", remote.url))?;
-    Ok(())
+    fetch_inner(repo, remote, refspecs, None).map(drop)
 }
 
 /// Fetches one ref (`refs/heads/x` or `refs/tags/x`) into the same name, in one connection:
 /// the handshake's ref listing says whether the remote still has it (`false`: nothing was
 /// fetched). Saves the separate `ls-remote` round trip a push would otherwise cost.
 pub fn fetch_ref_if_present(repo: &gix::Repository, remote: &RemoteSpec, full_name: &str) -> anyhow::Result<bool> {
-    let remote_handle = connect(repo, remote, &[format!("+{full_name}:{full_name}")])?;
+    fetch_inner(repo, remote, &[format!("+{full_name}:{full_name}")], Some(full_name))
+}
+
+/// One fetch connection; with `required`, nothing is fetched (and `false` returned) when
+/// the remote's ref listing lacks that ref.
+fn fetch_inner(
+    repo: &gix::Repository,
+    remote: &RemoteSpec,
+    refspecs: &[String],
+    required: Option<&str>,
+) -> anyhow::Result<bool> {
+    let remote_handle = connect(repo, remote, refspecs)?;
     let prepared = remote_handle
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| anyhow!("{e}"))
@@ -260,12 +258,14 @@ pub fn fetch_ref_if_present(repo: &gix::Repository, remote: &RemoteSpec, full_na
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("failed to fetch from {}", remote.url))?;
-    let present = prepared.ref_map().mappings.iter().any(|m| {
-        use gix::remote::fetch::refmap::Source;
-        matches!(&m.remote, Source::Ref(r) if r.unpack().0 == full_name.as_bytes())
-    });
-    if !present {
-        return Ok(false);
+    if let Some(full_name) = required {
+        let present = prepared.ref_map().mappings.iter().any(|m| {
+            use gix::remote::fetch::refmap::Source;
+            matches!(&m.remote, Source::Ref(r) if r.unpack().0 == full_name.as_bytes())
+        });
+        if !present {
+            return Ok(false);
+        }
     }
     let interrupt = AtomicBool::new(false);
     prepared
@@ -322,18 +322,29 @@ pub struct HistoryReader {
     last_parent_tree: Option<(ObjectId, Vec<u8>)>,
 }
 
+/// The raw data of object `id`, which must be of `kind`.
+fn find_kind<'a>(
+    objects: &impl gix::objs::Find,
+    id: ObjectId,
+    kind: gix::objs::Kind,
+    buf: &'a mut Vec<u8>,
+) -> anyhow::Result<&'a [u8]> {
+    let data =
+        objects.try_find(&id, buf).map_err(|e| anyhow!("{e}"))?.ok_or_else(|| anyhow!("{kind} {id} is missing"))?;
+    if data.kind != kind {
+        return Err(anyhow!("object {id} is a {}, not a {kind}", data.kind));
+    }
+    Ok(data.data)
+}
+
 /// Reads a commit object through `objects`.
 fn read_commit<'a>(
     objects: &impl gix::objs::Find,
     id: ObjectId,
     buf: &'a mut Vec<u8>,
 ) -> anyhow::Result<gix::objs::CommitRef<'a>> {
-    let data =
-        objects.try_find(&id, buf).map_err(|e| anyhow!("{e}"))?.ok_or_else(|| anyhow!("commit {id} is missing"))?;
-    if data.kind != gix::objs::Kind::Commit {
-        return Err(anyhow!("object {id} is a {}, not a commit", data.kind));
-    }
-    gix::objs::CommitRef::from_bytes(data.data, id.kind()).map_err(|e| anyhow!("commit {id} is unreadable: {e}"))
+    let data = find_kind(objects, id, gix::objs::Kind::Commit, buf)?;
+    gix::objs::CommitRef::from_bytes(data, id.kind()).map_err(|e| anyhow!("commit {id} is unreadable: {e}"))
 }
 
 impl HistoryReader {
@@ -353,13 +364,7 @@ impl HistoryReader {
             None => read_commit(objects, commit, &mut self.parent_buf)?.tree(),
         };
         let mut data = Vec::new();
-        let object = objects
-            .try_find(&tree, &mut data)
-            .map_err(|e| anyhow!("{e}"))?
-            .ok_or_else(|| anyhow!("tree {tree} is missing"))?;
-        if object.kind != gix::objs::Kind::Tree {
-            return Err(anyhow!("object {tree} is a {}, not a tree", object.kind));
-        }
+        find_kind(objects, tree, gix::objs::Kind::Tree, &mut data)?;
         Ok(data)
     }
 }

@@ -45,12 +45,16 @@ pub struct RepositoryLock {
     _file: std::fs::File,
 }
 
+fn lock_file_path(data_dir: &Path, repo_id: i64) -> PathBuf {
+    data_dir.join("locks").join(format!("{repo_id}.lock"))
+}
+
 /// Takes `lock_repository`, then the lock file `<data dir>/locks/<id>.lock`, waiting for
 /// another process that holds it.
 pub async fn lock_repository_everywhere(data_dir: &Path, repo_id: i64) -> anyhow::Result<RepositoryLock> {
     let in_process = lock_repository(repo_id).await;
-    let locks = data_dir.join("locks");
-    let path = locks.join(format!("{repo_id}.lock"));
+    let path = lock_file_path(data_dir, repo_id);
+    let locks = path.parent().expect("a lock file is in a directory").to_owned();
     let file = tokio::task::spawn_blocking(move || -> anyhow::Result<std::fs::File> {
         crate::db::sqlite::create_private_dir(&locks)
             .with_context(|| format!("failed to create {}", locks.display()))?;
@@ -79,7 +83,8 @@ pub enum Progress {
 pub struct SyncEngine {
     data_dir: PathBuf,
     web_url: String,
-    token: Option<String>,
+    /// Looked up when an https remote first needs it (it may mean a keychain round trip).
+    token: std::sync::OnceLock<Option<String>>,
     copy: Arc<dyn CopyStore>,
     /// Mirrors being repacked right now (one `git repack` per mirror at a time).
     repacking: Arc<std::sync::Mutex<HashSet<i64>>>,
@@ -97,12 +102,17 @@ pub struct PreparedAdd {
 impl SyncEngine {
     pub fn new(config: &Config, copy: Arc<dyn CopyStore>) -> Self {
         crate::install_tls_provider();
-        let token = crate::github::client::Token::from_env().map(|t| t.expose().to_owned());
         let web_url = match config.github_api_url.as_str() {
             "https://api.github.com" => "https://github.com".to_owned(),
             other => other.trim_end_matches("/api/v3").trim_end_matches('/').to_owned(),
         };
-        Self { data_dir: config.data_dir.clone(), web_url, token, copy, repacking: Default::default() }
+        Self {
+            data_dir: config.data_dir.clone(),
+            web_url,
+            token: Default::default(),
+            copy,
+            repacking: Default::default(),
+        }
     }
 
     /// One git sync of `repo_id` at a time, in this process and across processes: hold
@@ -125,7 +135,11 @@ impl SyncEngine {
 
     fn remote(&self, url: String) -> RemoteSpec {
         // The token goes only to https remotes, through the credential callback.
-        let token = if url.starts_with("https://") { self.token.clone() } else { None };
+        let token = if url.starts_with("https://") {
+            self.token.get_or_init(|| crate::github::client::Token::from_env().map(|t| t.expose().to_owned())).clone()
+        } else {
+            None
+        };
         RemoteSpec { url, token }
     }
 
@@ -453,7 +467,7 @@ impl SyncEngine {
         if path.exists() {
             std::fs::remove_dir_all(&path).with_context(|| format!("failed to delete {}", path.display()))?;
         }
-        let _ = std::fs::remove_file(self.data_dir.join("locks").join(format!("{repo_id}.lock")));
+        let _ = std::fs::remove_file(lock_file_path(&self.data_dir, repo_id));
         Ok(())
     }
 }

@@ -1087,19 +1087,24 @@ async fn update_hook(
     if let Some(config) = input.get("config").filter(|c| c.is_object()) {
         // As on GitHub, `config` here replaces the whole configuration: a secret not
         // sent again is dropped (PATCH .../config is the one that merges).
-        if let Some(url) = new_url {
-            hook.url = url.to_owned();
-        }
-        if let Some(content_type) = config["content_type"].as_str() {
-            hook.content_type = content_type.to_owned();
-        }
-        if let Some(insecure_ssl) = string_or_number(&config["insecure_ssl"]) {
-            hook.insecure_ssl = insecure_ssl;
-        }
+        set_config_fields(hook, config);
         hook.secret = config["secret"].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
     }
     hook.updated_at = rfc3339_now();
     json_response(200, hook.json(&inner.base_url, &full_name))
+}
+
+/// The `config` fields both hook updates set the same way (the secret they treat apart).
+fn set_config_fields(hook: &mut Hook, config: &Value) {
+    if let Some(url) = config["url"].as_str() {
+        hook.url = url.to_owned();
+    }
+    if let Some(content_type) = config["content_type"].as_str() {
+        hook.content_type = content_type.to_owned();
+    }
+    if let Some(insecure_ssl) = string_or_number(&config["insecure_ssl"]) {
+        hook.insecure_ssl = insecure_ssl;
+    }
 }
 
 async fn delete_hook(State(inner): Fake, Path((owner, name, id)): Path<(String, String, String)>) -> Response {
@@ -1137,15 +1142,7 @@ async fn update_hook_config(
         }
     }
     let hook = repo.hook_mut(id).unwrap();
-    if let Some(url) = config["url"].as_str() {
-        hook.url = url.to_owned();
-    }
-    if let Some(content_type) = config["content_type"].as_str() {
-        hook.content_type = content_type.to_owned();
-    }
-    if let Some(insecure_ssl) = string_or_number(&config["insecure_ssl"]) {
-        hook.insecure_ssl = insecure_ssl;
-    }
+    set_config_fields(hook, &config);
     if let Some(secret) = config["secret"].as_str() {
         hook.secret = Some(secret.to_owned()).filter(|s| !s.is_empty());
     }
