@@ -213,6 +213,7 @@ impl SyncEngine {
             })
         })
         .await?;
+        self.repack_in_background(repo);
         Ok(vec![match target {
             Some(sha) => Effect::Tag { name: tag.to_owned(), sha: Some(sha) },
             None => Effect::DeleteTag { name: tag.to_owned() },
