@@ -145,15 +145,23 @@ impl GitHubClient {
 
     /// GET with `If-None-Match` when this client has seen the resource before.
     pub async fn get_conditional(&self, path: &str) -> Result<Conditional, ApiError> {
+        Ok(match self.send_conditional(path).await? {
+            None => Conditional::NotModified,
+            Some(reply) => Conditional::Modified(reply.body),
+        })
+    }
+
+    /// The conditional GET itself: `None` for a 304; a new ETag is kept for next time.
+    async fn send_conditional(&self, path: &str) -> Result<Option<Reply>, ApiError> {
         let etag = self.etags.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned();
         let response = self.send(Method::GET, path, None, etag.as_deref()).await?;
         if response.status == StatusCode::NOT_MODIFIED {
-            return Ok(Conditional::NotModified);
+            return Ok(None);
         }
         if let Some(etag) = response.etag.clone() {
             self.etags.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), etag);
         }
-        Ok(Conditional::Modified(response.body))
+        Ok(Some(response))
     }
 
     /// A list read with a conditional first page: `None` when GitHub answers 304 (no
@@ -164,14 +172,7 @@ impl GitHubClient {
         path: &str,
         more: impl Fn(&[Value]) -> bool,
     ) -> Result<Option<Vec<Value>>, ApiError> {
-        let etag = self.etags.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned();
-        let first = self.send(Method::GET, path, None, etag.as_deref()).await?;
-        if first.status == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        if let Some(etag) = first.etag.clone() {
-            self.etags.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), etag);
-        }
+        let Some(first) = self.send_conditional(path).await? else { return Ok(None) };
         let mut items = first.body.as_array().cloned().unwrap_or_default();
         let mut next = first.next;
         let mut last_page_len = items.len();
