@@ -66,9 +66,7 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
     };
     if config.webhook.secret_store == crate::config::SecretStore::Keychain {
         // Checked before GitHub gets a secret that could then not be kept.
-        crate::keychain::get().map_err(|why| {
-            anyhow::anyhow!("webhook.secret_store is keychain, but there is no OS keychain here: {why}")
-        })?;
+        crate::secrets::required_keychain()?;
     }
     let github = client(config)?;
     let secret = crate::secrets::generate_secret();

@@ -135,6 +135,12 @@ fn keychain_account(data_dir: &Path, hook_id: u64) -> String {
     format!("hook-{hook_id}@{}", data_dir.display())
 }
 
+/// The keychain, when `webhook.secret_store = "keychain"` insists on one.
+pub fn required_keychain() -> anyhow::Result<crate::keychain::Keychain> {
+    crate::keychain::get()
+        .map_err(|why| anyhow::anyhow!("webhook.secret_store is keychain, but there is no OS keychain here: {why}"))
+}
+
 /// Stores a hook's secrets (current first) where the configuration says: the OS keychain
 /// (then the hook's file only says so) or a 0600 file. Returns where, and, when `auto`
 /// found no keychain, why, so the caller can say so.
@@ -146,9 +152,7 @@ pub fn store_hook_secrets(
     let data_dir = &config.data_dir;
     let keychain = match config.webhook.secret_store {
         SecretStore::File => Err("webhook.secret_store is file".to_owned()),
-        SecretStore::Keychain => Ok(crate::keychain::get().map_err(|why| {
-            anyhow::anyhow!("webhook.secret_store is keychain, but there is no OS keychain here: {why}")
-        })?),
+        SecretStore::Keychain => Ok(required_keychain()?),
         SecretStore::Auto => crate::keychain::get(),
     };
     let fallback_reason = match keychain {
