@@ -41,7 +41,7 @@ def main():
     try:
         banner = daemon.stdout.readline().split()
         url = "http://%s/webhook/github" % banner[1].split("=", 1)[1]
-        template = json.load(open(os.path.join(ROOT, "..", "shared", "github-webhooks", "payloads", "push", "payload.json")))
+        template = json.load(open(os.path.join(ROOT, "tests", "fixtures", "github-webhooks", "payloads", "push", "payload.json")))
         db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data, "futurnal.db"), uri=True)
         samples = []
         for i in range(N):

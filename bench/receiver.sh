@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 duration=${1:-20}
 connections=${2:-128}
-payload="$root/../shared/github-webhooks/payloads/push/payload.json"
+payload="$root/tests/fixtures/github-webhooks/payloads/push/payload.json"
 command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -f "$payload" ] || { echo "bench: $payload not found" >&2; exit 1; }
 

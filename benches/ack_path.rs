@@ -7,8 +7,8 @@ use futurnal_github::signature::verify_any;
 use futurnal_github::{sign_sha256, RoutingFields, WebhookSecret};
 
 fn push_example() -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/github-webhooks/payloads/push/payload.json");
-    std::fs::read(path).expect("../shared/github-webhooks beside the checkout")
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/github-webhooks/payloads/push/payload.json");
+    std::fs::read(path).expect("the payload corpus under tests/fixtures")
 }
 
 fn big_push(target: usize) -> Vec<u8> {

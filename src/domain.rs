@@ -90,6 +90,48 @@ pub fn repo_key(github_id: Option<u64>, full_name: Option<&str>) -> Option<Strin
     }
 }
 
+/// The two ordering domains of a repository. Deliveries of one domain are processed one
+/// after another in acknowledgement order; the two domains (and other repositories') run
+/// in parallel, so a failing git sync never holds back pull requests or issues and the
+/// reverse. Git events read the mirror (push, create, delete); everything else carries its
+/// data in the payload and is order-safe by `updated_at` guards and sticky deletions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DomainKind {
+    Git,
+    Metadata,
+}
+
+impl DomainKind {
+    pub fn of_event(event: &str) -> Self {
+        match event {
+            "push" | "create" | "delete" => DomainKind::Git,
+            _ => DomainKind::Metadata,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            DomainKind::Git => "/git",
+            DomainKind::Metadata => "/meta",
+        }
+    }
+
+    /// The kind of a stored domain key.
+    pub fn of_domain(domain: &str) -> Self {
+        if domain.ends_with(DomainKind::Git.suffix()) {
+            DomainKind::Git
+        } else {
+            DomainKind::Metadata
+        }
+    }
+}
+
+/// The ordering domain of a delivery: its repository's key and the domain kind of its
+/// event, e.g. `id:42/git`.
+pub fn ordering_domain(repo_key: &str, event: &str) -> String {
+    format!("{repo_key}{}", DomainKind::of_event(event).suffix())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +161,17 @@ mod tests {
         assert_eq!(repo_key(Some(5), Some("O/R")).as_deref(), Some("id:5"));
         assert_eq!(repo_key(None, Some("O/R")).as_deref(), Some("name:o/r"));
         assert_eq!(repo_key(None, None), None);
+    }
+
+    #[test]
+    fn git_events_and_metadata_fall_into_two_domains() {
+        assert_eq!(ordering_domain("id:5", "push"), "id:5/git");
+        assert_eq!(ordering_domain("id:5", "create"), "id:5/git");
+        assert_eq!(ordering_domain("id:5", "delete"), "id:5/git");
+        for event in ["pull_request", "issues", "issue_comment", "release", "repository", "label"] {
+            assert_eq!(ordering_domain("id:5", event), "id:5/meta", "{event}");
+        }
+        assert_eq!(DomainKind::of_domain("id:5/git"), DomainKind::Git);
+        assert_eq!(DomainKind::of_domain("name:o/git/meta"), DomainKind::Metadata);
     }
 }

@@ -246,6 +246,7 @@ pub async fn catch_up(config: &Config, backend: &Backend, repo: Option<&str>) ->
             "hook_id": hook_id,
             "seen": report.seen,
             "redelivered": report.redelivered,
+            "already_asked": report.already_asked,
         }));
     }
     if config.json {
@@ -255,10 +256,11 @@ pub async fn catch_up(config: &Config, backend: &Backend, repo: Option<&str>) ->
     } else {
         for row in rows {
             println!(
-                "{}: {} deliveries in GitHub's log, {} asked to be redelivered",
+                "{}: {} deliveries in GitHub's log, {} asked to be redelivered, {} already asked for earlier",
                 row["repository"].as_str().unwrap_or_default(),
                 row["seen"],
-                row["redelivered"].as_array().map_or(0, Vec::len)
+                row["redelivered"].as_array().map_or(0, Vec::len),
+                row["already_asked"]
             );
         }
     }

@@ -1,8 +1,9 @@
-//! The worker pool: claims lanes (one repository's pending deliveries, in arrival order),
-//! runs each delivery's handler, and reports how each ended. Repositories run in parallel,
-//! one lane per repository at a time; a failure is retried with exponential backoff and
-//! jitter, holding back the later deliveries of its repository so order is kept, until
-//! it succeeds or is marked dead.
+//! The worker pool: claims lanes (one ordering domain's pending deliveries, in arrival
+//! order), runs the handlers, and reports how each delivery ended. Domains run in
+//! parallel, one lane per domain at a time; a failure is retried with exponential backoff
+//! and jitter, holding back the later deliveries of its domain (only those) so order is
+//! kept, until it succeeds or is marked dead. A run of git deliveries of one repository is
+//! served by one sync when the handler can.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -108,14 +109,41 @@ impl WorkerPool {
         let seqs: Vec<i64> = lane.iter().map(|d| d.seq).collect();
         let mut results = Vec::with_capacity(lane.len());
         let mut held_back = false;
-        for delivery in lane {
+        let mut next = 0;
+        while next < lane.len() {
             if held_back || shutdown.is_cancelled() {
-                results.push((delivery.seq, Completion::Release));
-                continue;
+                results.extend(lane[next..].iter().map(|d| (d.seq, Completion::Release)));
+                break;
             }
-            let completion = self.process(&delivery).await;
+            // Consecutive deliveries the handler can serve as one (a run of git deliveries:
+            // one sync of the refs they name). If that fails, they go one by one as usual,
+            // so order, retries and dead letters are exactly those of single deliveries.
+            let together = self.handler.can_handle_together(&lane[next..]);
+            if together > 1 {
+                let run = &lane[next..next + together];
+                let (handler, owned) = (self.handler.clone(), run.to_vec());
+                // In a task of its own, like single deliveries: a panic fails only this try.
+                let joined = tokio::spawn(async move { handler.handle_together(&owned).await }).await;
+                let answer = joined.unwrap_or_else(|e| Err(HandlerError::Transient(panic_message(e))));
+                match answer {
+                    Ok(outcomes) if outcomes.len() == run.len() => {
+                        for (delivery, outcome) in run.iter().zip(outcomes) {
+                            results.push((delivery.seq, self.finish(delivery, Ok(outcome))));
+                        }
+                        next += together;
+                        continue;
+                    }
+                    Ok(_) => tracing::error!("A handler answered for the wrong number of deliveries; one by one"),
+                    Err(e) => tracing::debug!(
+                        deliveries = together, error = %e, "Serving deliveries together failed; one by one"
+                    ),
+                }
+            }
+            let delivery = &lane[next];
+            let completion = self.process(delivery).await;
             held_back = matches!(completion, Completion::Retry { .. });
             results.push((delivery.seq, completion));
+            next += 1;
         }
         self.report(results, shutdown).await;
         let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,7 +153,6 @@ impl WorkerPool {
     }
 
     async fn process(&self, delivery: &ClaimedDelivery) -> Completion {
-        let attempt = delivery.attempts + 1;
         // Each delivery runs in a task of its own so a panicking handler fails only it.
         let handler = self.handler.clone();
         let owned = delivery.clone();
@@ -133,6 +160,12 @@ impl WorkerPool {
             let message = panic_message(join_error);
             Err(HandlerError::Transient(format!("handler panicked: {message}")))
         });
+        self.finish(delivery, result)
+    }
+
+    /// Turns a handler's answer into the delivery's completion, counted and logged.
+    fn finish(&self, delivery: &ClaimedDelivery, result: Result<HandlerOutcome, HandlerError>) -> Completion {
+        let attempt = delivery.attempts + 1;
         let id = &delivery.delivery_id;
         let (completion, outcome) = match result {
             Ok(HandlerOutcome::Done) => (Completion::Done, ProcessOutcome::Done),

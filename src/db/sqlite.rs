@@ -197,6 +197,29 @@ const MIGRATIONS: &[&str] = &[
         issues_since TEXT
     );
     "#,
+    // 6: ordering domains (a repository's git state and its metadata queue apart) served in
+    // fair turns, and the redeliveries catch-up asked GitHub for (each guid once).
+    r#"
+    ALTER TABLE deliveries ADD COLUMN domain TEXT;
+    UPDATE deliveries SET domain = repo_key ||
+        CASE WHEN event IN ('push', 'create', 'delete') THEN '/git' ELSE '/meta' END
+        WHERE repo_key IS NOT NULL;
+    DROP INDEX deliveries_pending;
+    CREATE INDEX deliveries_pending ON deliveries(domain, seq)
+        WHERE status IN ('queued', 'processing', 'retrying');
+    -- Domains that may have pending deliveries, with their place in line.
+    CREATE TABLE queue_domains (domain TEXT PRIMARY KEY, turn INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX queue_domains_by_turn ON queue_domains(turn);
+    INSERT INTO queue_domains (domain, turn)
+        SELECT DISTINCT domain, 0 FROM deliveries
+        WHERE status IN ('queued', 'processing', 'retrying') AND domain IS NOT NULL;
+    DROP TABLE queue_repos;
+    CREATE TABLE redelivery_requests (
+        guid TEXT PRIMARY KEY,
+        hook_id INTEGER NOT NULL,
+        asked_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 #[derive(Debug, Clone)]

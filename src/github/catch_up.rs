@@ -2,8 +2,12 @@
 //! that never got a 2xx, that we do not have, and that is still inside GitHub's
 //! redelivery window, is redelivered. Deliveries refused with 503 or 429 (queue full,
 //! rate limited) and those sent while the receiver was down come back this way.
+//!
+//! GitHub is asked once per guid and window: the queue keeps a record of every request
+//! (shared by the daemon's own runs and the CLI's), and pings are never asked for (they
+//! carry nothing to recover).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -19,6 +23,9 @@ pub struct CatchUpReport {
     pub seen: usize,
     /// GUIDs asked to be redelivered.
     pub redelivered: Vec<String>,
+    /// Missing deliveries GitHub was already asked for inside the window (by this run's
+    /// predecessors or another process), not asked again.
+    pub already_asked: usize,
 }
 
 /// Walks the hook's delivery log (newest first, cursor pagination) back to the window's
@@ -41,6 +48,9 @@ pub async fn catch_up(
                 break 'pages;
             }
             let (Some(guid), Some(id)) = (item["guid"].as_str(), item["id"].as_u64()) else { continue };
+            if item["event"].as_str() == Some("ping") {
+                continue;
+            }
             let ok = (200..300).contains(&item["status_code"].as_u64().unwrap_or(0));
             let entry = by_guid.entry(guid.to_owned()).or_insert((false, id));
             entry.0 |= ok;
@@ -48,23 +58,30 @@ pub async fn catch_up(
         }
         next = link;
     }
-    let mut report = CatchUpReport { seen: by_guid.len(), redelivered: Vec::new() };
-    let mut asked: HashSet<String> = HashSet::new();
+    let mut report = CatchUpReport { seen: by_guid.len(), ..Default::default() };
+    let local = |e: crate::db::StoreError| ApiError::Transport {
+        method: "GET".into(),
+        path: "local queue".into(),
+        reason: e.to_string(),
+    };
     for (guid, (ok, latest)) in by_guid {
-        if ok || asked.contains(&guid) {
+        if ok || queue.get(&guid).await.map_err(local)?.is_some() {
             continue;
         }
-        let stored = queue.get(&guid).await.map_err(|e| ApiError::Transport {
-            method: "GET".into(),
-            path: "local queue".into(),
-            reason: e.to_string(),
-        })?;
-        if stored.is_some() {
+        if !queue.reserve_redelivery(&guid, hook_id, now_ms, now_ms - REDELIVERY_WINDOW_MS).await.map_err(local)? {
+            report.already_asked += 1;
             continue;
         }
-        client.post(&format!("/repos/{repo}/hooks/{hook_id}/deliveries/{latest}/attempts"), Value::Null).await?;
+        let asked =
+            client.post(&format!("/repos/{repo}/hooks/{hook_id}/deliveries/{latest}/attempts"), Value::Null).await;
+        if let Err(e) = asked {
+            // Not asked after all: a later run may try again.
+            if let Err(store) = queue.release_redelivery(&guid).await {
+                tracing::warn!(delivery_id = %guid, error = %store, "Could not take back a redelivery record");
+            }
+            return Err(e);
+        }
         tracing::info!(repository = repo, hook_id, delivery_id = %guid, "Asked GitHub to redeliver a missed delivery");
-        asked.insert(guid.clone());
         report.redelivered.push(guid);
     }
     Ok(report)

@@ -45,9 +45,26 @@ impl HandlerError {
     }
 }
 
-/// Processes one delivery. The worker pool calls it; tests substitute their own.
+/// Processes deliveries. The worker pool calls it; tests substitute their own.
 pub trait DeliveryHandler: Send + Sync {
     fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>>;
+
+    /// How many of the first deliveries of a lane `handle_together` can serve as one
+    /// (0 or 1: none, handle them one by one).
+    fn can_handle_together(&self, _lane: &[ClaimedDelivery]) -> usize {
+        0
+    }
+
+    /// Serves consecutive deliveries of one domain at once, with one outcome per delivery
+    /// and the same end state as handling them one by one. An error means "not served":
+    /// nothing was stored, and the worker handles them one by one instead.
+    fn handle_together<'a>(
+        &'a self,
+        deliveries: &'a [ClaimedDelivery],
+    ) -> BoxFuture<'a, Result<Vec<HandlerOutcome>, HandlerError>> {
+        let _ = deliveries;
+        Box::pin(async { Err(HandlerError::Transient("this handler serves deliveries one by one".into())) })
+    }
 }
 
 /// How long a "this repository is tracked" answer is trusted without asking the
@@ -128,9 +145,9 @@ impl EventHandlers {
             _ => None,
         };
         let effects: Vec<Effect> = match parsed {
-            Parsed::Push(event) => git::push(&self.sync, &repo, &event).await?,
-            Parsed::Create(event) => git::created(&self.sync, &repo, &event).await?,
-            Parsed::Delete(event) => git::deleted(&repo, &event),
+            Parsed::Push(event) => git::sync_run(&self.sync, &repo, &[git::push_ref(&event)]).await?,
+            Parsed::Create(event) => git::sync_run(&self.sync, &repo, &[git::created_ref(&event)]).await?,
+            Parsed::Delete(event) => git::sync_run(&self.sync, &repo, &[git::deleted_ref(&event)]).await?,
             Parsed::PullRequest(event) => vec![normalize::pull_request(&event).map_err(permanent)?],
             Parsed::Issues(event) => vec![normalize::issues(&event).map_err(permanent)?],
             Parsed::IssueComment(event) => normalize::issue_comment(&event).map_err(permanent)?,
@@ -163,9 +180,65 @@ enum Parsed {
     Repository(RepositoryEvent),
 }
 
+impl EventHandlers {
+    /// A run of git deliveries of one repository, served by one sync: every ref they name
+    /// is fetched in one connection, and the last delivery naming a ref decides what
+    /// happens to it (a deletion as the payload says, else the mirror's state), as if each
+    /// had been handled in turn. All effects are stored in one transaction.
+    async fn dispatch_git_run(&self, run: &[ClaimedDelivery]) -> Result<Vec<HandlerOutcome>, HandlerError> {
+        let mut named = Vec::with_capacity(run.len());
+        for delivery in run {
+            let json = delivery.body.json().map_err(HandlerError::Permanent)?;
+            named.push(match delivery.event.as_str() {
+                "push" => git::push_ref(&parse::<PushEvent>(&json)?),
+                "create" => git::created_ref(&parse::<RefEvent>(&json)?),
+                "delete" => git::deleted_ref(&parse::<RefEvent>(&json)?),
+                other => return Err(HandlerError::Permanent(format!("'{other}' is not a git event"))),
+            });
+        }
+        let newest = run.last().expect("a run is never empty");
+        let Some(repo) = self.tracked(newest).await? else {
+            return Ok(vec![HandlerOutcome::Ignored("repository is no longer tracked".into()); run.len()]);
+        };
+        let _git_sync = self.sync.lock(repo.id).await.map_err(HandlerError::transient)?;
+        let effects = git::sync_run(&self.sync, &repo, &named).await?;
+        if !effects.is_empty() {
+            self.copy.apply(repo.id, effects).await.map_err(HandlerError::transient)?;
+        }
+        Ok(named
+            .iter()
+            .map(|r| {
+                if git::RefChange::relevant(r.as_ref(), &repo) {
+                    HandlerOutcome::Done
+                } else {
+                    HandlerOutcome::Ignored("nothing tracked changed".into())
+                }
+            })
+            .collect())
+    }
+}
+
 impl DeliveryHandler for EventHandlers {
     fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>> {
         Box::pin(self.dispatch(delivery))
+    }
+
+    fn can_handle_together(&self, lane: &[ClaimedDelivery]) -> usize {
+        let Some(first) = lane.first() else { return 0 };
+        lane.iter()
+            .take_while(|d| {
+                crate::domain::DomainKind::of_event(&d.event) == crate::domain::DomainKind::Git
+                    && d.repository_github_id == first.repository_github_id
+                    && d.repository == first.repository
+            })
+            .count()
+    }
+
+    fn handle_together<'a>(
+        &'a self,
+        deliveries: &'a [ClaimedDelivery],
+    ) -> BoxFuture<'a, Result<Vec<HandlerOutcome>, HandlerError>> {
+        Box::pin(self.dispatch_git_run(deliveries))
     }
 }
 

@@ -142,7 +142,7 @@ mod tests {
     use super::*;
 
     fn example<T: serde::de::DeserializeOwned>(path: &str) -> T {
-        let full = format!("{}/../shared/github-webhooks/payloads/{path}", env!("CARGO_MANIFEST_DIR"));
+        let full = format!("{}/tests/fixtures/github-webhooks/payloads/{path}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_slice(&std::fs::read(&full).unwrap()).unwrap()
     }
 

@@ -1,8 +1,9 @@
 //! The durable delivery queue: one trait, one implementation per database.
 //!
-//! The receiver enqueues verified deliveries; workers claim them in per-repository lanes
-//! (a repository's pending deliveries in arrival order, never two lanes of one repository
-//! at once) and report a [`Completion`] per delivery.
+//! The receiver enqueues verified deliveries; workers claim them in lanes: the pending
+//! deliveries of one ordering domain (a repository's git state, or its metadata; see
+//! [`crate::domain::DomainKind`]) in acknowledgement order, never two lanes of one domain
+//! at once, domains in fair turns. Workers report a [`Completion`] per delivery.
 
 pub mod sqlite;
 
@@ -105,7 +106,8 @@ pub struct ClaimedDelivery {
     pub body: StoredBody,
 }
 
-/// One repository's pending deliveries, in arrival order, to be handled one after another.
+/// One ordering domain's pending deliveries, in arrival order, to be handled one after
+/// another (consecutive git deliveries may be served by one sync).
 pub type Lane = Vec<ClaimedDelivery>;
 
 /// How a claimed delivery ended.
@@ -216,8 +218,9 @@ pub trait Queue: Send + Sync {
     /// Writes a delivery durably. Returns only once it is committed.
     fn enqueue(&self, delivery: NewDelivery) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
     /// Claims up to `max_lanes` lanes of up to `per_lane` deliveries each, marking them
-    /// processing. A repository with a delivery processing, or whose oldest pending
-    /// delivery waits for a retry, yields no lane.
+    /// processing. A domain with a delivery processing, or whose oldest pending delivery
+    /// waits for a retry, yields no lane. Ready domains take turns: one that got a lane
+    /// goes to the back of the line.
     fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>>;
     /// Records how claimed deliveries ended, in one transaction.
     fn complete(&self, results: Vec<(i64, Completion)>) -> BoxFuture<'_, StoreResult<()>>;
@@ -233,4 +236,16 @@ pub trait Queue: Send + Sync {
     fn prune(&self, received_before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
     /// Pending deliveries as last counted by this process: cheap, for the queue cap.
     fn approximate_depth(&self) -> u64;
+    /// Records that catch-up asks GitHub to redeliver `guid`: `true` for the first caller,
+    /// `false` when it was asked for since `window_start_ms`, by this process or another
+    /// (a CLI `catch-up` beside the daemon's own), so GitHub is asked once per window.
+    fn reserve_redelivery(
+        &self,
+        guid: &str,
+        hook_id: u64,
+        now_ms: i64,
+        window_start_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<bool>>;
+    /// Takes a reservation back after GitHub refused the request, so a later run asks again.
+    fn release_redelivery(&self, guid: &str) -> BoxFuture<'_, StoreResult<()>>;
 }

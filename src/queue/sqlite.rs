@@ -1,7 +1,7 @@
 //! The queue on SQLite. Every write goes through the database's group-committing writer
-//! thread; the claim walks `queue_repos` (repositories with pending work) and takes each
-//! one's head run through the `deliveries_pending` index, so its cost follows the number
-//! of busy repositories, not the length of the queue.
+//! thread; the claim walks `queue_domains` (ordering domains with pending work, in turn
+//! order) and takes each one's head run through the `deliveries_pending` index, so its
+//! cost follows the number of busy domains, not the length of the queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use super::{
 };
 use crate::db::sqlite::SqliteDb;
 use crate::db::{BoxFuture, StoreError, StoreResult};
-use crate::domain::repo_key;
+use crate::domain::{ordering_domain, repo_key};
 use crate::time::now_ms;
 
 const PENDING: &str = "('queued', 'processing', 'retrying')";
@@ -71,24 +71,26 @@ fn get_record(c: &Connection, delivery_id: &str) -> StoreResult<Option<DeliveryR
 fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
     let now = d.received_at_ms;
     let key = repo_key(d.repository_github_id, d.repository.as_deref());
+    let domain = key.as_deref().map(|k| ordering_domain(k, &d.event));
     let (status, note, finished_at) = match &d.initial {
         InitialStatus::Queued => ("queued", None, None),
         InitialStatus::Ignored(reason) => ("ignored", Some(reason.as_str()), Some(now)),
         InitialStatus::Done => ("done", None, Some(now)),
     };
     // No savepoint (see `write_unguarded`): each statement is harmless on its own if a
-    // later one fails. A `queue_repos` row without pending work is dropped by the next
+    // later one fails. A `queue_domains` row without pending work is dropped by the next
     // claim; a delivery stored although the job failed is answered 503 and recognised as
     // a duplicate when GitHub sends it again.
     if d.initial == InitialStatus::Queued {
-        let key = key.as_deref().ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
-        c.prepare_cached("INSERT OR IGNORE INTO queue_repos (repo_key) VALUES (?1)")?.execute([key])?;
+        let domain =
+            domain.as_deref().ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
+        enter_domain(c, domain)?;
     }
     let inserted = c
         .prepare_cached(
             "INSERT INTO deliveries (delivery_id, event, action, repository, repository_github_id, repo_key, \
-             hook_id, received_at, status, last_error, finished_at, body_codec, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             hook_id, received_at, status, last_error, finished_at, body_codec, body, domain) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
              ON CONFLICT (delivery_id) DO NOTHING",
         )?
         .execute(params![
@@ -105,6 +107,7 @@ fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
             finished_at,
             d.body.codec(),
             d.body.bytes(),
+            domain,
         ])?;
     if inserted == 0 {
         return Ok(EnqueueOutcome::Duplicate);
@@ -121,25 +124,40 @@ fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
     Ok(EnqueueOutcome::Stored)
 }
 
+/// Puts a domain in line for the claim, at the back, unless it is already waiting.
+fn enter_domain(c: &Connection, domain: &str) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO queue_domains (domain, turn) \
+         VALUES (?1, (SELECT COALESCE(MAX(turn), 0) + 1 FROM queue_domains)) ON CONFLICT (domain) DO NOTHING",
+    )?
+    .execute([domain])?;
+    Ok(())
+}
+
+/// Fair turns: domains are visited in the order of their turn (when they last got work,
+/// or joined the line), and each one that yields a lane goes to the back. A ready domain
+/// therefore waits at most one round of the others, whatever its key sorts to.
 fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> StoreResult<Vec<Lane>> {
-    let keys: Vec<String> =
-        c.prepare_cached("SELECT repo_key FROM queue_repos")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let domains: Vec<String> = c
+        .prepare_cached("SELECT domain FROM queue_domains ORDER BY turn, domain")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut lanes = Vec::new();
     let mut drained = Vec::new();
     let head_sql = format!(
-        "SELECT seq, status, next_attempt_at FROM deliveries WHERE repo_key = ?1 AND status IN {PENDING} \
+        "SELECT seq, status, next_attempt_at FROM deliveries WHERE domain = ?1 AND status IN {PENDING} \
          ORDER BY seq LIMIT ?2"
     );
-    for key in keys {
+    for domain in domains {
         if lanes.len() >= max_lanes {
             break;
         }
         let run: Vec<(i64, String, i64)> = c
             .prepare_cached(&head_sql)?
-            .query_map(params![key, per_lane as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![domain, per_lane as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         let Some((_, head_status, head_next)) = run.first() else {
-            drained.push(key);
+            drained.push(domain);
             continue;
         };
         let ready = match head_status.as_str() {
@@ -151,18 +169,18 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
             continue;
         }
         // The run: the head, then the queued deliveries right behind it. Between the first
-        // and the last there is no other pending delivery of this repository, so one
-        // range update claims exactly the run.
+        // and the last there is no other pending delivery of this domain, so one range
+        // update claims exactly the run.
         let first = run[0].0;
         let last = run[1..].iter().take_while(|(_, s, _)| s == "queued").last().map_or(first, |(seq, _, _)| *seq);
         let mut lane: Vec<ClaimedDelivery> = c
             .prepare_cached(&format!(
                 "UPDATE deliveries SET status = 'processing' \
-                 WHERE repo_key = ?1 AND seq BETWEEN ?2 AND ?3 AND status IN {PENDING} \
+                 WHERE domain = ?1 AND seq BETWEEN ?2 AND ?3 AND status IN {PENDING} \
                  RETURNING seq, delivery_id, event, action, repository, repository_github_id, hook_id, \
                  received_at, attempts, body_codec, body"
             ))?
-            .query_map(params![key, first, last], |r| {
+            .query_map(params![domain, first, last], |r| {
                 let codec: String = r.get(9)?;
                 Ok(ClaimedDelivery {
                     seq: r.get(0)?,
@@ -180,10 +198,14 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
             .collect::<Result<_, _>>()?;
         // RETURNING gives no order guarantee.
         lane.sort_unstable_by_key(|d| d.seq);
+        c.prepare_cached(
+            "UPDATE queue_domains SET turn = (SELECT MAX(turn) + 1 FROM queue_domains) WHERE domain = ?1",
+        )?
+        .execute([&domain])?;
         lanes.push(lane);
     }
-    for key in drained {
-        c.prepare_cached("DELETE FROM queue_repos WHERE repo_key = ?1")?.execute([key])?;
+    for domain in drained {
+        c.prepare_cached("DELETE FROM queue_domains WHERE domain = ?1")?.execute([domain])?;
     }
     Ok(lanes)
 }
@@ -267,13 +289,15 @@ impl Queue for SqliteQueue {
                 .write(|c| {
                     let requeued =
                         c.execute("UPDATE deliveries SET status = 'queued' WHERE status = 'processing'", [])?;
-                    c.execute(
-                        &format!(
-                            "INSERT OR IGNORE INTO queue_repos (repo_key) SELECT DISTINCT repo_key FROM deliveries \
-                             WHERE status IN {PENDING} AND repo_key IS NOT NULL"
-                        ),
-                        [],
-                    )?;
+                    let domains: Vec<String> = c
+                        .prepare(&format!(
+                            "SELECT DISTINCT domain FROM deliveries WHERE status IN {PENDING} AND domain IS NOT NULL"
+                        ))?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    for domain in domains {
+                        enter_domain(c, &domain)?;
+                    }
                     Ok((requeued as u64, count_pending(c)?))
                 })
                 .await?;
@@ -290,12 +314,12 @@ impl Queue for SqliteQueue {
                 .write(move |c| {
                     let row: Option<(i64, String, Option<String>)> = c
                         .query_row(
-                            "SELECT seq, status, repo_key FROM deliveries WHERE delivery_id = ?1",
+                            "SELECT seq, status, domain FROM deliveries WHERE delivery_id = ?1",
                             [&delivery_id],
                             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                         )
                         .optional()?;
-                    let Some((seq, status, key)) = row else {
+                    let Some((seq, status, domain)) = row else {
                         return Err(StoreError::NotFound(format!("no stored delivery with id '{delivery_id}'")));
                     };
                     if status == "processing" {
@@ -303,7 +327,7 @@ impl Queue for SqliteQueue {
                             "delivery '{delivery_id}' is being processed right now; try again when it has finished"
                         )));
                     }
-                    let Some(key) = key else {
+                    let Some(domain) = domain else {
                         return Err(StoreError::Conflict(format!(
                             "delivery '{delivery_id}' names no repository, so there is nothing to process"
                         )));
@@ -313,7 +337,7 @@ impl Queue for SqliteQueue {
                          last_error = NULL, finished_at = NULL WHERE seq = ?1",
                         [seq],
                     )?;
-                    c.execute("INSERT OR IGNORE INTO queue_repos (repo_key) VALUES (?1)", [key])?;
+                    enter_domain(c, &domain)?;
                     get_record(c, &delivery_id)?.ok_or_else(|| StoreError::NotFound(delivery_id.clone()))
                 })
                 .await?;
@@ -359,8 +383,8 @@ impl Queue for SqliteQueue {
                     let depth = count_pending(c)?;
                     let oldest = c
                         .prepare_cached(&format!(
-                            "SELECT MIN(d.received_at) FROM queue_repos q JOIN deliveries d ON d.seq = \
-                             (SELECT e.seq FROM deliveries e WHERE e.repo_key = q.repo_key AND e.status IN {PENDING} \
+                            "SELECT MIN(d.received_at) FROM queue_domains q JOIN deliveries d ON d.seq = \
+                             (SELECT e.seq FROM deliveries e WHERE e.domain = q.domain AND e.status IN {PENDING} \
                              ORDER BY e.seq LIMIT 1)"
                         ))?
                         .query_row([], |r| r.get::<_, Option<i64>>(0))?;
@@ -388,6 +412,15 @@ impl Queue for SqliteQueue {
                     .await?;
                 total += deleted;
                 if deleted == 0 {
+                    // Redelivery records outlive GitHub's window by nothing.
+                    let window_start = now_ms() - crate::github::catch_up::REDELIVERY_WINDOW_MS;
+                    self.db
+                        .write(move |c| {
+                            c.prepare_cached("DELETE FROM redelivery_requests WHERE asked_at < ?1")?
+                                .execute([window_start])?;
+                            Ok(())
+                        })
+                        .await?;
                     return Ok(total);
                 }
             }
@@ -396,5 +429,36 @@ impl Queue for SqliteQueue {
 
     fn approximate_depth(&self) -> u64 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    fn reserve_redelivery(
+        &self,
+        guid: &str,
+        hook_id: u64,
+        now_ms: i64,
+        window_start_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let guid = guid.to_owned();
+        Box::pin(self.db.write(move |c| {
+            // One statement under the database's write lock: of two processes asking at the
+            // same moment, one inserts (or renews an expired record) and the other changes
+            // nothing.
+            let changed = c
+                .prepare_cached(
+                    "INSERT INTO redelivery_requests (guid, hook_id, asked_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (guid) DO UPDATE SET hook_id = excluded.hook_id, asked_at = excluded.asked_at \
+                     WHERE redelivery_requests.asked_at < ?4",
+                )?
+                .execute(params![guid, hook_id as i64, now_ms, window_start_ms])?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn release_redelivery(&self, guid: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let guid = guid.to_owned();
+        Box::pin(self.db.write(move |c| {
+            c.prepare_cached("DELETE FROM redelivery_requests WHERE guid = ?1")?.execute([guid])?;
+            Ok(())
+        }))
     }
 }

@@ -3,6 +3,7 @@
 //! token are ever written into the mirror's config), walked and diffed locally.
 //! Everything here blocks; callers run it on the blocking pool.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -234,22 +235,28 @@ pub fn fetch(repo: &gix::Repository, remote: &RemoteSpec, refspecs: &[String]) -
     fetch_inner(repo, remote, refspecs, None).map(drop)
 }
 
-/// Fetches one ref (`refs/heads/x` or `refs/tags/x`) into the same name, in one connection:
-/// the handshake's ref listing says whether the remote still has it (`false`: nothing was
-/// fetched). Saves the separate `ls-remote` round trip a push would otherwise cost.
-pub fn fetch_ref_if_present(repo: &gix::Repository, remote: &RemoteSpec, full_name: &str) -> anyhow::Result<bool> {
-    fetch_inner(repo, remote, &[format!("+{full_name}:{full_name}")], Some(full_name))
+/// Fetches refs (`refs/heads/x`, `refs/tags/x`) into the same names, in one connection:
+/// the handshake's ref listing says which of them the remote still has, and returns those
+/// (nothing is fetched when it has none). Saves the separate `ls-remote` round trip a push
+/// would otherwise cost, and serves a run of pushes to several refs with one fetch.
+pub fn fetch_refs_if_present(
+    repo: &gix::Repository,
+    remote: &RemoteSpec,
+    full_names: &[String],
+) -> anyhow::Result<HashSet<String>> {
+    let specs: Vec<String> = full_names.iter().map(|name| format!("+{name}:{name}")).collect();
+    fetch_inner(repo, remote, &specs, Some(full_names))
 }
 
-/// One fetch connection; with `required`, nothing is fetched (and `false` returned) when
-/// the remote's ref listing lacks that ref.
+/// One fetch connection; with `wanted`, returns which of those refs the remote's listing
+/// has, and fetches nothing when it has none of them.
 fn fetch_inner(
     repo: &gix::Repository,
     remote: &RemoteSpec,
-    refspecs: &[String],
-    required: Option<&str>,
-) -> anyhow::Result<bool> {
-    let remote_handle = connect(repo, remote, refspecs)?;
+    specs: &[String],
+    wanted: Option<&[String]>,
+) -> anyhow::Result<HashSet<String>> {
+    let remote_handle = connect(repo, remote, specs)?;
     let prepared = remote_handle
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| anyhow!("{e}"))
@@ -258,21 +265,28 @@ fn fetch_inner(
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("failed to fetch from {}", remote.url))?;
-    if let Some(full_name) = required {
-        let present = prepared.ref_map().mappings.iter().any(|m| {
+    let present: HashSet<String> = prepared
+        .ref_map()
+        .mappings
+        .iter()
+        .filter_map(|m| {
             use gix::remote::fetch::refmap::Source;
-            matches!(&m.remote, Source::Ref(r) if r.unpack().0 == full_name.as_bytes())
-        });
-        if !present {
-            return Ok(false);
-        }
+            match &m.remote {
+                Source::Ref(r) => std::str::from_utf8(r.unpack().0).ok().map(str::to_owned),
+                Source::ObjectId(_) => None,
+            }
+        })
+        .filter(|name| wanted.is_some_and(|w| w.contains(name)))
+        .collect();
+    if wanted.is_some() && present.is_empty() {
+        return Ok(present);
     }
     let interrupt = AtomicBool::new(false);
     prepared
         .receive(gix::progress::Discard, &interrupt)
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("failed to fetch from {}", remote.url))?;
-    Ok(true)
+    Ok(present)
 }
 
 /// The object a local ref points to, peeled to a commit when it is an annotated tag.

@@ -163,20 +163,73 @@ impl SyncEngine {
     /// Fetches one branch and returns what changed: its new commits and membership, or
     /// its deletion when the remote no longer has it.
     pub async fn sync_branch(&self, repo: &TrackedRepository, branch: &str) -> anyhow::Result<Vec<Effect>> {
-        let stored_head = self.copy.branches(repo.id).await?.into_iter().find(|b| b.name == branch).map(|b| b.head_sha);
+        self.sync_refs(repo, &[branch.to_owned()], &[]).await
+    }
+
+    /// Fetches branches and tags in one connection and returns what changed: each
+    /// branch's new commits and membership, each tag's target, and the deletion of those
+    /// the remote no longer has. A run of pushes is served by one call.
+    pub async fn sync_refs(
+        &self,
+        repo: &TrackedRepository,
+        branches: &[String],
+        tags: &[String],
+    ) -> anyhow::Result<Vec<Effect>> {
+        let stored: HashMap<String, String> = if branches.is_empty() {
+            HashMap::new()
+        } else {
+            self.copy.branches(repo.id).await?.into_iter().map(|b| (b.name, b.head_sha)).collect()
+        };
         let path = self.mirror_path(repo.id);
         let remote = self.remote_for(repo);
-        let branch_owned = branch.to_owned();
-        let plan = blocking(move || {
-            with_repair(&path, |repo| plan_branch(repo, &remote, &branch_owned, stored_head.as_deref()))
+        let (branches_owned, tags_owned) = (branches.to_vec(), tags.to_vec());
+        let (plans, tag_targets) = blocking(move || {
+            with_repair(&path, |r| {
+                let full_names: Vec<String> = branches_owned
+                    .iter()
+                    .map(|b| format!("refs/heads/{b}"))
+                    .chain(tags_owned.iter().map(|t| format!("refs/tags/{t}")))
+                    .collect();
+                let present = git::fetch_refs_if_present(r, &remote, &full_names)?;
+                let mut plans = Vec::new();
+                for branch in &branches_owned {
+                    let plan = if present.contains(&format!("refs/heads/{branch}")) {
+                        local_plan(r, branch, stored.get(branch).map(String::as_str))?
+                    } else {
+                        None
+                    };
+                    plans.push((branch.clone(), plan));
+                }
+                let mut targets = Vec::new();
+                for tag in &tags_owned {
+                    let full_name = format!("refs/tags/{tag}");
+                    let target = if present.contains(&full_name) {
+                        git::ref_target(r, &full_name)?.map(|id| id.to_string())
+                    } else {
+                        None
+                    };
+                    targets.push((tag.clone(), target));
+                }
+                Ok((plans, targets))
+            })
         })
         .await?;
-        let Some(plan) = plan else {
-            return Ok(vec![Effect::DeleteBranch { name: branch.to_owned() }]);
-        };
-        let effects = self.effects_for(repo.id, vec![(branch.to_owned(), plan)], |_| {}).await;
+        let mut deletions = Vec::new();
+        let mut found = Vec::new();
+        for (name, plan) in plans {
+            match plan {
+                Some(plan) => found.push((name, plan)),
+                None => deletions.push(Effect::DeleteBranch { name }),
+            }
+        }
+        let mut effects = if found.is_empty() { Vec::new() } else { self.effects_for(repo.id, found, |_| {}).await? };
+        effects.append(&mut deletions);
+        effects.extend(tag_targets.into_iter().map(|(name, target)| match target {
+            Some(sha) => Effect::Tag { name, sha: Some(sha) },
+            None => Effect::DeleteTag { name },
+        }));
         self.repack_in_background(repo);
-        effects
+        Ok(effects)
     }
 
     /// Repacks the mirror off the sync's path when its fetches have piled up packs.
@@ -200,24 +253,7 @@ impl SyncEngine {
 
     /// Fetches one tag and records what it points to (or its deletion).
     pub async fn sync_tag(&self, repo: &TrackedRepository, tag: &str) -> anyhow::Result<Vec<Effect>> {
-        let path = self.mirror_path(repo.id);
-        let remote = self.remote_for(repo);
-        let tag_owned = tag.to_owned();
-        let target = blocking(move || {
-            with_repair(&path, |r| {
-                let full_name = format!("refs/tags/{tag_owned}");
-                if !git::fetch_ref_if_present(r, &remote, &full_name)? {
-                    return Ok(None);
-                }
-                Ok(git::ref_target(r, &full_name)?.map(|id| id.to_string()))
-            })
-        })
-        .await?;
-        self.repack_in_background(repo);
-        Ok(vec![match target {
-            Some(sha) => Effect::Tag { name: tag.to_owned(), sha: Some(sha) },
-            None => Effect::DeleteTag { name: tag.to_owned() },
-        }])
+        self.sync_refs(repo, &[], &[tag.to_owned()]).await
     }
 
     /// Polling's git half: `ls-remote` (no API quota), and a full sync only when a tracked
@@ -519,20 +555,6 @@ struct BranchPlan {
     ids: Vec<ObjectId>,
     /// Fast-forward from the stored head: `ids` join the branch. Else they replace it.
     append: bool,
-}
-
-/// Fetches `branch` (one connection), then plans from the mirror; `None` when the remote
-/// has no such branch.
-fn plan_branch(
-    repo: &gix::Repository,
-    remote: &RemoteSpec,
-    branch: &str,
-    stored_head: Option<&str>,
-) -> anyhow::Result<Option<BranchPlan>> {
-    if !git::fetch_ref_if_present(repo, remote, &format!("refs/heads/{branch}"))? {
-        return Ok(None);
-    }
-    local_plan(repo, branch, stored_head)
 }
 
 fn local_plan(repo: &gix::Repository, branch: &str, stored_head: Option<&str>) -> anyhow::Result<Option<BranchPlan>> {

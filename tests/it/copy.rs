@@ -119,8 +119,7 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
     let tag: String = store.query_row("SELECT sha FROM tags WHERE name = 'v1.0'", [], |r| r.get(0)).unwrap();
     assert_eq!(tag, second);
     let mut delete: Value =
-        serde_json::from_slice(&std::fs::read(shared("github-webhooks/payloads/delete/payload.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(fixture("payloads/delete/payload.json")).unwrap()).unwrap();
     delete["ref"] = "v1.0".into();
     delete["ref_type"] = "tag".into();
     delete["repository"]["id"] = ID.into();
@@ -146,10 +145,8 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
 }
 
 fn pull_payload(file: &str, updated_at: &str) -> Vec<u8> {
-    let mut value: Value = serde_json::from_slice(
-        &std::fs::read(shared(&format!("github-webhooks/payloads/pull_request/{file}"))).unwrap(),
-    )
-    .unwrap();
+    let mut value: Value =
+        serde_json::from_slice(&std::fs::read(fixture(&format!("payloads/pull_request/{file}"))).unwrap()).unwrap();
     value["repository"]["id"] = ID.into();
     value["repository"]["full_name"] = REPO.into();
     value["pull_request"]["updated_at"] = updated_at.into();
@@ -186,16 +183,16 @@ async fn pull_requests_issues_comments_releases_and_renames() {
 
     // An issue, a comment on it (the count follows), then transferred away.
     let load = |path: &str| -> Value {
-        let mut v: Value = serde_json::from_slice(&std::fs::read(shared(path)).unwrap()).unwrap();
+        let mut v: Value = serde_json::from_slice(&std::fs::read(fixture(path)).unwrap()).unwrap();
         v["repository"]["id"] = ID.into();
         v["repository"]["full_name"] = REPO.into();
         v
     };
-    let opened = load("github-webhooks/payloads/issues/opened.payload.json");
+    let opened = load("payloads/issues/opened.payload.json");
     let number = opened["issue"]["number"].as_u64().unwrap();
     let id = deliver(&app, "issues", serde_json::to_vec(&opened).unwrap()).await;
     app.wait_for_status(&id, DeliveryStatus::Done).await;
-    let mut comment = load("github-webhooks/payloads/issue_comment/created.payload.json");
+    let mut comment = load("payloads/issue_comment/created.payload.json");
     comment["issue"]["number"] = number.into();
     comment["issue"]["comments"] = 1.into();
     comment["issue"]["updated_at"] = "2030-01-01T00:00:00Z".into();
@@ -203,7 +200,7 @@ async fn pull_requests_issues_comments_releases_and_renames() {
     app.wait_for_status(&id, DeliveryStatus::Done).await;
     let issues = app.copy.issues(repo.id, IssueState::All, 10).await.unwrap();
     assert_eq!((issues.len(), issues[0].comments), (1, 1));
-    let mut transferred = load("github-webhooks/payloads/issues/transferred.payload.json");
+    let mut transferred = load("payloads/issues/transferred.payload.json");
     transferred["issue"]["number"] = number.into();
     transferred["issue"]["updated_at"] = "2030-01-02T00:00:00Z".into();
     let id = deliver(&app, "issues", serde_json::to_vec(&transferred).unwrap()).await;
@@ -214,7 +211,7 @@ async fn pull_requests_issues_comments_releases_and_renames() {
     );
 
     // Release published, then deleted.
-    let release = load("github-webhooks/payloads/release/published.payload.json");
+    let release = load("payloads/release/published.payload.json");
     let id = deliver(&app, "release", serde_json::to_vec(&release).unwrap()).await;
     app.wait_for_status(&id, DeliveryStatus::Done).await;
     assert_eq!(
@@ -230,7 +227,7 @@ async fn pull_requests_issues_comments_releases_and_renames() {
     // Renamed: the same repository (by GitHub id) under its new name, history kept.
     let before_rename = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
     assert_eq!(before_rename.github_id, Some(ID), "learned from the first delivery");
-    let mut renamed = load("github-webhooks/payloads/repository/renamed.payload.json");
+    let mut renamed = load("payloads/repository/renamed.payload.json");
     renamed["repository"]["full_name"] = "octo/hello-renamed".into();
     let id = deliver(&app, "repository", serde_json::to_vec(&renamed).unwrap()).await;
     app.wait_for_status(&id, DeliveryStatus::Done).await;

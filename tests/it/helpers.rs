@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 pub const SECRET: &str = "test-secret-7f3a9c";
 
-pub fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join(path.trim_start_matches("../shared/"))
+/// A file of the payload corpus kept in the repository (`tests/fixtures/github-webhooks/`,
+/// see its SOURCES.md), e.g. `fixture("payloads/push/payload.json")`.
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-webhooks").join(path)
 }
 
 /// A push payload for `repo` (GitHub id `id`), with a marker string inside.
@@ -404,7 +406,7 @@ impl GitRemote {
 /// The push delivery GitHub would send, in the real shape of the documented example.
 pub fn push_payload(repo: &str, github_id: u64, git_ref: &str, before: &str, after: &str) -> Vec<u8> {
     let mut value: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(shared("github-webhooks/payloads/push/payload.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture("payloads/push/payload.json")).unwrap()).unwrap();
     let zero = "0000000000000000000000000000000000000000";
     value["ref"] = git_ref.into();
     value["before"] = before.into();

@@ -9,7 +9,7 @@ use futurnal_github::payload::{
 use futurnal_github::{RoutingFields, WebhookEventType};
 use serde_json::Value;
 
-use crate::helpers::shared;
+use crate::helpers::fixture;
 
 fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -36,8 +36,8 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], file: &Path) -> T {
 #[test]
 fn every_documented_payload_parses_with_the_fields_that_matter() {
     let mut files = Vec::new();
-    json_files(&shared("github-webhooks/payloads"), &mut files);
-    json_files(&shared("github-webhooks/payloads-enterprise"), &mut files);
+    json_files(&fixture("payloads"), &mut files);
+    json_files(&fixture("payloads-enterprise"), &mut files);
     assert!(files.len() > 150, "expected the whole corpus, found {} files", files.len());
     let mut per_event = std::collections::BTreeMap::<String, usize>::new();
     for file in &files {

@@ -160,7 +160,7 @@ fn url_encode(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_is_200_and_recorded_for_its_hook() {
     let app = spawn_app(AppOptions::default()).await;
-    let body = std::fs::read(shared("github-webhooks/payloads/ping/payload.json")).unwrap();
+    let body = std::fs::read(fixture("payloads/ping/payload.json")).unwrap();
     let mut d = Delivery::new("ping", body);
     d.hook_id = Some(109948940);
     let id = d.id.clone();
@@ -177,7 +177,7 @@ async fn untracked_repositories_disabled_and_unknown_events_are_202_ignored() {
     let app = spawn_app(AppOptions { toml: "events = [\"push\", \"ping\"]\n".into(), ..Default::default() }).await;
     let untracked = Delivery::new("push", push_body("someone/else", 99));
     let untracked_id = untracked.id.clone();
-    let issues = std::fs::read(shared("github-webhooks/payloads/issues/opened.payload.json")).unwrap();
+    let issues = std::fs::read(fixture("payloads/issues/opened.payload.json")).unwrap();
     let cases = [
         ("untracked", untracked, "repository not tracked"),
         ("disabled", Delivery::new("issues", issues), "event not enabled"),
