@@ -12,7 +12,14 @@ keep-alive connections), then one `issues` delivery for the probe repository
   drained_s        from the last push's 202 until `/health` reports queue_depth 0;
   send_s, ack/s    how long posting the 2,400 pushes took.
 After SIGTERM it counts the stored deliveries by status (read-only sqlite3).
-Usage: bench/backlog.py [--runs K] [--bin PATH]   (default 3 runs; no --bin: cargo build)
+
+--queued-first: the whole backlog is queued before any worker runs, so the claim order
+decides when the probe is served. `serve --role receiver` takes the 2,400 pushes and the
+probe (all must be 202 `queued`) and is stopped with SIGTERM; then `serve --role worker`
+starts, and probe_applied_s and drained_s are measured from the moment its `listening`
+line is read (t0). Both processes' exit codes are reported (0 expected).
+Usage: bench/backlog.py [--runs K] [--bin PATH] [--queued-first] [--deadline S]
+       (default 3 runs, 120 s deadline; no --bin: cargo build)
 """
 import argparse, hashlib, hmac, http.client, json, os, sqlite3, statistics, subprocess
 import tempfile, threading, time, uuid
@@ -57,8 +64,9 @@ def signed(event, payload):
 
 
 def post(conn, body, headers):
-    """One delivery on a keep-alive connection: (status, receive outcome, ack time)."""
-    conn.request("POST", "/webhook/github", body, dict(headers, **{"X-GitHub-Delivery": str(uuid.uuid4())}))
+    """One delivery on a keep-alive connection: (status, receive outcome, ack time).
+    A fresh delivery id unless the headers carry one."""
+    conn.request("POST", "/webhook/github", body, {"X-GitHub-Delivery": str(uuid.uuid4()), **headers})
     response = conn.getresponse()
     text = response.read()
     try:
@@ -73,15 +81,12 @@ def get_json(conn, path):
     return json.loads(conn.getresponse().read())
 
 
-def one_run(binary):
-    tmp = tempfile.mkdtemp(prefix="futurnal-backlog-")
-    data = os.path.join(tmp, "data")
-    env = dict(os.environ, FUTURNAL_WEBHOOK_SECRET=SECRET, FUTURNAL_LOG="warn")
+def prepare(tmp, binary, data, env):
+    """Track the 9 repositories (add clones them), then move the backlog remotes ahead.
+    Returns the signed push per backlog repository and the signed probe delivery."""
     push_template = json.load(open(os.path.join(FIXTURES, "push", "payload.json")))
     issue_template = json.load(open(os.path.join(FIXTURES, "issues", "opened.payload.json")))
     repo_json = lambda i, full: dict(push_template["repository"], id=1001 + i, full_name=full, name=full.split("/")[1])
-
-    # Track the 9 repositories (add clones them), then move the backlog remotes ahead.
     pushes = []  # (body, headers) per backlog repository
     for i, full in enumerate(BACKLOG + [PROBE]):
         bare, work = make_remote(tmp, full.split("/")[1])
@@ -95,96 +100,162 @@ def one_run(binary):
         payload = dict(push_template, ref="refs/heads/main", before=before, after=after, created=False,
                        deleted=False, forced=False, commits=[], head_commit=None, repository=repo_json(i, full))
         pushes.append(signed("push", payload))
-    probe = signed("issues", dict(issue_template, repository=repo_json(len(BACKLOG), PROBE)))
+    return pushes, signed("issues", dict(issue_template, repository=repo_json(len(BACKLOG), PROBE)))
 
-    daemon = subprocess.Popen([binary, "--data-dir", data, "serve", "--listen", "127.0.0.1:0",
-                               "--admin-listen", "127.0.0.1:0", "--no-poll"],
+
+def start_serve(binary, data, env, *args):
+    """Start `serve ARGS`; returns the process, its parsed `listening` banner and when it was read."""
+    daemon = subprocess.Popen([binary, "--data-dir", data, "serve", *args, "--no-poll"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    line, read_at = daemon.stdout.readline(), time.perf_counter()
+    if not line.startswith("listening"):
+        stop(daemon)
+        raise SystemExit("serve %s: no listening line (got %r, exit %s)" % (" ".join(args), line, daemon.returncode))
+    return daemon, dict(word.split("=", 1) for word in line.split()[1:]), read_at
+
+
+def stop(daemon):
+    """SIGTERM and wait; the exit code, or "killed" if it did not exit within 30 s."""
+    daemon.terminate()  # a no-op once it has exited
     try:
-        banner = dict(word.split("=", 1) for word in daemon.stdout.readline().split()[1:])
-        hook_host, admin_host = banner["webhook"], banner["admin"]
+        return daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.kill(); daemon.wait()
+        return "killed"
 
-        # Send phase: 2,400 pushes, repositories interleaved, each thread on its own connection.
-        order = [r for _ in range(PUSHES_PER_REPO) for r in range(len(BACKLOG))]
-        results = [[] for _ in range(THREADS)]
 
-        def sender(t):
-            conn = http.client.HTTPConnection(hook_host, timeout=60)
-            for r in order[t::THREADS]:
-                results[t].append(post(conn, *pushes[r]))
-            conn.close()
+def send_all(hook_host, pushes, probe):
+    """2,400 pushes, repositories interleaved, each thread on its own connection; then the probe."""
+    order = [r for _ in range(PUSHES_PER_REPO) for r in range(len(BACKLOG))]
+    results = [[] for _ in range(THREADS)]
 
-        threads = [threading.Thread(target=sender, args=(t,)) for t in range(THREADS)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        answers = [a for rs in results for a in rs]
-        last_push_ack = max(a[2] for a in answers)
-        hook = http.client.HTTPConnection(hook_host, timeout=60)
-        probe_headers = dict(probe[1], **{"X-GitHub-Delivery": "probe-" + str(uuid.uuid4())})
-        hook.request("POST", "/webhook/github", probe[0], probe_headers)
-        probe_response = hook.getresponse(); probe_response.read()
-        probe_ack = time.perf_counter()
-        non_202 = sum(1 for a in answers if a[0] != 202) + (probe_response.status != 202)
-        not_queued = sum(1 for a in answers if a[1] != "queued")
+    def sender(t):
+        conn = http.client.HTTPConnection(hook_host, timeout=60)
+        for r in order[t::THREADS]:
+            results[t].append(post(conn, *pushes[r]))
+        conn.close()
 
-        # Poll the admin listener until the probe is done and the queue is empty.
-        admin = http.client.HTTPConnection(admin_host, timeout=10)
-        probe_path = "/api/deliveries?repository=%s&limit=5" % PROBE
-        probe_applied = pending_at_probe = drained = None
-        while probe_applied is None or drained is None:
-            now = time.perf_counter()
-            if now - probe_ack > DEADLINE_S:
-                raise SystemExit("deadline: probe %s, drained %s" % (probe_applied, drained))
-            if probe_applied is None:
-                rows = get_json(admin, probe_path)
-                if any(r["delivery_id"] == probe_headers["X-GitHub-Delivery"] and r["status"] == "done" for r in rows):
-                    probe_applied = time.perf_counter() - probe_ack
-                    pending_at_probe = get_json(admin, "/health")["queue_depth"] / len(answers)
-            if drained is None and get_json(admin, "/health")["queue_depth"] == 0:
-                drained = time.perf_counter() - last_push_ack
-            time.sleep(POLL_S)
-    finally:
-        daemon.terminate(); daemon.wait(timeout=30)
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(THREADS)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    answers = [a for rs in results for a in rs]
+    probe_id = "probe-" + str(uuid.uuid4())
+    probe_answer = post(http.client.HTTPConnection(hook_host, timeout=60), probe[0],
+                        dict(probe[1], **{"X-GitHub-Delivery": probe_id}))
+    sent = {"sent": len(answers), "send_s": max(a[2] for a in answers) - start,
+            "non_202": sum(1 for a in answers + [probe_answer] if a[0] != 202),
+            "not_queued": sum(1 for a in answers + [probe_answer] if a[1] != "queued")}
+    sent["ack_per_s"] = len(answers) / sent["send_s"]
+    return sent, probe_id, max(a[2] for a in answers), probe_answer[2]
 
+
+def watch(admin_host, probe_id, backlog, deadline_at):
+    """Poll the admin listener every ~POLL_S until the probe is done and the queue is empty.
+    Returns (when the probe was seen done, share of the backlog pending then, when drained)."""
+    admin = http.client.HTTPConnection(admin_host, timeout=10)
+    probe_path = "/api/deliveries?repository=%s&limit=5" % PROBE
+    probe_at = pending_at_probe = drained_at = None
+    while probe_at is None or drained_at is None:
+        if time.perf_counter() > deadline_at:
+            raise SystemExit("deadline: probe %s, drained %s" % (probe_at is not None, drained_at is not None))
+        if probe_at is None:
+            rows = get_json(admin, probe_path)
+            if any(r["delivery_id"] == probe_id and r["status"] == "done" for r in rows):
+                probe_at = time.perf_counter()
+                pending_at_probe = get_json(admin, "/health")["queue_depth"] / backlog
+        if drained_at is None and get_json(admin, "/health")["queue_depth"] == 0:
+            drained_at = time.perf_counter()
+        time.sleep(POLL_S)
+    return probe_at, pending_at_probe, drained_at
+
+
+def one_run(binary, queued_first, deadline_s):
+    tmp = tempfile.mkdtemp(prefix="futurnal-backlog-")
+    data = os.path.join(tmp, "data")
+    env = dict(os.environ, FUTURNAL_WEBHOOK_SECRET=SECRET, FUTURNAL_LOG="warn")
+    pushes, probe = prepare(tmp, binary, data, env)
+    listen = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    if not queued_first:
+        # Default: one `serve` (role all) receives and works at the same time.
+        daemon, banner, _ = start_serve(binary, data, env, *listen)
+        try:
+            r, probe_id, last_push_ack, probe_ack = send_all(banner["webhook"], pushes, probe)
+            probe_at, r["pending_at_probe"], drained_at = watch(banner["admin"], probe_id, r["sent"],
+                                                                 probe_ack + deadline_s)
+        finally:
+            stop(daemon)
+        r.update(probe_applied_s=probe_at - probe_ack, drained_s=drained_at - last_push_ack)
+    else:
+        # 1. A receiver alone queues everything; no worker runs while it does.
+        receiver, banner, _ = start_serve(binary, data, env, "--role", "receiver", *listen)
+        try:
+            r, probe_id, _, _ = send_all(banner["webhook"], pushes, probe)
+            r["queued_at_stop"] = get_json(http.client.HTTPConnection(banner["admin"], timeout=10),
+                                           "/health")["queue_depth"]
+        finally:
+            r_exit = stop(receiver)
+        # 2. A worker alone starts on the full queue; t0 is when its banner is read.
+        worker, banner, t0 = start_serve(binary, data, env, "--role", "worker", "--admin-listen", "127.0.0.1:0")
+        try:
+            if banner.get("webhook") != "none":
+                raise SystemExit("worker unexpectedly listens for webhooks: %s" % banner)
+            probe_at, r["pending_at_probe"], drained_at = watch(banner["admin"], probe_id, r["sent"], t0 + deadline_s)
+        finally:
+            w_exit = stop(worker)
+        r.update(probe_applied_s=probe_at - t0, drained_s=drained_at - t0, receiver_exit=r_exit, worker_exit=w_exit)
     db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data, "futurnal.db"), uri=True)
-    statuses = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
+    r["statuses"] = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
     db.close()
-    send_s = last_push_ack - start
-    return {"sent": len(answers), "non_202": non_202, "not_queued": not_queued, "send_s": send_s,
-            "ack_per_s": len(answers) / send_s, "probe_applied_s": probe_applied,
-            "pending_at_probe": pending_at_probe, "drained_s": drained, "statuses": statuses}
+    return r
 
 
 def describe(r):
-    return ("sent %d (non-202 %d, not queued %d) send %.2f s (%.0f ack/s) | probe applied %.3f s with %.1f%% "
-            "of the backlog pending | drained %.3f s | stored %s"
-            % (r["sent"], r["non_202"], r["not_queued"], r["send_s"], r["ack_per_s"], r["probe_applied_s"],
-               100 * r["pending_at_probe"], r["drained_s"], r["statuses"]))
+    """One run's line; in queued-first mode also the receiver's leftover queue and both exit codes."""
+    line = "sent %d (non-202 %d, not queued %d) send %.2f s (%.0f ack/s)" % (
+        r["sent"], r["non_202"], r["not_queued"], r["send_s"], r["ack_per_s"])
+    timing = "probe applied %.3f s with %.1f%% of the backlog pending" % (r["probe_applied_s"],
+                                                                          100 * r["pending_at_probe"])
+    if "worker_exit" not in r:
+        return line + " | %s | drained %.3f s | stored %s" % (timing, r["drained_s"], r["statuses"])
+    return line + (", receiver left queue_depth %d, exit %s | from worker start: %s, drained %.3f s | worker exit %s"
+                   " | stored %s" % (r["queued_at_stop"], r["receiver_exit"], timing, r["drained_s"],
+                                     r["worker_exit"], r["statuses"]))
+
+
+def unexpected(r):
+    """Not every delivery stored and done/ignored; in queued-first mode also: an answer not 202 `queued`,
+    the receiver stopping with less than the whole backlog queued, or an exit code other than 0."""
+    bad = sum(r["statuses"].values()) != r["sent"] + 1 or not set(r["statuses"]) <= {"done", "ignored"}
+    return bad or ("worker_exit" in r and (r["non_202"] or r["not_queued"] or r["queued_at_stop"] != r["sent"] + 1
+                                           or r["receiver_exit"] != 0 or r["worker_exit"] != 0))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--bin", help="futurnal binary (nothing is built when given)")
+    parser.add_argument("--queued-first", action="store_true",
+                        help="queue everything with a receiver, then measure a worker started on the full queue")
+    parser.add_argument("--deadline", type=float, default=DEADLINE_S, help="seconds to wait for probe and drain")
     args = parser.parse_args()
     binary = args.bin
     if binary is None:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
         binary = os.path.join(ROOT, "target", "release", "futurnal")
+    label = "queued-first " if args.queued_first else ""
     runs = []
     for k in range(args.runs):
-        runs.append(one_run(binary))
-        expected = {"done", "ignored"}
-        stored = sum(runs[-1]["statuses"].values())
-        flag = "" if stored == runs[-1]["sent"] + 1 and set(runs[-1]["statuses"]) <= expected else "  <-- UNEXPECTED"
-        print("run %d: %s%s" % (k + 1, describe(runs[-1]), flag), flush=True)
+        runs.append(one_run(binary, args.queued_first, args.deadline))
+        flag = "  <-- UNEXPECTED" if unexpected(runs[-1]) else ""
+        print("%srun %d: %s%s" % (label, k + 1, describe(runs[-1]), flag), flush=True)
     med = lambda key: statistics.median(r[key] for r in runs)
-    print("median of %d: send %.2f s (%.0f ack/s) | probe applied %.3f s with %.1f%% of the backlog pending | "
-          "drained %.3f s" % (len(runs), med("send_s"), med("ack_per_s"), med("probe_applied_s"),
-                               100 * med("pending_at_probe"), med("drained_s")))
+    since = " after worker start" if args.queued_first else ""
+    print("%smedian of %d: send %.2f s (%.0f ack/s) | probe applied %.3f s%s with %.1f%% of the backlog pending | "
+          "drained %.3f s%s" % (label, len(runs), med("send_s"), med("ack_per_s"), med("probe_applied_s"), since,
+                                 100 * med("pending_at_probe"), med("drained_s"), since))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 
 /// The configuration file, every key optional. Unknown keys are an error so that a typo
 /// does not silently leave a default in place.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
@@ -79,7 +79,7 @@ pub struct FileServe {
     pub shutdown_grace_secs: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileWebhook {
     pub secret: Option<String>,
@@ -176,13 +176,13 @@ impl PollConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
     Postgres(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     /// The global secret from the environment or the file; `None` means "use or create
     /// the generated secret file in the data dir".
@@ -198,6 +198,90 @@ pub struct WebhookConfig {
     pub unverified_burst: u32,
     pub allow_loopback_hook_urls: bool,
     pub secret_store: SecretStore,
+}
+
+// `Debug` by hand for everything that holds a secret or a database URL (which may carry
+// a password): a configuration printed in a log or a panic shows no secret.
+
+/// `Some("<redacted>")` for a secret that is set.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+/// A URL with its password (`scheme://user:password@host`) replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            DatabaseUrl::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileConfig")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("github_api_url", &self.github_api_url)
+            .field("serve", &self.serve)
+            .field("webhook", &self.webhook)
+            .field("queue", &self.queue)
+            .field("workers", &self.workers)
+            .field("poll", &self.poll)
+            .field("tunnel", &self.tunnel)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for FileWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWebhook")
+            .field("secret", &redacted(&self.secret))
+            .field("previous_secret", &redacted(&self.previous_secret))
+            .field("hook_secrets", &self.hook_secrets.keys().collect::<Vec<_>>())
+            .field("events", &self.events)
+            .field("secret_store", &self.secret_store)
+            .field("verify_signatures", &self.verify_signatures)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("unverified_rate_per_sec", &self.unverified_rate_per_sec)
+            .field("unverified_burst", &self.unverified_burst)
+            .field("allow_loopback_hook_urls", &self.allow_loopback_hook_urls)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("secret", &redacted(&self.secret))
+            .field("previous_secret", &redacted(&self.previous_secret))
+            .field("hook_secrets", &self.hook_secrets.keys().collect::<Vec<_>>())
+            .field("events", &self.events)
+            .field("verify_signatures", &self.verify_signatures)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("unverified_rate_per_sec", &self.unverified_rate_per_sec)
+            .field("unverified_burst", &self.unverified_burst)
+            .field("allow_loopback_hook_urls", &self.allow_loopback_hook_urls)
+            .field("secret_store", &self.secret_store)
+            .finish()
+    }
 }
 
 /// Where hook secrets are kept.
@@ -439,6 +523,29 @@ mod tests {
             github_api_url: None,
             json: false,
         }
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret_and_no_database_password() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            database_url = "postgres://futurnal:db-pass-1@db.example:5432/futurnal"
+            [webhook]
+            secret = "file-secret-1"
+            previous_secret = "file-secret-2"
+            hook_secrets = { "42" = "hook-secret-3" }
+            "#,
+        )
+        .unwrap();
+        let printed = format!("{file:?}");
+        let c = Config::resolve(&global(), None, file, |_| None).unwrap();
+        let printed = format!("{printed} {c:?} {:#?}", c.webhook);
+        for secret in ["db-pass-1", "file-secret-1", "file-secret-2", "hook-secret-3"] {
+            assert!(!printed.contains(secret), "{secret} shows in {printed}");
+        }
+        assert!(printed.contains("<redacted>") && printed.contains("db.example"), "{printed}");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://u:p@h/db?x=@"), "postgres://u:<redacted>@h/db?x=@");
     }
 
     #[test]

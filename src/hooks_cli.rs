@@ -27,8 +27,9 @@ fn client(config: &Config) -> anyhow::Result<GitHubClient> {
 
 /// How long `enable` waits for the ping to show up at a running receiver.
 const PING_WAIT: Duration = Duration::from_secs(10);
-/// A running receiver re-reads hook secrets this often (see `serve::maintenance`).
-const SECRET_RELOAD: Duration = Duration::from_millis(2_200);
+/// How many pings `enable` asks for through a smee channel that a running receiver may
+/// not follow yet.
+const SMEE_PING_ASKS: u32 = 3;
 
 pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> anyhow::Result<()> {
     let repo = find_repo(backend, &args.repo).await?;
@@ -71,7 +72,21 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
     let github = client(config)?;
     let secret = crate::secrets::generate_secret();
     let started = now_ms();
-    let (hook, created) = hooks::create_or_update(&github, &repo.full_name, &url, &secret, &events).await?;
+    // A secret is usable by the receiver before GitHub can sign with it: GitHub pings a
+    // new hook the moment it exists (and signs with the new secret the moment an update
+    // lands), before this command knows the hook's id, so the secret is first stored as
+    // pending, which a running receiver accepts for any hook until it is filed under the id.
+    let pending = crate::secrets::store_pending_secret(config, &secret)?;
+    let made = hooks::create_or_update(&github, &repo.full_name, &url, &secret, &events).await;
+    let (hook, created) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            if let Err(cleanup) = pending.remove() {
+                tracing::warn!(error = %format!("{cleanup:#}"), "Could not remove the pending secret");
+            }
+            return Err(e.into());
+        }
+    };
     // The old secret (when re-enabling) stays accepted next to the new one until the next
     // enable: deliveries GitHub signed before the update are not refused.
     let previous = repo
@@ -83,12 +98,22 @@ pub async fn enable(config: &Config, backend: &Backend, args: EnableArgs) -> any
         kept.push(previous);
     }
     let (location, no_keychain) = crate::secrets::store_hook_secrets(config, hook.id, &kept)?;
+    pending.remove().context("failed to remove the pending secret")?;
     backend.registry.set_hook(repo.id, Some(HookRef { id: hook.id, url: url.clone(), tunnel: tunnel.clone() })).await?;
 
-    // Give a running receiver time to load the secret, then ask GitHub for a ping.
-    tokio::time::sleep(SECRET_RELOAD).await;
-    hooks::ping(&github, &repo.full_name, hook.id).await?;
-    let ping_seen = wait_for_ping(backend, hook.id, started).await?;
+    // A smee channel keeps nothing for a listener that is not there yet, and a running
+    // `serve` subscribes to a new channel at its next tunnel check: ask again while the
+    // ping has not come through. Elsewhere one ping says it all.
+    let asks = if tunnel.as_deref() == Some("smee") { SMEE_PING_ASKS } else { 1 };
+    let mut ping_seen = false;
+    for ask in 1..=asks {
+        hooks::ping(&github, &repo.full_name, hook.id).await?;
+        let wait = if ask == asks { PING_WAIT } else { config.tunnel.check + Duration::from_secs(1) };
+        ping_seen = wait_for_ping(backend, hook.id, started, wait).await?;
+        if ping_seen {
+            break;
+        }
+    }
     if config.json {
         print_json(&json!({
             "repository": repo.full_name,
@@ -127,8 +152,8 @@ fn location_kind(location: &crate::secrets::HookSecretLocation) -> &'static str 
     }
 }
 
-async fn wait_for_ping(backend: &Backend, hook_id: u64, since_ms: i64) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + PING_WAIT;
+async fn wait_for_ping(backend: &Backend, hook_id: u64, since_ms: i64, wait: Duration) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         let recent = backend.queue.list(DeliveryFilter { limit: 200, ..Default::default() }).await?;
         if recent.iter().any(|d| d.event == "ping" && d.hook_id == Some(hook_id) && d.received_at_ms >= since_ms) {
@@ -277,9 +302,9 @@ pub async fn rotate_secret(config: &Config, backend: &Backend, repo: &str) -> an
         .with_context(|| format!("hook {hook_id} has no stored secret; run `webhook enable` again"))?;
     let github = client(config)?;
     let new = crate::secrets::generate_secret();
-    // Both accepted first (a running receiver reloads within 2 s), then GitHub switches.
+    // Both accepted first (a running receiver sees the change at the first delivery
+    // signed with the new one), then GitHub switches.
     let (location, _) = crate::secrets::store_hook_secrets(config, hook_id, &[new.as_str(), current.as_str()])?;
-    tokio::time::sleep(SECRET_RELOAD).await;
     if let Err(e) = hooks::set_secret(&github, &repo.full_name, hook_id, &url, &new).await {
         // GitHub still has the old one: keep accepting only what it signs with.
         crate::secrets::store_hook_secrets(config, hook_id, &[current.as_str()])?;

@@ -82,6 +82,8 @@ pub struct Metrics {
     processed: [AtomicU64; ProcessOutcome::ALL.len()],
     polls: AtomicU64,
     poll_effects: AtomicU64,
+    secret_reloads: AtomicU64,
+    git_fetches: AtomicU64,
 }
 
 impl Metrics {
@@ -98,6 +100,16 @@ impl Metrics {
         // Effects first: whoever sees the poll counted sees its effects counted too.
         self.poll_effects.fetch_add(effects as u64, Ordering::SeqCst);
         self.polls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The receiver read the stored webhook secrets again.
+    pub fn secrets_reloaded(&self) {
+        self.secret_reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A sync fetched from a repository's remote (one connection).
+    pub fn git_fetched(&self) {
+        self.git_fetches.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn received_count(&self, outcome: ReceiveOutcome) -> u64 {
@@ -137,6 +149,12 @@ impl Metrics {
         out.push_str("# HELP futurnal_poll_effects_total Changes polling applied to the local copy.\n");
         out.push_str("# TYPE futurnal_poll_effects_total counter\n");
         let _ = writeln!(out, "futurnal_poll_effects_total {}", self.poll_effects.load(Ordering::SeqCst));
+        out.push_str("# HELP futurnal_secret_reloads_total Times the stored webhook secrets were read again.\n");
+        out.push_str("# TYPE futurnal_secret_reloads_total counter\n");
+        let _ = writeln!(out, "futurnal_secret_reloads_total {}", self.secret_reloads.load(Ordering::Relaxed));
+        out.push_str("# HELP futurnal_git_fetches_total Fetches from repositories' remotes by syncs.\n");
+        out.push_str("# TYPE futurnal_git_fetches_total counter\n");
+        let _ = writeln!(out, "futurnal_git_fetches_total {}", self.git_fetches.load(Ordering::Relaxed));
         out.push_str("# HELP futurnal_queue_depth Deliveries queued, processing or retrying.\n");
         out.push_str("# TYPE futurnal_queue_depth gauge\n");
         let _ = writeln!(out, "futurnal_queue_depth {queue_depth}");

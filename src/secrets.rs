@@ -42,13 +42,70 @@ impl std::fmt::Display for SecretSource {
 pub struct SecretSet {
     global: Vec<WebhookSecret>,
     per_hook: HashMap<u64, Vec<WebhookSecret>>,
+    /// Secrets of `webhook enable` runs in progress: GitHub signs the ping it sends when it
+    /// creates a hook (and everything after an update) before `enable` knows the hook's id
+    /// and can file the secret under it, so these are accepted for any hook meanwhile.
+    pending: Vec<(std::time::SystemTime, WebhookSecret)>,
+    /// Hooks with a secret file whose secrets could not be read (an unreachable keychain).
+    unreadable: std::collections::HashSet<u64>,
+    /// The hook-secrets directory as it was when this set was read.
+    pub stamp: SecretsStamp,
 }
+
+/// What says cheaply (one `stat`) whether the stored hook secrets may have changed: every
+/// store, rotation and removal renames or deletes a file in the hook-secrets directory,
+/// which changes the directory's modification time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecretsStamp {
+    modified: Option<std::time::SystemTime>,
+    /// Read so soon after that modification that another one in the same clock tick could
+    /// leave the time unchanged (as git's "racily clean" index entries): not trusted.
+    racy: bool,
+}
+
+impl SecretsStamp {
+    /// The directory's state now.
+    pub fn read(data_dir: &Path) -> Self {
+        let modified = std::fs::metadata(data_dir.join(HOOK_SECRETS_DIR)).and_then(|m| m.modified()).ok();
+        let racy = modified
+            .is_some_and(|m| std::time::SystemTime::now().duration_since(m).is_ok_and(|age| age < RACY_WINDOW));
+        Self { modified, racy }
+    }
+
+    /// Whether a set read at `self` may be out of date now.
+    pub fn is_stale(&self, data_dir: &Path) -> bool {
+        self.racy || Self::read(data_dir).modified != self.modified
+    }
+}
+
+/// Changes closer together than this may share a modification time (coarse file system
+/// clocks tick every few milliseconds; some file systems keep whole seconds).
+const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A pending secret older than this is a leftover of an `enable` that died.
+const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl SecretSet {
     /// The secrets to try for a delivery from `hook_id`: that hook's own when it has
     /// any, else the global ones. During a rotation a list holds the new and the old.
     pub fn for_hook(&self, hook_id: Option<u64>) -> &[WebhookSecret] {
         hook_id.and_then(|id| self.per_hook.get(&id)).unwrap_or(&self.global)
+    }
+
+    /// Secrets of `webhook enable` runs in progress, tried after `for_hook`'s; a leftover
+    /// of an `enable` that died expires.
+    pub fn pending(&self) -> impl Iterator<Item = &WebhookSecret> {
+        self.pending.iter().filter(|(at, _)| at.elapsed().is_ok_and(|age| age <= PENDING_TTL)).map(|(_, s)| s)
+    }
+
+    /// Whether some hook's secrets could not be read when this set was made.
+    pub fn has_unreadable(&self) -> bool {
+        !self.unreadable.is_empty()
+    }
+
+    /// Whether the hook has a secret file that could not be read when this set was made.
+    pub fn is_unreadable(&self, hook_id: u64) -> bool {
+        self.unreadable.contains(&hook_id)
     }
 
     /// Whether the hook has a new and an old secret (a rotation in progress).
@@ -68,11 +125,14 @@ impl SecretSet {
         if let Some(previous) = &config.webhook.previous_secret {
             global.push(WebhookSecret::new(previous.as_bytes()));
         }
-        let mut per_hook = read_hook_secrets(&config.data_dir)?;
+        // The stamp first: a change made while reading shows as stale next time.
+        let stamp = SecretsStamp::read(&config.data_dir);
+        let stored = read_hook_secrets(&config.data_dir)?;
+        let mut per_hook = stored.per_hook;
         per_hook.extend(
             config.webhook.hook_secrets.iter().map(|(id, secret)| (*id, vec![WebhookSecret::new(secret.as_bytes())])),
         );
-        Ok((Self { global, per_hook }, source))
+        Ok((Self { global, per_hook, pending: stored.pending, unreadable: stored.unreadable, stamp }, source))
     }
 }
 
@@ -100,7 +160,73 @@ pub fn global_secret(config: &Config, create: bool) -> anyhow::Result<(Option<We
 }
 
 pub fn hook_secret_path(data_dir: &Path, hook_id: u64) -> PathBuf {
-    data_dir.join(HOOK_SECRETS_DIR).join(hook_id.to_string())
+    Slot::Hook(hook_id).path(data_dir)
+}
+
+/// Where a set of secrets is filed: under a hook's id, or, while `webhook enable` waits
+/// for GitHub to say the new hook's id, under a random name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    Hook(u64),
+    Pending(String),
+}
+
+const PENDING_PREFIX: &str = "pending-";
+
+impl Slot {
+    fn file_name(&self) -> String {
+        match self {
+            Slot::Hook(id) => id.to_string(),
+            Slot::Pending(name) => format!("{PENDING_PREFIX}{name}"),
+        }
+    }
+
+    fn path(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(HOOK_SECRETS_DIR).join(self.file_name())
+    }
+
+    /// The keychain account: hook ids are per GitHub host and data dirs are separate
+    /// installations, so both name it.
+    fn account(&self, data_dir: &Path) -> String {
+        match self {
+            Slot::Hook(id) => format!("hook-{id}@{}", data_dir.display()),
+            Slot::Pending(name) => format!("{PENDING_PREFIX}{name}@{}", data_dir.display()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Slot::Hook(id) => format!("the secret of hook {id}"),
+            Slot::Pending(_) => "the secret of a `webhook enable` in progress".into(),
+        }
+    }
+}
+
+/// The secret of a `webhook enable` in progress, accepted by running receivers from the
+/// moment it is stored: before GitHub has it. [`PendingSecret::remove`] once it is filed
+/// under the hook's id (or the hook could not be made).
+pub struct PendingSecret {
+    data_dir: PathBuf,
+    slot: Slot,
+}
+
+impl std::fmt::Debug for PendingSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSecret").field("slot", &self.slot.file_name()).finish_non_exhaustive()
+    }
+}
+
+impl PendingSecret {
+    pub fn remove(self) -> anyhow::Result<()> {
+        remove_slot(&self.data_dir, &self.slot)
+    }
+}
+
+/// Stores `secret` as pending (where the configuration keeps hook secrets).
+pub fn store_pending_secret(config: &Config, secret: &str) -> anyhow::Result<PendingSecret> {
+    let slot = Slot::Pending(generate_secret()[..16].to_owned());
+    store_slot(config, &slot, &[secret])?;
+    Ok(PendingSecret { data_dir: config.data_dir.clone(), slot })
 }
 
 /// The whole content of a hook's file when its secrets live in the OS keychain.
@@ -129,12 +255,6 @@ impl std::fmt::Display for HookSecretLocation {
     }
 }
 
-/// The keychain account of a hook: hook ids are per GitHub host and data dirs are
-/// separate installations, so both name it.
-fn keychain_account(data_dir: &Path, hook_id: u64) -> String {
-    format!("hook-{hook_id}@{}", data_dir.display())
-}
-
 /// The keychain, when `webhook.secret_store = "keychain"` insists on one.
 pub fn required_keychain() -> anyhow::Result<crate::keychain::Keychain> {
     crate::keychain::get()
@@ -149,6 +269,10 @@ pub fn store_hook_secrets(
     hook_id: u64,
     secrets: &[&str],
 ) -> anyhow::Result<(HookSecretLocation, Option<String>)> {
+    store_slot(config, &Slot::Hook(hook_id), secrets)
+}
+
+fn store_slot(config: &Config, slot: &Slot, secrets: &[&str]) -> anyhow::Result<(HookSecretLocation, Option<String>)> {
     let data_dir = &config.data_dir;
     let keychain = match config.webhook.secret_store {
         SecretStore::File => Err("webhook.secret_store is file".to_owned()),
@@ -157,11 +281,11 @@ pub fn store_hook_secrets(
     };
     let fallback_reason = match keychain {
         Ok(keychain) => {
-            let account = keychain_account(data_dir, hook_id);
+            let account = slot.account(data_dir);
             match keychain.set(&account, &secrets.join("\n")) {
                 Ok(()) => {
-                    write_secret_file(&hook_secret_path(data_dir, hook_id), IN_KEYCHAIN)?;
-                    forget_cached(data_dir, hook_id);
+                    write_secret_file(&slot.path(data_dir), IN_KEYCHAIN)?;
+                    forget_cached(data_dir, slot);
                     return Ok((HookSecretLocation::Keychain { account }, None));
                 }
                 Err(e) if config.webhook.secret_store == SecretStore::Keychain => return Err(e),
@@ -171,15 +295,15 @@ pub fn store_hook_secrets(
         Err(why) if config.webhook.secret_store == SecretStore::Auto => Some(why),
         Err(_) => None,
     };
-    let path = hook_secret_path(data_dir, hook_id);
+    let path = slot.path(data_dir);
     let was_in_keychain = points_to_keychain(&path);
     write_secret_file(&path, &secrets.join("\n"))?;
     if was_in_keychain {
         if let Ok(keychain) = crate::keychain::get() {
-            let _ = keychain.delete(&keychain_account(data_dir, hook_id));
+            let _ = keychain.delete(&slot.account(data_dir));
         }
     }
-    forget_cached(data_dir, hook_id);
+    forget_cached(data_dir, slot);
     Ok((HookSecretLocation::File(path), fallback_reason))
 }
 
@@ -189,18 +313,18 @@ fn restore_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[String]) -> an
     let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
     if text.trim() == IN_KEYCHAIN {
         let keychain = crate::keychain::get().map_err(|why| anyhow::anyhow!("no OS keychain: {why}"))?;
-        keychain.set(&keychain_account(data_dir, hook_id), &secrets.join("\n"))?;
+        keychain.set(&Slot::Hook(hook_id).account(data_dir), &secrets.join("\n"))?;
         // Touched, so that its age says when the secrets last changed.
         write_secret_file(&path, IN_KEYCHAIN)?;
     } else {
         write_secret_file(&path, &secrets.join("\n"))?;
     }
-    forget_cached(data_dir, hook_id);
+    forget_cached(data_dir, &Slot::Hook(hook_id));
     Ok(())
 }
 
-/// Keychain reads cost a D-Bus round trip; the receiver reloads every 2 s, so what was
-/// read is kept until the hook's file changes (every store rewrites it).
+/// Keychain reads cost a D-Bus round trip and the receiver reloads whenever the directory
+/// changed, so what was read is kept until the hook's file changes (every store rewrites it).
 /// By the hook's file (data dir and hook id).
 type KeychainCache = HashMap<PathBuf, (std::time::SystemTime, Vec<String>)>;
 fn keychain_cache() -> &'static std::sync::Mutex<KeychainCache> {
@@ -208,13 +332,18 @@ fn keychain_cache() -> &'static std::sync::Mutex<KeychainCache> {
     CACHE.get_or_init(Default::default)
 }
 
-fn forget_cached(data_dir: &Path, hook_id: u64) {
-    keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(&hook_secret_path(data_dir, hook_id));
+fn forget_cached(data_dir: &Path, slot: &Slot) {
+    keychain_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(&slot.path(data_dir));
 }
 
 /// A hook's secrets, current first; `None` when it has no file.
 pub fn hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<Option<Vec<String>>> {
-    let path = hook_secret_path(data_dir, hook_id);
+    slot_secrets(data_dir, &Slot::Hook(hook_id))
+}
+
+fn slot_secrets(data_dir: &Path, slot: &Slot) -> anyhow::Result<Option<Vec<String>>> {
+    let path = slot.path(data_dir);
+    let what = slot.describe();
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -231,17 +360,11 @@ pub fn hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<Option<Vec<
         }
     }
     let read = crate::keychain::get()
-        .map_err(|why| {
-            anyhow::anyhow!(
-                "the secret of hook {hook_id} is in the OS keychain, which this process cannot reach: {why}"
-            )
-        })
-        .and_then(|keychain| keychain.get(&keychain_account(data_dir, hook_id)))
+        .map_err(|why| anyhow::anyhow!("{what} is in the OS keychain, which this process cannot reach: {why}"))
+        .and_then(|keychain| keychain.get(&slot.account(data_dir)))
         .and_then(|value| {
             value.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the secret of hook {hook_id} is missing from the OS keychain; run `webhook enable` again"
-                )
+                anyhow::anyhow!("{what} is missing from the OS keychain; run `webhook enable` again")
             })
         });
     match read {
@@ -259,7 +382,7 @@ pub fn hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<Option<Vec<
         // Keep accepting what was last read rather than refusing deliveries over a hiccup.
         Err(e) => match cached {
             Some((_, secrets)) => {
-                tracing::warn!(hook_id, error = %format!("{e:#}"), "Using the hook's secrets read earlier");
+                tracing::warn!(slot = %slot.file_name(), error = %format!("{e:#}"), "Using the hook's secrets read earlier");
                 Ok(Some(secrets))
             }
             None => Err(e),
@@ -303,53 +426,88 @@ pub fn stale_rotations(data_dir: &Path, grace: std::time::Duration) -> Vec<u64> 
 
 /// Deletes a hook's secrets, from the keychain too.
 pub fn remove_hook_secrets(data_dir: &Path, hook_id: u64) -> anyhow::Result<()> {
-    let path = hook_secret_path(data_dir, hook_id);
+    remove_slot(data_dir, &Slot::Hook(hook_id))
+}
+
+fn remove_slot(data_dir: &Path, slot: &Slot) -> anyhow::Result<()> {
+    let path = slot.path(data_dir);
     if points_to_keychain(&path) {
-        let keychain = crate::keychain::get().map_err(|why| {
-            anyhow::anyhow!(
-                "the secret of hook {hook_id} is in the OS keychain, which this process cannot reach: {why}"
-            )
-        })?;
-        keychain.delete(&keychain_account(data_dir, hook_id))?;
+        let what = slot.describe();
+        let keychain = crate::keychain::get()
+            .map_err(|why| anyhow::anyhow!("{what} is in the OS keychain, which this process cannot reach: {why}"))?;
+        keychain.delete(&slot.account(data_dir))?;
     }
-    forget_cached(data_dir, hook_id);
+    forget_cached(data_dir, slot);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
 }
 
-/// Every hook's secrets. A hook whose secrets cannot be read is logged and left out (its
-/// deliveries are then refused with 401, and the log says why), so one unreachable
-/// keychain entry does not stop the receiver.
-fn read_hook_secrets(data_dir: &Path) -> anyhow::Result<HashMap<u64, Vec<WebhookSecret>>> {
+/// What the hook-secrets directory holds.
+#[derive(Default)]
+struct StoredSecrets {
+    per_hook: HashMap<u64, Vec<WebhookSecret>>,
+    pending: Vec<(std::time::SystemTime, WebhookSecret)>,
+    unreadable: std::collections::HashSet<u64>,
+}
+
+/// Every hook's secrets, and the pending ones. A hook whose secrets cannot be read is
+/// logged and left out (its deliveries are then refused with 401, and the log says why),
+/// so one unreachable keychain entry does not stop the receiver.
+fn read_hook_secrets(data_dir: &Path) -> anyhow::Result<StoredSecrets> {
     let dir = data_dir.join(HOOK_SECRETS_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoredSecrets::default()),
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", dir.display())),
     };
-    let mut secrets = HashMap::new();
+    let mut stored = StoredSecrets::default();
     for entry in entries.flatten() {
-        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
-        match hook_secrets(data_dir, id) {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let mut pending_at = std::time::SystemTime::UNIX_EPOCH;
+        let slot = if let Some(pending) = name.strip_prefix(PENDING_PREFIX) {
+            // A leftover of an `enable` that died is not accepted for ever.
+            let Some(stored_at) = entry.metadata().and_then(|m| m.modified()).ok() else { continue };
+            if pending.contains('.') || stored_at.elapsed().is_ok_and(|age| age > PENDING_TTL) {
+                continue;
+            }
+            pending_at = stored_at;
+            Slot::Pending(pending.to_owned())
+        } else {
+            match name.parse::<u64>() {
+                Ok(id) => Slot::Hook(id),
+                Err(_) => continue,
+            }
+        };
+        match slot_secrets(data_dir, &slot) {
             Ok(Some(list)) if !list.is_empty() => {
-                secrets.insert(id, list.into_iter().map(WebhookSecret::new).collect());
+                let list = list.into_iter().map(WebhookSecret::new);
+                match slot {
+                    Slot::Hook(id) => {
+                        stored.per_hook.insert(id, list.collect());
+                    }
+                    Slot::Pending(_) => stored.pending.extend(list.map(|secret| (pending_at, secret))),
+                }
             }
             Ok(_) => {}
             Err(e) => {
-                // Said once per hook and ten minutes, not on every reload.
-                static SAID: std::sync::Mutex<Option<HashMap<u64, std::time::Instant>>> = std::sync::Mutex::new(None);
+                if let Slot::Hook(id) = slot {
+                    stored.unreadable.insert(id);
+                }
+                // Said once per file and ten minutes, not on every reload.
+                static SAID: std::sync::Mutex<Option<HashMap<String, std::time::Instant>>> =
+                    std::sync::Mutex::new(None);
                 let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
                 let said = said.get_or_insert_with(HashMap::new);
-                if said.get(&id).is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(600)) {
-                    said.insert(id, std::time::Instant::now());
-                    tracing::error!(hook_id = id, error = %format!("{e:#}"), "Cannot load the hook's secret; its deliveries are refused");
+                if said.get(&name).is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(600)) {
+                    said.insert(name.clone(), std::time::Instant::now());
+                    tracing::error!(slot = %name, error = %format!("{e:#}"), "Cannot load a hook's secret; deliveries signed with it are refused");
                 }
             }
         }
     }
-    Ok(secrets)
+    Ok(stored)
 }
 
 /// 32 random bytes as 64 hex digits.

@@ -15,7 +15,7 @@ use crate::cli::Role;
 use crate::config::Config;
 use crate::github::client::GitHubClient;
 use crate::handlers::{DeliveryHandler, EventHandlers};
-use crate::http::{self, AppState, ServerOptions};
+use crate::http::{self, AppState, Refresh, ServerOptions};
 use crate::metrics::Metrics;
 use crate::secrets::SecretSet;
 use crate::sync::SyncEngine;
@@ -128,7 +128,7 @@ pub async fn run(
         let pool = WorkerPool {
             queue: backend.queue.clone(),
             handler: overrides.handler.unwrap_or_else(|| {
-                let sync = Arc::new(SyncEngine::new(&config, backend.copy.clone()));
+                let sync = Arc::new(SyncEngine::new(&config, backend.copy.clone()).with_metrics(metrics.clone()));
                 Arc::new(EventHandlers::new(backend.registry.clone(), backend.copy.clone(), sync))
             }),
             config: config.workers.clone(),
@@ -143,7 +143,7 @@ pub async fn run(
         let poller = crate::poll::Poller {
             registry: backend.registry.clone(),
             copy: backend.copy.clone(),
-            sync: Arc::new(SyncEngine::new(&config, backend.copy.clone())),
+            sync: Arc::new(SyncEngine::new(&config, backend.copy.clone()).with_metrics(metrics.clone())),
             github: github.clone(),
             config: config.poll.clone(),
             metrics: metrics.clone(),
@@ -152,15 +152,24 @@ pub async fn run(
     }
     tasks.spawn(maintenance(state, config.clone(), shutdown.clone()));
 
+    // A task that panicked stops the daemon with an error (a non-zero exit, so that a
+    // supervisor such as systemd's `Restart=on-failure` starts it again).
+    let mut failed = None;
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
             tracing::error!(error = %e, "A daemon task failed; stopping");
+            failed.get_or_insert_with(|| e.to_string());
             shutdown.cancel();
         }
     }
     backend.close();
-    tracing::info!("Stopped");
-    Ok(())
+    match failed {
+        None => {
+            tracing::info!("Stopped");
+            Ok(())
+        }
+        Some(why) => anyhow::bail!("stopped because a daemon task failed: {why}"),
+    }
 }
 
 /// Runs a smee forwarder for every hook made with `--tunnel smee` (new ones are picked
@@ -304,15 +313,13 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
         if let Err(e) = state.tracked.reload().await {
             tracing::warn!(error = %e, "Refreshing tracked repositories failed");
         }
-        // Rotations GitHub confirmed (or that outlived their grace period) end here, and
-        // hooks enabled or rotated by `webhook enable` in another process are loaded. Off
+        // Rotations GitHub confirmed (or that outlived their grace period) end here. Off
         // the async threads: secrets may sit in the OS keychain, a D-Bus round trip away.
         let confirmed: Vec<u64> = state.rotation_confirmed.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        let for_reload = config.clone();
-        let reloaded = tokio::task::spawn_blocking(move || {
-            let data_dir = &for_reload.data_dir;
-            for hook in confirmed.into_iter().chain(crate::secrets::stale_rotations(data_dir, ROTATION_GRACE)) {
-                match crate::secrets::finish_rotation(data_dir, hook) {
+        let data_dir = config.data_dir.clone();
+        let finished = tokio::task::spawn_blocking(move || {
+            for hook in confirmed.into_iter().chain(crate::secrets::stale_rotations(&data_dir, ROTATION_GRACE)) {
+                match crate::secrets::finish_rotation(&data_dir, hook) {
                     Ok(()) => {
                         tracing::info!(hook_id = hook, "Secret rotation finished; the old secret is no longer accepted")
                     }
@@ -321,14 +328,16 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
                     }
                 }
             }
-            SecretSet::load(&for_reload, false)
         })
         .await;
-        match reloaded {
-            Ok(Ok((secrets, _))) => *state.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets),
-            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed"),
-            Err(e) => tracing::warn!(error = %e, "Reloading webhook secrets failed"),
+        if let Err(e) = finished {
+            tracing::warn!(error = %e, "Finishing secret rotations failed");
         }
+        // Deliveries reload what changed as soon as they need it; this catches the rest
+        // (rotations finished here, pending secrets that expired, unreadable keychain
+        // entries that became readable).
+        let when = if state.secrets().has_unreadable() { Refresh::Always } else { Refresh::IfChanged };
+        state.refresh_secrets(when).await;
         if ticks.is_multiple_of(5) {
             if let Err(e) = state.queue.stats().await {
                 tracing::warn!(error = %e, "Counting the queue failed");

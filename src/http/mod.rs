@@ -51,7 +51,16 @@ pub struct AppState {
     pub role: &'static str,
     /// How long without a verified delivery or ping before a repository reads as polling.
     pub webhook_quiet: std::time::Duration,
+    /// What the secrets are read from again when they change.
+    secret_config: Config,
+    /// One reload at a time; the others wait for it and use its result. Holds when the
+    /// last unconditional reload ran.
+    secrets_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Unconditional reloads (a hook whose keychain entry could not be read) run at most
+/// this often, however many requests name that hook.
+const FORCED_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AppState {
     pub fn new(
@@ -81,6 +90,8 @@ impl AppState {
             metrics,
             work_available,
             rotation_confirmed: Default::default(),
+            secret_config: config.clone(),
+            secrets_reload: tokio::sync::Mutex::new(None),
             role: match config.serve.role {
                 crate::cli::Role::All => "all",
                 crate::cli::Role::Receiver => "receiver",
@@ -88,6 +99,60 @@ impl AppState {
             },
         }
     }
+}
+
+impl AppState {
+    /// The secrets deliveries are checked against now.
+    pub fn secrets(&self) -> Arc<SecretSet> {
+        self.secrets.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the stored secrets again if they may have changed since they were read (one
+    /// `stat` of the hook-secrets directory says; nothing is read when they have not), or
+    /// with `Refresh::Always`. A secret that `webhook enable` or `rotate-secret` stored is
+    /// thereby accepted from the first delivery signed with it, without polling, and an
+    /// unknown hook id costs one `stat`, not a read of every file (or keychain entry).
+    /// Returns whether a new set is in place.
+    pub async fn refresh_secrets(&self, when: Refresh) -> bool {
+        let seen = self.secrets();
+        let changed = || seen.stamp.is_stale(&self.secret_config.data_dir);
+        if when == Refresh::IfChanged && !changed() {
+            return false;
+        }
+        let mut last_forced = self.secrets_reload.lock().await;
+        if !Arc::ptr_eq(&seen, &self.secrets()) {
+            // Reloaded by another request while this one waited.
+            return true;
+        }
+        if when == Refresh::Always {
+            if last_forced.is_some_and(|at| at.elapsed() < FORCED_RELOAD_INTERVAL) && !changed() {
+                return false;
+            }
+            *last_forced = Some(std::time::Instant::now());
+        }
+        let config = self.secret_config.clone();
+        match tokio::task::spawn_blocking(move || SecretSet::load(&config, false)).await {
+            Ok(Ok((secrets, _))) => {
+                *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets);
+                self.metrics.secrets_reloaded();
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Reloading webhook secrets failed");
+                false
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    IfChanged,
+    Always,
 }
 
 /// The webhook listener's routes.

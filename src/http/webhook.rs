@@ -8,17 +8,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futurnal_github::signature::verify_any;
+use futurnal_github::signature::{verify_any, SignatureError};
 use futurnal_github::{RoutingFields, WebhookEventType};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, Refresh};
 use crate::config::Compression;
 use crate::db::StoreError;
 use crate::domain::DeliveryId;
 use crate::metrics::ReceiveOutcome;
 use crate::queue::{EnqueueOutcome, InitialStatus, NewDelivery, StoredBody};
+use crate::secrets::SecretSet;
 use crate::time::now_ms;
 
 /// A delivery whose signature was checked (or whose listener runs with verification
@@ -110,7 +111,8 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
     };
 
     // 2 and 3. Required headers, then the signature, before anything parses the body.
-    let delivery = verify(state, client, headers, body)?;
+    let headers = required_headers(headers)?;
+    let delivery = verify(state, client, headers, body).await?;
 
     // 4. Content type, then JSON validity (parsing only the routing fields).
     let json = match delivery.content_type {
@@ -193,8 +195,16 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
     }
 }
 
-/// Steps 2 and 3: required headers and the signature.
-fn verify(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bytes) -> Result<VerifiedDelivery, Rejection> {
+/// The routing headers of a request, checked (step 2).
+struct RequiredHeaders<'a> {
+    event: &'a str,
+    delivery_id: DeliveryId,
+    hook_id: Option<u64>,
+    signature: Option<&'a [u8]>,
+    content_type: Option<&'a str>,
+}
+
+fn required_headers(headers: &HeaderMap) -> Result<RequiredHeaders<'_>, Rejection> {
     let bad = |message| Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, message);
     let event = header_str(headers, "x-github-event").ok_or_else(|| bad("missing X-GitHub-Event header"))?;
     let delivery_id =
@@ -207,11 +217,59 @@ fn verify(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bytes) ->
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| bad("malformed X-GitHub-Hook-ID header"))?),
     };
+    Ok(RequiredHeaders {
+        event,
+        delivery_id,
+        hook_id,
+        signature: headers.get("x-hub-signature-256").map(HeaderValue::as_bytes),
+        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+    })
+}
+
+/// Which secret verified a signature.
+enum Verified {
+    /// The `n`-th of the hook's own (or the global) secrets: 0 is the newest.
+    Stored(usize),
+    /// The secret of a `webhook enable` in progress.
+    Pending,
+}
+
+fn check_signature(
+    secrets: &SecretSet,
+    hook_id: Option<u64>,
+    body: &[u8],
+    signature: Option<&[u8]>,
+) -> Result<Verified, SignatureError> {
+    match verify_any(secrets.for_hook(hook_id), body, signature) {
+        Ok(index) => Ok(Verified::Stored(index)),
+        Err(SignatureError::Mismatch) => verify_any(secrets.pending(), body, signature).map(|_| Verified::Pending),
+        Err(e) => Err(e),
+    }
+}
+
+/// Step 3: the signature. A mismatch is checked once more against the stored secrets
+/// when they changed since they were read (a secret the CLI just stored).
+async fn verify(
+    state: &AppState,
+    client: IpAddr,
+    headers: RequiredHeaders<'_>,
+    body: Bytes,
+) -> Result<VerifiedDelivery, Rejection> {
+    let RequiredHeaders { event, delivery_id, hook_id, signature, content_type } = headers;
     if state.verify_signatures {
-        let secrets = state.secrets.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let signature = headers.get("x-hub-signature-256").map(HeaderValue::as_bytes);
-        let verdict = verify_any(secrets.for_hook(hook_id), &body, signature);
-        if let (Ok(0), Some(hook)) = (&verdict, hook_id) {
+        let mut secrets = state.secrets();
+        let mut verdict = check_signature(&secrets, hook_id, &body, signature);
+        let unreadable = hook_id.is_some_and(|id| secrets.is_unreadable(id));
+        if matches!(verdict, Err(SignatureError::Mismatch)) {
+            // A hook whose keychain entry could not be read is tried again; for the rest,
+            // only a change on disk makes a reload.
+            let when = if unreadable { Refresh::Always } else { Refresh::IfChanged };
+            if state.refresh_secrets(when).await {
+                secrets = state.secrets();
+                verdict = check_signature(&secrets, hook_id, &body, signature);
+            }
+        }
+        if let (Ok(Verified::Stored(0)), Some(hook)) = (&verdict, hook_id) {
             // Signed with the newest of two secrets: GitHub has the rotated one.
             if secrets.is_rotating(hook) {
                 state.rotation_confirmed.lock().unwrap_or_else(|p| p.into_inner()).insert(hook);
@@ -229,7 +287,7 @@ fn verify(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bytes) ->
             return Err(Rejection::new(StatusCode::UNAUTHORIZED, ReceiveOutcome::Unauthorized, "invalid signature"));
         }
     }
-    let content_type = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    let content_type = match content_type {
         Some(ct) if media_type(ct) == "application/json" => ContentKind::Json,
         Some(ct) if media_type(ct) == "application/x-www-form-urlencoded" => ContentKind::Form,
         _ => {

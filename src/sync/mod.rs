@@ -88,6 +88,8 @@ pub struct SyncEngine {
     copy: Arc<dyn CopyStore>,
     /// Mirrors being repacked right now (one `git repack` per mirror at a time).
     repacking: Arc<std::sync::Mutex<HashSet<i64>>>,
+    /// Where fetches are counted (the daemon's `/metrics`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// What a first sync produced, before the repository is registered.
@@ -112,6 +114,19 @@ impl SyncEngine {
             token: Default::default(),
             copy,
             repacking: Default::default(),
+            metrics: None,
+        }
+    }
+
+    /// Counts this engine's fetches in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_fetch(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.git_fetched();
         }
     }
 
@@ -183,6 +198,7 @@ impl SyncEngine {
         let path = self.mirror_path(repo.id);
         let remote = self.remote_for(repo);
         let (branches_owned, tags_owned) = (branches.to_vec(), tags.to_vec());
+        self.count_fetch();
         let (plans, tag_targets) = blocking(move || {
             with_repair(&path, |r| {
                 let full_names: Vec<String> = branches_owned
@@ -288,6 +304,7 @@ impl SyncEngine {
         let remote = self.remote_for(repo);
         let patterns = Self::patterns(repo);
         let stored_for_plan = stored.clone();
+        self.count_fetch();
         let (plans, tags) = blocking(move || {
             with_repair(&path, |r| {
                 let refs = git::list_remote(r, &remote)?;

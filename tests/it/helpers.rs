@@ -46,11 +46,20 @@ pub struct AppOptions {
     pub github: Option<futurnal::github::client::GitHubClient>,
     pub handler: Option<Arc<dyn DeliveryHandler>>,
     pub track: Vec<&'static str>,
+    /// `receiver` queues without processing (a backlog for a later app in the same dir).
+    pub role: futurnal::cli::Role,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { toml: String::new(), listen: None, github: None, handler: None, track: vec!["octo/hello"] }
+        Self {
+            toml: String::new(),
+            listen: None,
+            github: None,
+            handler: None,
+            track: vec!["octo/hello"],
+            role: futurnal::cli::Role::All,
+        }
     }
 }
 
@@ -99,6 +108,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestAp
         config.serve.listen = listen;
     }
     config.serve.poll = options.github.is_some();
+    config.serve.role = options.role;
     let backend = Backend::open(&config, Purpose::Daemon).unwrap();
     for repo in &options.track {
         if backend.registry.find(futurnal::store::RepoRef::Name(repo.to_string())).await.unwrap().is_none() {
@@ -199,6 +209,14 @@ impl TestApp {
             assert!(Instant::now() < deadline, "delivery {id} never reached {status}; last: {record:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A counter or gauge from the admin listener's `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(format!("http://{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {

@@ -11,5 +11,6 @@ mod keychain;
 mod payloads;
 mod poll;
 mod receiver;
+mod scheduling;
 mod store;
 mod workers;
