@@ -52,35 +52,33 @@ pub struct SecretSet {
     pub stamp: SecretsStamp,
 }
 
-/// What says cheaply (one `stat`) whether the stored hook secrets may have changed: every
-/// store, rotation and removal renames or deletes a file in the hook-secrets directory,
-/// which changes the directory's modification time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SecretsStamp {
-    modified: Option<std::time::SystemTime>,
-    /// Read so soon after that modification that another one in the same clock tick could
-    /// leave the time unchanged (as git's "racily clean" index entries): not trusted.
-    racy: bool,
-}
+/// What says cheaply whether the stored hook secrets may have changed: every store,
+/// rotation and removal (by any process) writes a new random value into one small file
+/// of the hook-secrets directory, after the secrets themselves. Reading it costs one small
+/// read, whatever the number of hooks; a reader that took the stamp before the secrets
+/// sees any later change as a new stamp. (A directory's modification time would be one
+/// `stat`, but two changes within one tick of a coarse file system clock can share it.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretsStamp(Option<String>);
+
+const GENERATION_FILE: &str = ".generation";
 
 impl SecretsStamp {
-    /// The directory's state now.
+    /// The stamp now.
     pub fn read(data_dir: &Path) -> Self {
-        let modified = std::fs::metadata(data_dir.join(HOOK_SECRETS_DIR)).and_then(|m| m.modified()).ok();
-        let racy = modified
-            .is_some_and(|m| std::time::SystemTime::now().duration_since(m).is_ok_and(|age| age < RACY_WINDOW));
-        Self { modified, racy }
+        Self(std::fs::read_to_string(data_dir.join(HOOK_SECRETS_DIR).join(GENERATION_FILE)).ok())
     }
 
     /// Whether a set read at `self` may be out of date now.
     pub fn is_stale(&self, data_dir: &Path) -> bool {
-        self.racy || Self::read(data_dir).modified != self.modified
+        *self != Self::read(data_dir)
     }
 }
 
-/// Changes closer together than this may share a modification time (coarse file system
-/// clocks tick every few milliseconds; some file systems keep whole seconds).
-const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// Says that the stored secrets changed (see [`SecretsStamp`]).
+fn bump_generation(data_dir: &Path) -> anyhow::Result<()> {
+    write_secret_file(&data_dir.join(HOOK_SECRETS_DIR).join(GENERATION_FILE), &generate_secret()[..32])
+}
 
 /// A pending secret older than this is a leftover of an `enable` that died.
 const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -286,6 +284,7 @@ fn store_slot(config: &Config, slot: &Slot, secrets: &[&str]) -> anyhow::Result<
                 Ok(()) => {
                     write_secret_file(&slot.path(data_dir), IN_KEYCHAIN)?;
                     forget_cached(data_dir, slot);
+                    bump_generation(data_dir)?;
                     return Ok((HookSecretLocation::Keychain { account }, None));
                 }
                 Err(e) if config.webhook.secret_store == SecretStore::Keychain => return Err(e),
@@ -304,6 +303,7 @@ fn store_slot(config: &Config, slot: &Slot, secrets: &[&str]) -> anyhow::Result<
         }
     }
     forget_cached(data_dir, slot);
+    bump_generation(data_dir)?;
     Ok((HookSecretLocation::File(path), fallback_reason))
 }
 
@@ -320,7 +320,7 @@ fn restore_hook_secrets(data_dir: &Path, hook_id: u64, secrets: &[String]) -> an
         write_secret_file(&path, &secrets.join("\n"))?;
     }
     forget_cached(data_dir, &Slot::Hook(hook_id));
-    Ok(())
+    bump_generation(data_dir)
 }
 
 /// Keychain reads cost a D-Bus round trip and the receiver reloads whenever the directory
@@ -440,7 +440,8 @@ fn remove_slot(data_dir: &Path, slot: &Slot) -> anyhow::Result<()> {
     forget_cached(data_dir, slot);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
+        Err(_) => Ok(()),
+        Ok(()) => bump_generation(data_dir),
     }
 }
 

@@ -138,7 +138,7 @@ pub async fn run(
         };
         tasks.spawn(pool.run(shutdown.clone()));
     }
-    tasks.spawn(catch_up_loop(state.clone(), config.clone(), shutdown.clone()));
+    tasks.spawn(catch_up_loop(state.clone(), github.clone(), shutdown.clone()));
     if config.serve.poll && config.serve.role != Role::Receiver {
         let poller = crate::poll::Poller {
             registry: backend.registry.clone(),
@@ -249,25 +249,19 @@ const ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// How often the delivery log is checked for deliveries that never reached us.
 const CATCH_UP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
-/// Catch-up at start (once the listeners are up) and every six hours, for every
-/// repository with a hook, when a GitHub token is available.
-async fn catch_up_loop(state: Arc<AppState>, config: Config, shutdown: CancellationToken) {
-    let Some(token) = crate::github::client::Token::from_env() else {
+/// Catch-up at start and every six hours, for every repository with a hook, when a
+/// GitHub client is available. At start the listeners are bound, so the redeliveries it
+/// asks for wait in the listen queue until the receiver accepts them.
+async fn catch_up_loop(
+    state: Arc<AppState>,
+    github: Option<Arc<GitHubClient>>,
+    shutdown: CancellationToken,
+) {
+    let Some(client) = github else {
         tracing::info!("No GitHub token: catch-up from GitHub's delivery log is off");
         return;
     };
-    let client = match crate::github::client::GitHubClient::new(&config.github_api_url, Some(token)) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "Catch-up is off");
-            return;
-        }
-    };
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3)) => {}
-        }
         match state.registry.list().await {
             Ok(repos) => {
                 for repo in repos.into_iter().filter(|r| r.hook_id.is_some()) {

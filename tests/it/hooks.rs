@@ -222,6 +222,90 @@ async fn catch_up_redelivers_exactly_what_was_missed_while_the_receiver_was_down
     app.stop().await;
 }
 
+/// Every delivery of the hook that reached the receiver, with the answer it got.
+fn answered(fake: &FakeGitHub, hook_id: u64) -> Vec<(String, u64)> {
+    fake.deliveries(hook_id)
+        .iter()
+        .filter(|d| d["status_code"] != 0)
+        .map(|d| (d["event"].as_str().unwrap().to_owned(), d["status_code"].as_u64().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ping_github_sends_when_it_creates_the_hook_is_accepted() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    // As GitHub: a new hook is pinged the moment it exists, signed with the new secret.
+    fake.ping_on_create(true);
+    let app = spawn_app(AppOptions::default()).await;
+    let (dir, api, url) = (app.dir.path().to_owned(), fake.url(), app.url());
+    let enabled =
+        cli(&dir, &api, &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url]).await;
+    assert_eq!(enabled.code, 0, "{}", enabled.stderr);
+    assert_eq!(enabled.json()["ping_received"], true);
+    let hook_id = enabled.json()["hook_id"].as_u64().unwrap();
+    // The creation ping (sent in the background) and the one `enable` asked for.
+    wait_until(Duration::from_secs(10), "both pings answered", || async { answered(&fake, hook_id).len() == 2 }).await;
+    assert_eq!(answered(&fake, hook_id), vec![("ping".to_owned(), 200), ("ping".to_owned(), 200)]);
+    // The pending secret is gone; the hook's own file has it.
+    let names: Vec<String> = std::fs::read_dir(dir.join("hook-secrets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names, vec![hook_id.to_string()]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_every_delivery_verifies_and_catch_up_asks_once_for_each_missed_one() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    fake.ping_on_create(true);
+    let client = || Some(GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap());
+    let app = spawn_app(AppOptions::default()).await;
+    let (dir, api, url, listen) = (app.dir.path().to_owned(), fake.url(), app.url(), app.webhook);
+    let enabled =
+        cli(&dir, &api, &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url]).await;
+    assert_eq!(enabled.code, 0, "{}", enabled.stderr);
+    let hook_id = enabled.json()["hook_id"].as_u64().unwrap();
+    wait_until(Duration::from_secs(10), "both pings answered", || async { answered(&fake, hook_id).len() == 2 }).await;
+
+    // Down: three deliveries and a ping fail to connect.
+    let kept = app.stop().await;
+    let mut missed = Vec::new();
+    for n in 2..5 {
+        missed.extend(fake.trigger(REPO, "issues", issue_payload(n)).await);
+    }
+    futurnal::github::hooks::ping(&client().unwrap(), REPO, hook_id).await.unwrap();
+    assert_eq!(fake.deliveries(hook_id).iter().filter(|d| d["status_code"] == 0).count(), 4);
+
+    // Up again: serve's own catch-up at start and a CLI catch-up at the same moment.
+    let app = spawn_app_in(kept, AppOptions { listen: Some(listen), github: client(), ..Default::default() }).await;
+    let right_after = fake.trigger(REPO, "issues", issue_payload(5)).await;
+    let catch_up = cli(&dir, &api, &["--json", "sources", "github", "webhook", "catch-up", REPO]).await;
+    assert_eq!(catch_up.code, 0, "{}", catch_up.stderr);
+    for guid in missed.iter().chain(&right_after) {
+        app.wait_for_status(guid, DeliveryStatus::Done).await;
+    }
+    let again = cli(&dir, &api, &["--json", "sources", "github", "webhook", "catch-up", REPO]).await;
+    assert_eq!(again.json()[0]["redelivered"], json!([]), "{}", again.stdout);
+
+    // GitHub was asked once for each missed delivery, never for the ping, and refused nothing.
+    let mut redelivered: Vec<String> = fake
+        .deliveries(hook_id)
+        .iter()
+        .filter(|d| d["redelivery"] == true)
+        .map(|d| d["guid"].as_str().unwrap().to_owned())
+        .collect();
+    redelivered.sort();
+    missed.sort();
+    assert_eq!(redelivered, missed);
+    let refused: Vec<_> = answered(&fake, hook_id).into_iter().filter(|(_, code)| !(200..300).contains(code)).collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_secret_refuses_nothing_in_flight_then_drops_the_old_one() {
     let fake = FakeGitHub::start().await;
