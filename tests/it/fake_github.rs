@@ -325,6 +325,10 @@ struct FakeState {
     quota_used: usize,
     allow_loopback: bool,
     ping_on_create: bool,
+    /// Redeliveries asked for but not sent yet (GitHub sends them a while after the
+    /// request), while a test holds them back; `None`: sent at once.
+    held_redeliveries: Option<Vec<Outgoing>>,
+    redelivery_requests: usize,
     /// Keyed by the lower-cased full name (GitHub's names are case-insensitive).
     repos: BTreeMap<String, Repo>,
     next_hook_id: u64,
@@ -544,6 +548,8 @@ impl FakeGitHub {
             quota_used: 0,
             allow_loopback: true,
             ping_on_create: false,
+            held_redeliveries: None,
+            redelivery_requests: 0,
             repos: BTreeMap::new(),
             next_hook_id: 100_000,
             next_delivery_id: 1_000_000,
@@ -653,9 +659,28 @@ impl FakeGitHub {
         self.inner.lock().allow_loopback = allow;
     }
 
-    /// When true, creating a hook sends it a `ping` in the background, as GitHub does (default false).
+    /// When true, creating a hook sends it a `ping` (before answering), as GitHub does (default false).
     pub fn ping_on_create(&self, enabled: bool) {
         self.inner.lock().ping_on_create = enabled;
+    }
+
+    /// Holds back redeliveries asked for from now on (GitHub sends them later, not while
+    /// answering the request) until `release_redeliveries`.
+    pub fn hold_redeliveries(&self) {
+        self.inner.lock().held_redeliveries.get_or_insert_with(Vec::new);
+    }
+
+    /// Sends the redeliveries held back, and sends later ones at once again.
+    pub async fn release_redeliveries(&self) {
+        let held = self.inner.lock().held_redeliveries.take().unwrap_or_default();
+        for out in held {
+            self.inner.deliver(out).await;
+        }
+    }
+
+    /// How many redeliveries were asked for.
+    pub fn redelivery_requests(&self) -> usize {
+        self.inner.lock().redelivery_requests
     }
 
     /// The repository's hooks with their real secrets.
@@ -1029,8 +1054,10 @@ async fn create_hook(State(inner): Fake, Path((owner, name)): Path<(String, Stri
         (created, ping.then_some(id))
     };
     if let Some(id) = ping {
-        let inner = inner.clone();
-        tokio::spawn(async move { inner.ping(id).await });
+        // GitHub queues this ping as it creates the hook; it may reach the receiver before
+        // the API's answer reaches the caller. The fake takes that worst case every time:
+        // the ping is answered before the create call is.
+        inner.ping(id).await;
     }
     let mut response = json_response(201, created.clone());
     if let Some(location) = created["url"].as_str() {
@@ -1232,6 +1259,14 @@ async fn redeliver(
             redelivery: true,
         }
     };
+    {
+        let mut state = inner.lock();
+        state.redelivery_requests += 1;
+        if let Some(held) = state.held_redeliveries.as_mut() {
+            held.push(out);
+            return json_response(202, json!({}));
+        }
+    }
     // Sent before answering, so a test sees the attempt as soon as the call returns.
     inner.deliver(out).await;
     json_response(202, json!({}))

@@ -280,11 +280,17 @@ async fn after_a_restart_every_delivery_verifies_and_catch_up_asks_once_for_each
     futurnal::github::hooks::ping(&client().unwrap(), REPO, hook_id).await.unwrap();
     assert_eq!(fake.deliveries(hook_id).iter().filter(|d| d["status_code"] == 0).count(), 4);
 
-    // Up again: serve's own catch-up at start and a CLI catch-up at the same moment.
+    // Up again: serve's own catch-up at start, and a CLI catch-up while the redeliveries
+    // it asked for are still on their way (GitHub sends them a little later).
+    fake.hold_redeliveries();
     let app = spawn_app_in(kept, AppOptions { listen: Some(listen), github: client(), ..Default::default() }).await;
     let right_after = fake.trigger(REPO, "issues", issue_payload(5)).await;
+    wait_until(Duration::from_secs(10), "serve's catch-up to ask", || async { fake.redelivery_requests() == 3 }).await;
     let catch_up = cli(&dir, &api, &["--json", "sources", "github", "webhook", "catch-up", REPO]).await;
     assert_eq!(catch_up.code, 0, "{}", catch_up.stderr);
+    assert_eq!(catch_up.json()[0]["already_asked"], 3, "{}", catch_up.stdout);
+    fake.release_redeliveries().await;
+    assert_eq!(fake.redelivery_requests(), 3);
     for guid in missed.iter().chain(&right_after) {
         app.wait_for_status(guid, DeliveryStatus::Done).await;
     }
