@@ -480,7 +480,18 @@ async fn query(config: &Config, backend: &Backend, command: GithubCommand) -> an
 
 async fn deliveries(config: &Config, backend: &Backend, args: DeliveriesArgs) -> anyhow::Result<()> {
     let status = args.status.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?;
-    let mut filter = DeliveryFilter { status, limit: args.limit.clamp(1, 10_000), ..Default::default() };
+    if let Some(before) = &args.before {
+        if backend.queue.get(before).await?.is_none() {
+            bail!("no stored delivery with id '{before}' (--before takes a delivery id that `deliveries` listed)");
+        }
+    }
+    // One more than asked for says whether another page exists.
+    let mut filter = DeliveryFilter {
+        status,
+        before: args.before.clone(),
+        limit: args.limit.saturating_add(1),
+        ..Default::default()
+    };
     if let Some(repo) = &args.repo {
         match RepoRef::parse(repo)? {
             RepoRef::Name(name) => filter.repository_name = Some(name),
@@ -493,7 +504,14 @@ async fn deliveries(config: &Config, backend: &Backend, args: DeliveriesArgs) ->
             }
         }
     }
-    let records = backend.queue.list(filter).await?;
+    let mut records = backend.queue.list(filter).await?;
+    let more = records.len() > args.limit as usize;
+    records.truncate(args.limit as usize);
+    if more {
+        // On stderr, so that `--json` stays one JSON document.
+        let last = records.last().map_or("", |r| r.delivery_id.as_str());
+        eprintln!("More deliveries exist: add --before {last} for the next {} (or raise --limit)", args.limit);
+    }
     if config.json {
         print_json(&Value::Array(records.iter().map(output::delivery_json).collect()));
     } else if records.is_empty() {

@@ -222,8 +222,12 @@ pub struct DeliveriesArgs {
     /// queued, processing, retrying, done, ignored or dead.
     #[arg(long, value_name = "S")]
     pub status: Option<String>,
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    /// How many to list, newest first (more pages: `--before` the last one listed).
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
+    /// Only deliveries received before this one (the last of the previous page).
+    #[arg(long, value_name = "DELIVERY_ID")]
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -52,21 +52,21 @@ pub struct SecretSet {
     pub stamp: SecretsStamp,
 }
 
-/// What says cheaply whether the stored hook secrets may have changed: every store,
-/// rotation and removal (by any process) writes a new random value into one small file
-/// of the hook-secrets directory, after the secrets themselves. Reading it costs one small
-/// read, whatever the number of hooks; a reader that took the stamp before the secrets
-/// sees any later change as a new stamp. (A directory's modification time would be one
-/// `stat`, but two changes within one tick of a coarse file system clock can share it.)
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretsStamp(Option<String>);
+/// What says cheaply (one `stat`) whether the stored hook secrets may have changed: every
+/// store, rotation and removal, by any process, appends a byte to one file of the
+/// hook-secrets directory after changing the secrets, so its size counts the changes and
+/// never comes back to an earlier value. A reader that took the stamp before reading the
+/// secrets sees any later change as a new stamp. (A modification time would not do: two
+/// changes within one tick of a coarse file system clock can share it.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecretsStamp(Option<u64>);
 
 const GENERATION_FILE: &str = ".generation";
 
 impl SecretsStamp {
     /// The stamp now.
     pub fn read(data_dir: &Path) -> Self {
-        Self(std::fs::read_to_string(data_dir.join(HOOK_SECRETS_DIR).join(GENERATION_FILE)).ok())
+        Self(std::fs::metadata(data_dir.join(HOOK_SECRETS_DIR).join(GENERATION_FILE)).ok().map(|m| m.len()))
     }
 
     /// Whether a set read at `self` may be out of date now.
@@ -77,7 +77,18 @@ impl SecretsStamp {
 
 /// Says that the stored secrets changed (see [`SecretsStamp`]).
 fn bump_generation(data_dir: &Path) -> anyhow::Result<()> {
-    write_secret_file(&data_dir.join(HOOK_SECRETS_DIR).join(GENERATION_FILE), &generate_secret()[..32])
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = data_dir.join(HOOK_SECRETS_DIR);
+    crate::db::sqlite::create_private_dir(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let path = dir.join(GENERATION_FILE);
+    // O_APPEND: appends of two processes at once both land, so the size grows by both.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    file.write_all(b".").with_context(|| format!("failed to write {}", path.display()))
 }
 
 /// A pending secret older than this is a leftover of an `enable` that died.
@@ -363,9 +374,7 @@ fn slot_secrets(data_dir: &Path, slot: &Slot) -> anyhow::Result<Option<Vec<Strin
         .map_err(|why| anyhow::anyhow!("{what} is in the OS keychain, which this process cannot reach: {why}"))
         .and_then(|keychain| keychain.get(&slot.account(data_dir)))
         .and_then(|value| {
-            value.ok_or_else(|| {
-                anyhow::anyhow!("{what} is missing from the OS keychain; run `webhook enable` again")
-            })
+            value.ok_or_else(|| anyhow::anyhow!("{what} is missing from the OS keychain; run `webhook enable` again"))
         });
     match read {
         Ok(value) => {

@@ -66,6 +66,9 @@ pub struct Overrides {
     /// The GitHub client of the poller and the tunnel watcher (tests point it at a fake);
     /// default: one made from the token, when there is one.
     pub github: Option<Arc<GitHubClient>>,
+    /// Tasks run beside the daemon's own, under the same supervision (a test checks that
+    /// a task that panics stops the daemon with an error).
+    pub extra_tasks: Vec<crate::db::BoxFuture<'static, ()>>,
 }
 
 /// Runs until `shutdown` is cancelled, then stops accepting, lets in-flight requests and
@@ -151,6 +154,9 @@ pub async fn run(
         tasks.spawn(poller.run(shutdown.clone()));
     }
     tasks.spawn(maintenance(state, config.clone(), shutdown.clone()));
+    for task in overrides.extra_tasks {
+        tasks.spawn(task);
+    }
 
     // A task that panicked stops the daemon with an error (a non-zero exit, so that a
     // supervisor such as systemd's `Restart=on-failure` starts it again).
@@ -252,11 +258,7 @@ const CATCH_UP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// Catch-up at start and every six hours, for every repository with a hook, when a
 /// GitHub client is available. At start the listeners are bound, so the redeliveries it
 /// asks for wait in the listen queue until the receiver accepts them.
-async fn catch_up_loop(
-    state: Arc<AppState>,
-    github: Option<Arc<GitHubClient>>,
-    shutdown: CancellationToken,
-) {
+async fn catch_up_loop(state: Arc<AppState>, github: Option<Arc<GitHubClient>>, shutdown: CancellationToken) {
     let Some(client) = github else {
         tracing::info!("No GitHub token: catch-up from GitHub's delivery log is off");
         return;

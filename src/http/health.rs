@@ -65,9 +65,11 @@ pub struct DeliveriesQuery {
     status: Option<String>,
     repository: Option<String>,
     limit: Option<u32>,
+    /// A delivery id: only deliveries stored before it (the next page).
+    before: Option<String>,
 }
 
-/// `GET /api/deliveries?status=&repository=&limit=`: what `webhook deliveries --json` prints.
+/// `GET /api/deliveries?status=&repository=&limit=&before=`: what `webhook deliveries --json` prints.
 pub async fn api_deliveries(State(state): State<Arc<AppState>>, Query(q): Query<DeliveriesQuery>) -> Response {
     let status = match q.status.as_deref().map(str::parse).transpose() {
         Ok(status) => status,
@@ -77,6 +79,7 @@ pub async fn api_deliveries(State(state): State<Arc<AppState>>, Query(q): Query<
         repository_name: q.repository,
         repository_github_id: None,
         status,
+        before: q.before,
         limit: q.limit.unwrap_or(50).min(1000),
     };
     match state.queue.list(filter).await {

@@ -247,8 +247,8 @@ fn check_signature(
     }
 }
 
-/// Step 3: the signature. A mismatch is checked once more against the stored secrets
-/// when they changed since they were read (a secret the CLI just stored).
+/// Step 3: the signature, against the stored secrets as they are now (a secret the CLI
+/// stored a moment ago included).
 async fn verify(
     state: &AppState,
     client: IpAddr,
@@ -257,14 +257,23 @@ async fn verify(
 ) -> Result<VerifiedDelivery, Rejection> {
     let RequiredHeaders { event, delivery_id, hook_id, signature, content_type } = headers;
     if state.verify_signatures {
+        // One `stat` says whether the CLI stored, rotated or removed a secret since they
+        // were read; nothing else is read unless it did.
+        state.refresh_secrets(Refresh::IfChanged).await;
         let mut secrets = state.secrets();
         let mut verdict = check_signature(&secrets, hook_id, &body, signature);
-        let unreadable = hook_id.is_some_and(|id| secrets.is_unreadable(id));
-        if matches!(verdict, Err(SignatureError::Mismatch)) {
-            // A hook whose keychain entry could not be read is tried again; for the rest,
-            // only a change on disk makes a reload.
-            let when = if unreadable { Refresh::Always } else { Refresh::IfChanged };
-            if state.refresh_secrets(when).await {
+        if verdict.is_err() && state.unverified_limiter.check_key(&client).is_err() {
+            // Over its budget of unverified requests: refused before any further work.
+            return Err(Rejection::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ReceiveOutcome::RateLimited,
+                "too many unverified requests",
+            ));
+        }
+        if matches!(verdict, Err(SignatureError::Mismatch)) && hook_id.is_some_and(|id| secrets.is_unreadable(id)) {
+            // A hook whose keychain entry could not be read is tried again, at most once a
+            // second however many requests name it.
+            if state.refresh_secrets(Refresh::Always).await {
                 secrets = state.secrets();
                 verdict = check_signature(&secrets, hook_id, &body, signature);
             }
@@ -276,13 +285,6 @@ async fn verify(
             }
         }
         if let Err(reason) = verdict {
-            if state.unverified_limiter.check_key(&client).is_err() {
-                return Err(Rejection::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ReceiveOutcome::RateLimited,
-                    "too many unverified requests",
-                ));
-            }
             tracing::warn!(delivery_id = %delivery_id, event, client = %client, reason = %reason, "Delivery refused: bad signature");
             return Err(Rejection::new(StatusCode::UNAUTHORIZED, ReceiveOutcome::Unauthorized, "invalid signature"));
         }

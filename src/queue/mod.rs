@@ -203,6 +203,8 @@ pub struct DeliveryFilter {
     pub repository_name: Option<String>,
     pub repository_github_id: Option<u64>,
     pub status: Option<DeliveryStatus>,
+    /// Only deliveries stored before this one (a page's cursor).
+    pub before: Option<String>,
     pub limit: u32,
 }
 

@@ -357,6 +357,7 @@ impl Queue for SqliteQueue {
                 "SELECT {RECORD_COLUMNS} FROM deliveries \
                  WHERE (?1 IS NULL OR status = ?1) \
                  AND ((?2 IS NULL AND ?3 IS NULL) OR repository_github_id = ?2 OR repository = ?3 COLLATE NOCASE) \
+                 AND (?5 IS NULL OR seq < (SELECT seq FROM deliveries WHERE delivery_id = ?5)) \
                  ORDER BY seq DESC LIMIT ?4"
             );
             let rows = c
@@ -366,7 +367,8 @@ impl Queue for SqliteQueue {
                         filter.status.map(DeliveryStatus::as_str),
                         filter.repository_github_id.map(|v| v as i64),
                         filter.repository_name,
-                        filter.limit.max(1) as i64
+                        filter.limit.max(1) as i64,
+                        filter.before,
                     ],
                     record_from_row,
                 )?

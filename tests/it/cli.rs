@@ -204,3 +204,57 @@ async fn sync_waits_for_another_process_syncing_the_same_repository() {
     let commits = futurnal(&d, &["--json", "sources", "github", "commits", "octo/hello", "--limit", "1"]).json();
     assert_eq!(commits[0]["sha"], newer.as_str());
 }
+
+#[test]
+fn deliveries_honour_any_limit_and_page_with_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 10,010 deliveries, written concurrently (the writer commits them in batches).
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let config = config_for(d, "[queue]\nsynchronous = \"normal\"\n");
+        let backend = futurnal::backend::Backend::open(&config, futurnal::backend::Purpose::Command).unwrap();
+        let mut writes = tokio::task::JoinSet::new();
+        for _ in 0..10_010 {
+            let queue = backend.queue.clone();
+            writes.spawn(async move {
+                let delivery = futurnal::queue::NewDelivery {
+                    delivery_id: futurnal::domain::DeliveryId::random(),
+                    event: "issues".into(),
+                    action: None,
+                    repository: Some("octo/hello".into()),
+                    repository_github_id: Some(1),
+                    hook_id: None,
+                    received_at_ms: futurnal::time::now_ms(),
+                    body: futurnal::queue::StoredBody::Raw(b"{}".to_vec()),
+                    initial: futurnal::queue::InitialStatus::Ignored("not tracked".into()),
+                };
+                queue.enqueue(delivery).await.unwrap();
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.unwrap();
+        }
+        backend.close();
+    });
+
+    let page = futurnal(d, &["--json", "sources", "github", "webhook", "deliveries", "--limit", "10005"]);
+    assert_eq!(page.code, 0, "{}", page.stderr);
+    let rows = page.json();
+    assert_eq!(rows.as_array().unwrap().len(), 10_005);
+    let last = rows[10_004]["delivery_id"].as_str().unwrap().to_owned();
+    assert!(page.stderr.contains(&format!("--before {last}")), "says more exist: {}", page.stderr);
+
+    let rest =
+        futurnal(d, &["--json", "sources", "github", "webhook", "deliveries", "--limit", "10", "--before", &last]);
+    assert_eq!(rest.code, 0, "{}", rest.stderr);
+    assert_eq!(rest.json().as_array().unwrap().len(), 5);
+    assert!(!rest.stderr.contains("More deliveries"), "{}", rest.stderr);
+
+    let all = futurnal(d, &["--json", "sources", "github", "webhook", "deliveries", "--limit", "20000"]);
+    assert_eq!(all.json().as_array().unwrap().len(), 10_010);
+    assert_eq!(futurnal(d, &["sources", "github", "webhook", "deliveries", "--limit", "0"]).code, 2);
+    let unknown = futurnal(d, &["sources", "github", "webhook", "deliveries", "--before", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("no stored delivery"), "{}", unknown.stderr);
+}

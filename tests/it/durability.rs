@@ -129,3 +129,49 @@ async fn sigterm_drains_and_exits_0_and_logs_hold_no_secrets_or_bodies() {
     assert!(all.iter().all(|r| matches!(r.status, DeliveryStatus::Done | DeliveryStatus::Queued)), "{all:?}");
     backend.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_hook_secret_verifies_from_the_first_request_after_the_listening_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let mut config = config_for(&d, "");
+    config.webhook.secret_store = futurnal::config::SecretStore::File;
+    futurnal::secrets::store_hook_secrets(&config, 31337, &["stored-hook-secret"]).unwrap();
+    let mut daemon = start_daemon(&d, &[("FUTURNAL_SECRET_STORE", "file")]);
+    futurnal::install_tls_provider();
+    let client = reqwest::Client::new();
+    // Sent the moment the banner is read, as GitHub's redeliveries after a restart are.
+    let body = br#"{"zen":"Keep it logically awesome.","hook_id":31337}"#.to_vec();
+    let ping = |secret: &str| {
+        client
+            .post(daemon.url())
+            .header("content-type", "application/json")
+            .header("x-github-event", "ping")
+            .header("x-github-delivery", new_id())
+            .header("x-github-hook-id", "31337")
+            .header("x-hub-signature-256", signature(secret, &body))
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(ping("stored-hook-secret").await.unwrap().status(), 200);
+    assert_eq!(ping("another-secret").await.unwrap().status(), 401);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_task_that_panics_stops_serve_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(dir.path(), "");
+    let backend = Backend::open(&config, Purpose::Daemon).unwrap();
+    let listeners = futurnal::serve::Listeners::bind(&config).await.unwrap();
+    let overrides = futurnal::serve::Overrides {
+        extra_tasks: vec![Box::pin(async { panic!("a task broke") })],
+        ..Default::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = futurnal::serve::run(config, backend, listeners, overrides, shutdown);
+    let result = tokio::time::timeout(Duration::from_secs(30), run).await.expect("serve stops");
+    let error = format!("{:#}", result.expect_err("serve reports the failure"));
+    assert!(error.contains("daemon task failed"), "{error}");
+}

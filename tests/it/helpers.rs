@@ -134,7 +134,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestAp
     let webhook = listeners.webhook.as_ref().map(|l| l.local_addr().unwrap()).unwrap_or(([0, 0, 0, 0], 0).into());
     let admin = listeners.admin.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let overrides = Overrides { handler: options.handler, metrics: None, github: options.github.map(Arc::new) };
+    let overrides = Overrides { handler: options.handler, github: options.github.map(Arc::new), ..Default::default() };
     let task = tokio::spawn(futurnal::serve::run(config, backend, listeners, overrides, shutdown.clone()));
     TestApp { webhook, admin, dir, client: reqwest::Client::new(), queue, registry, copy, shutdown, task: Some(task) }
 }
@@ -213,7 +213,8 @@ impl TestApp {
 
     /// A counter or gauge from the admin listener's `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.client.get(format!("http://{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap();
+        let text =
+            self.client.get(format!("http://{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap();
         text.lines()
             .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |v| v.trim().parse().unwrap())

@@ -457,3 +457,45 @@ async fn health_on_both_listeners_and_metrics_on_admin() {
     assert!(!page.contains(SECRET));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_stored_by_the_cli_verifies_at_once_and_unknown_hook_ids_read_nothing() {
+    let toml = "unverified_rate_per_sec = 1000\nunverified_burst = 1000\n";
+    let app = spawn_app(AppOptions { toml: toml.into(), ..Default::default() }).await;
+    let mut cli_config = config_for(app.dir.path(), "");
+    cli_config.webhook.secret_store = futurnal::config::SecretStore::File;
+    let send = |secret: &'static str, hook: u64| {
+        let mut d = Delivery::new("push", push_body(REPO, 1));
+        d.secret = Some(secret);
+        d.hook_id = Some(hook);
+        d
+    };
+    async fn unknown_hooks(app: &TestApp) {
+        for i in 0..50u64 {
+            let mut d = Delivery::new("push", push_body(REPO, 1));
+            d.secret = Some("not-a-secret");
+            d.hook_id = Some(900_000 + i);
+            assert_eq!(app.post(d).await.0, 401);
+        }
+    }
+    let reloads = || app.metric("futurnal_secret_reloads_total");
+    let at_start = reloads().await;
+    unknown_hooks(&app).await;
+    assert_eq!(reloads().await, at_start, "unknown hook ids read nothing");
+
+    // Stored by another process (as `webhook enable` does): the very next delivery verifies.
+    futurnal::secrets::store_hook_secrets(&cli_config, 555, &["cli-secret"]).unwrap();
+    assert_eq!(app.post(send("cli-secret", 555)).await.0, 202);
+    assert_eq!(reloads().await, at_start + 1.0);
+    unknown_hooks(&app).await;
+    assert_eq!(reloads().await, at_start + 1.0, "one read per change, not per request");
+
+    // Rotated, then removed: seen at once too.
+    futurnal::secrets::store_hook_secrets(&cli_config, 555, &["cli-secret-2", "cli-secret"]).unwrap();
+    assert_eq!(app.post(send("cli-secret-2", 555)).await.0, 202);
+    assert_eq!(app.post(send("cli-secret", 555)).await.0, 202, "the old one during the rotation");
+    futurnal::secrets::remove_hook_secrets(app.dir.path(), 555).unwrap();
+    assert_eq!(app.post(send("cli-secret-2", 555)).await.0, 401);
+    assert_eq!(app.post(send(SECRET, 555)).await.0, 202, "back to the global secret");
+    app.stop().await;
+}

@@ -246,8 +246,7 @@ async fn a_run_of_git_deliveries_is_served_by_one_fetch_with_the_same_result() {
     let repo = app.registry.find(RepoRef::Name("octo/hello".into())).await.unwrap().unwrap();
     let stored: Vec<String> =
         app.copy.commits(repo.id, Some("main".into()), 1000).await.unwrap().into_iter().map(|c| c.sha).collect();
-    let expected: Vec<String> =
-        git(&remote.bare, &["rev-list", "main"]).lines().map(str::to_owned).collect::<Vec<_>>();
+    let expected: Vec<String> = git(&remote.bare, &["rev-list", "main"]).lines().map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(stored, expected);
     let branches: HashMap<String, String> =
         app.copy.branches(repo.id).await.unwrap().into_iter().map(|b| (b.name, b.head_sha)).collect();
@@ -288,9 +287,7 @@ async fn a_backlog_over_many_repositories_lets_a_late_one_through_at_once() {
     let before = done.iter().position(|d| *d == probe_id).unwrap();
     // At most one round of the eight other domains (64 deliveries a lane) went first.
     assert!(before <= 8 * 64, "{before} of 1200 went first");
-    wait_until(Duration::from_secs(30), "the backlog drains", || async {
-        handler.done.lock().unwrap().len() == 1201
-    })
-    .await;
+    wait_until(Duration::from_secs(30), "the backlog drains", || async { handler.done.lock().unwrap().len() == 1201 })
+        .await;
     app.stop().await;
 }

@@ -94,7 +94,7 @@ proptest! {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletion_sticks_even_when_an_older_update_arrives_after_it() {
+async fn deletion_sticks_even_when_a_newer_update_arrives_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).unwrap();
     let repo = backend
@@ -111,10 +111,15 @@ async fn deletion_sticks_even_when_an_older_update_arrives_after_it() {
         )
         .await
         .unwrap();
+    backend.copy.apply(repo.id, vec![Effect::Issue(issue_version(1))]).await.unwrap();
+    assert_eq!(backend.copy.issues(repo.id, IssueState::All, 10).await.unwrap().len(), 1);
     let mut deleted = issue_version(2);
     deleted.deleted = true;
     backend.copy.apply(repo.id, vec![Effect::Issue(deleted)]).await.unwrap();
-    backend.copy.apply(repo.id, vec![Effect::Issue(issue_version(1))]).await.unwrap();
+    // An update newer than the deletion (a delivery GitHub sent before it deleted the
+    // issue, with a later timestamp, or a clock skew) passes the newer-wins guard: only
+    // the deletion rule keeps the issue gone.
+    backend.copy.apply(repo.id, vec![Effect::Issue(issue_version(3))]).await.unwrap();
     assert!(backend.copy.issues(repo.id, IssueState::All, 10).await.unwrap().is_empty());
     backend.close();
 }
