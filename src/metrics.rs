@@ -76,13 +76,16 @@ impl ProcessOutcome {
     }
 }
 
+const SECRET_RELOAD_CAUSES: [&str; 3] = ["changed", "unreadable", "periodic"];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     received: [AtomicU64; ReceiveOutcome::ALL.len()],
     processed: [AtomicU64; ProcessOutcome::ALL.len()],
     polls: AtomicU64,
     poll_effects: AtomicU64,
-    secret_reloads: AtomicU64,
+    /// By cause: changed, unreadable, periodic.
+    secret_reloads: [AtomicU64; 3],
     git_fetches: AtomicU64,
 }
 
@@ -102,9 +105,10 @@ impl Metrics {
         self.polls.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The receiver read the stored webhook secrets again.
-    pub fn secrets_reloaded(&self) {
-        self.secret_reloads.fetch_add(1, Ordering::Relaxed);
+    /// The receiver read the stored webhook secrets again, for this cause.
+    pub fn secrets_reloaded(&self, cause: &'static str) {
+        let index = SECRET_RELOAD_CAUSES.iter().position(|c| *c == cause).unwrap_or(0);
+        self.secret_reloads[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A sync fetched from a repository's remote (one connection).
@@ -151,7 +155,10 @@ impl Metrics {
         let _ = writeln!(out, "futurnal_poll_effects_total {}", self.poll_effects.load(Ordering::SeqCst));
         out.push_str("# HELP futurnal_secret_reloads_total Times the stored webhook secrets were read again.\n");
         out.push_str("# TYPE futurnal_secret_reloads_total counter\n");
-        let _ = writeln!(out, "futurnal_secret_reloads_total {}", self.secret_reloads.load(Ordering::Relaxed));
+        for (cause, count) in SECRET_RELOAD_CAUSES.iter().zip(&self.secret_reloads) {
+            let _ =
+                writeln!(out, "futurnal_secret_reloads_total{{cause=\"{cause}\"}} {}", count.load(Ordering::Relaxed));
+        }
         out.push_str("# HELP futurnal_git_fetches_total Fetches from repositories' remotes by syncs.\n");
         out.push_str("# TYPE futurnal_git_fetches_total counter\n");
         let _ = writeln!(out, "futurnal_git_fetches_total {}", self.git_fetches.load(Ordering::Relaxed));

@@ -329,11 +329,10 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
         if let Err(e) = finished {
             tracing::warn!(error = %e, "Finishing secret rotations failed");
         }
-        // Deliveries reload what changed as soon as they need it; this catches the rest
-        // (rotations finished here, pending secrets that expired, unreadable keychain
-        // entries that became readable).
-        let when = if state.secrets().has_unreadable() { Refresh::Always } else { Refresh::IfChanged };
-        state.refresh_secrets(when).await;
+        // Deliveries reload what the CLI changed as soon as they arrive; this reads
+        // everything again as a backstop (secret files written by hand, keychain entries
+        // that became readable). Keychain entries are read only when their file changed.
+        state.refresh_secrets(Refresh::Periodic).await;
         if ticks.is_multiple_of(5) {
             if let Err(e) = state.queue.stats().await {
                 tracing::warn!(error = %e, "Counting the queue failed");

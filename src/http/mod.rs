@@ -108,11 +108,10 @@ impl AppState {
     }
 
     /// Reads the stored secrets again if they may have changed since they were read (one
-    /// `stat` of the hook-secrets directory says; nothing is read when they have not), or
-    /// with `Refresh::Always`. A secret that `webhook enable` or `rotate-secret` stored is
-    /// thereby accepted from the first delivery signed with it, without polling, and an
-    /// unknown hook id costs one `stat`, not a read of every file (or keychain entry).
-    /// Returns whether a new set is in place.
+    /// `stat` says; nothing is read when they have not), or as `when` says. A secret that
+    /// `webhook enable` or `rotate-secret` stored is thereby accepted from the first
+    /// delivery signed with it, without polling, and an unknown hook id costs one `stat`,
+    /// not a read of every file (or keychain entry). Returns whether a new set is in place.
     pub async fn refresh_secrets(&self, when: Refresh) -> bool {
         let seen = self.secrets();
         let changed = || seen.stamp.is_stale(&self.secret_config.data_dir);
@@ -124,17 +123,18 @@ impl AppState {
             // Reloaded by another request while this one waited.
             return true;
         }
-        if when == Refresh::Always {
+        if when == Refresh::Unreadable {
             if last_forced.is_some_and(|at| at.elapsed() < FORCED_RELOAD_INTERVAL) && !changed() {
                 return false;
             }
             *last_forced = Some(std::time::Instant::now());
         }
+        let cause = if changed() { Refresh::IfChanged } else { when };
         let config = self.secret_config.clone();
         match tokio::task::spawn_blocking(move || SecretSet::load(&config, false)).await {
             Ok(Ok((secrets, _))) => {
                 *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets);
-                self.metrics.secrets_reloaded();
+                self.metrics.secrets_reloaded(cause.label());
                 true
             }
             Ok(Err(e)) => {
@@ -149,10 +149,26 @@ impl AppState {
     }
 }
 
+/// When the receiver reads the stored secrets again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refresh {
+    /// When the CLI changed them (the stamp says).
     IfChanged,
-    Always,
+    /// Also when a hook's secrets could not be read last time (a keychain that was
+    /// unreachable), at most once a second.
+    Unreadable,
+    /// Always: the maintenance tick's backstop, for secret files changed by hand.
+    Periodic,
+}
+
+impl Refresh {
+    fn label(self) -> &'static str {
+        match self {
+            Refresh::IfChanged => "changed",
+            Refresh::Unreadable => "unreadable",
+            Refresh::Periodic => "periodic",
+        }
+    }
 }
 
 /// The webhook listener's routes.

@@ -273,7 +273,7 @@ async fn verify(
         if matches!(verdict, Err(SignatureError::Mismatch)) && hook_id.is_some_and(|id| secrets.is_unreadable(id)) {
             // A hook whose keychain entry could not be read is tried again, at most once a
             // second however many requests name it.
-            if state.refresh_secrets(Refresh::Always).await {
+            if state.refresh_secrets(Refresh::Unreadable).await {
                 secrets = state.secrets();
                 verdict = check_signature(&secrets, hook_id, &body, signature);
             }
