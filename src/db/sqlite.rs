@@ -609,6 +609,40 @@ mod tests {
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_queued_before_the_ordering_domains_are_claimed_after_the_upgrade() {
+        use crate::queue::Queue;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A database as the previous release left it: migrations 1-5, work queued.
+            let conn = Connection::open(dir.path().join("t.db")).unwrap();
+            for (index, sql) in MIGRATIONS.iter().take(5).enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", (index + 1) as i64).unwrap();
+            }
+            for (id, event) in [("a", "push"), ("b", "issues"), ("c", "push")] {
+                conn.execute(
+                    "INSERT INTO deliveries (delivery_id, event, repository, repository_github_id, repo_key, \
+                     received_at, status, body_codec, body) VALUES (?1, ?2, 'o/r', 7, 'id:7', 1, 'queued', 'raw', x'7b7d')",
+                    [id, event],
+                )
+                .unwrap();
+            }
+            conn.execute("INSERT INTO queue_repos (repo_key) VALUES ('id:7')", []).unwrap();
+        }
+        let queue = crate::queue::sqlite::SqliteQueue::new(std::sync::Arc::new(open(&dir)));
+        // Two domains now: the git one (a, c in order) and the metadata one (b), at once.
+        let mut lanes: Vec<Vec<String>> = queue
+            .claim(4, 8)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|lane| lane.into_iter().map(|d| d.delivery_id).collect())
+            .collect();
+        lanes.sort();
+        assert_eq!(lanes, vec![vec!["a".to_owned(), "c".to_owned()], vec!["b".to_owned()]]);
+    }
+
     #[test]
     fn migrations_are_idempotent() {
         let dir = tempfile::tempdir().unwrap();
