@@ -923,6 +923,7 @@ def main():
     def stop(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with `&`, which ignores SIGINT
     print(f"fake-github {fake.base_url}", flush=True)
     log(f"serving {', '.join(r.full_name + '=' + str(r.id) for r in fake.repos.values()) or 'no repositories'}")
     try:

@@ -19,10 +19,7 @@ async fn tracked(app: &TestApp) -> TrackedRepository {
 }
 
 fn remote_of(app: &TestApp) -> GitRemote {
-    GitRemote {
-        bare: app.dir.path().join("remotes").join("octo_hello.git"),
-        work: app.dir.path().join("work").join("octo_hello"),
-    }
+    GitRemote::existing(app.dir.path(), REPO)
 }
 
 async fn branch_shas(app: &TestApp, branch: &str) -> Vec<String> {

@@ -371,10 +371,18 @@ pub struct GitRemote {
 }
 
 impl GitRemote {
+    /// The remote `new` made for repository `name` under `root` (as `spawn_app` does for
+    /// every tracked repository).
+    pub fn existing(root: &Path, name: &str) -> Self {
+        Self {
+            bare: root.join("remotes").join(format!("{}.git", name.replace('/', "_"))),
+            work: root.join("work").join(name.replace('/', "_")),
+        }
+    }
+
     /// A remote whose `main` has one commit.
     pub fn new(root: &Path, name: &str) -> Self {
-        let bare = root.join("remotes").join(format!("{}.git", name.replace('/', "_")));
-        let work = root.join("work").join(name.replace('/', "_"));
+        let Self { bare, work } = Self::existing(root, name);
         std::fs::create_dir_all(&bare).unwrap();
         std::fs::create_dir_all(&work).unwrap();
         git(&bare, &["init", "--bare", "-q"]);

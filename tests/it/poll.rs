@@ -35,8 +35,7 @@ async fn polling_picks_up_commits_and_pull_requests_and_costs_no_quota_when_noth
     fake.set_pulls(REPO, vec![pull(1, "First", "2026-02-01T00:00:00Z")]);
     let app = app_polling(&fake).await;
     let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
-    let remote =
-        GitRemote { bare: app.dir.path().join("remotes/octo_hello.git"), work: app.dir.path().join("work/octo_hello") };
+    let remote = GitRemote::existing(app.dir.path(), REPO);
 
     // No delivery at all: the poll finds the branch, its commit, and the pull request.
     let head = remote.head();
@@ -170,8 +169,7 @@ async fn a_repository_can_have_its_own_polling_interval() {
     let toml = "[poll]\ninterval_secs = 3600\n[poll.repositories]\n\"Octo/Hello\" = { interval_secs = 1 }\n";
     let app = spawn_app(AppOptions { toml: toml.into(), github: Some(client), ..Default::default() }).await;
     let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
-    let remote =
-        GitRemote { bare: app.dir.path().join("remotes/octo_hello.git"), work: app.dir.path().join("work/octo_hello") };
+    let remote = GitRemote::existing(app.dir.path(), REPO);
     let head = remote.head();
     wait_until(Duration::from_secs(10), "the first poll", || async {
         app.copy.commits(repo.id, Some("main".into()), 1).await.unwrap().first().is_some_and(|c| c.sha == head)

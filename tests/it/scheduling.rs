@@ -139,17 +139,9 @@ async fn a_failure_holds_back_only_its_own_domain_and_order_within_a_domain_is_k
     app.stop().await;
 }
 
-fn pull_request_payload(repo: &str, github_id: u64) -> Vec<u8> {
-    let mut v: Value =
-        serde_json::from_slice(&std::fs::read(fixture("payloads/pull_request/opened.payload.json")).unwrap()).unwrap();
-    v["repository"]["id"] = github_id.into();
-    v["repository"]["full_name"] = repo.into();
-    serde_json::to_vec(&v).unwrap()
-}
-
-fn issues_payload(repo: &str, github_id: u64) -> Vec<u8> {
-    let mut v: Value =
-        serde_json::from_slice(&std::fs::read(fixture("payloads/issues/opened.payload.json")).unwrap()).unwrap();
+/// One of GitHub's example payloads, about `repo`.
+fn example_for(path: &str, repo: &str, github_id: u64) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(fixture(path)).unwrap()).unwrap();
     v["repository"]["id"] = github_id.into();
     v["repository"]["full_name"] = repo.into();
     serde_json::to_vec(&v).unwrap()
@@ -162,10 +154,7 @@ async fn a_repository_whose_remote_is_gone_still_gets_its_pull_requests_and_issu
         ..Default::default()
     })
     .await;
-    let remote = GitRemote {
-        bare: app.dir.path().join("remotes").join("octo_hello.git"),
-        work: app.dir.path().join("work").join("octo_hello"),
-    };
+    let remote = GitRemote::existing(app.dir.path(), "octo/hello");
     let head = remote.head();
     std::fs::remove_dir_all(&remote.bare).unwrap();
     let post = |event: &'static str, body: Vec<u8>| {
@@ -179,8 +168,8 @@ async fn a_repository_whose_remote_is_gone_still_gets_its_pull_requests_and_issu
     };
     let push = post("push", push_payload("octo/hello", 4242, "refs/heads/main", &head, &head)).await;
     app.wait_for_status(&push, DeliveryStatus::Retrying).await;
-    let pull = post("pull_request", pull_request_payload("octo/hello", 4242)).await;
-    let issue = post("issues", issues_payload("octo/hello", 4242)).await;
+    let pull = post("pull_request", example_for("payloads/pull_request/opened.payload.json", "octo/hello", 4242)).await;
+    let issue = post("issues", example_for("payloads/issues/opened.payload.json", "octo/hello", 4242)).await;
     app.wait_for_status(&pull, DeliveryStatus::Done).await;
     app.wait_for_status(&issue, DeliveryStatus::Done).await;
     let repo = app.registry.find(RepoRef::Name("octo/hello".into())).await.unwrap().unwrap();
@@ -195,10 +184,7 @@ async fn a_repository_whose_remote_is_gone_still_gets_its_pull_requests_and_issu
 async fn a_run_of_git_deliveries_is_served_by_one_fetch_with_the_same_result() {
     // Queued first (a receiver only), processed afterwards: the whole run waits at once.
     let receiver = spawn_app(AppOptions { role: futurnal::cli::Role::Receiver, ..Default::default() }).await;
-    let remote = GitRemote {
-        bare: receiver.dir.path().join("remotes").join("octo_hello.git"),
-        work: receiver.dir.path().join("work").join("octo_hello"),
-    };
+    let remote = GitRemote::existing(receiver.dir.path(), "octo/hello");
     let zero = "0000000000000000000000000000000000000000";
     let mut before = remote.head();
     let ids = Mutex::new(Vec::new());
