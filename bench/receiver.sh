@@ -8,6 +8,7 @@
 #
 #   bench/receiver.sh [DURATION_SECONDS] [CONNECTIONS]
 #   env: FUTURNAL_BENCH_CONFIG=extra TOML appended to the config (e.g. [queue] compression = "none")
+#        FUTURNAL_BENCH_BIN=a futurnal binary to measure instead of building this checkout's
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -17,8 +18,12 @@ payload="$root/tests/fixtures/github-webhooks/payloads/push/payload.json"
 command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -f "$payload" ] || { echo "bench: $payload not found" >&2; exit 1; }
 
-(cd "$root" && cargo build --release --quiet)
-bin="$root/target/release/futurnal"
+if [ -n "${FUTURNAL_BENCH_BIN:-}" ]; then
+  bin=$FUTURNAL_BENCH_BIN
+else
+  (cd "$root" && cargo build --release --quiet)
+  bin="$root/target/release/futurnal"
+fi
 data=$(mktemp -d /tmp/futurnal-bench.XXXXXX)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
 secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')

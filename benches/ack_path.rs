@@ -1,6 +1,7 @@
 //! The CPU work the receiver does before it acknowledges: the signature check over the
 //! raw body plus extracting the routing fields, for GitHub's 7 KB push example and for a
-//! 1 MB push (many commits).
+//! 1 MB push (many commits); and the check, made for every request, of whether the CLI
+//! changed the stored hook secrets (one `stat`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futurnal_github::signature::verify_any;
@@ -50,5 +51,13 @@ fn ack_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ack_path);
+fn secrets_stamp(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("hook-secrets")).unwrap();
+    std::fs::write(dir.path().join("hook-secrets/.generation"), "...").unwrap();
+    let stamp = futurnal::secrets::SecretsStamp::read(dir.path());
+    c.bench_function("secrets_stamp_is_stale", |b| b.iter(|| assert!(!stamp.is_stale(dir.path()))));
+}
+
+criterion_group!(benches, ack_path, secrets_stamp);
 criterion_main!(benches);
