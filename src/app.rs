@@ -8,13 +8,13 @@ use futurnal_github::{WebhookEventType, WebhookSecret};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Purpose};
 use crate::cli::{AddArgs, Cli, Command, DeliveriesArgs, GithubCommand, SimulateArgs, SourceCommand, WebhookCommand};
 use crate::config::Config;
 use crate::domain::{DeliveryId, RepoName};
 use crate::output::{self, print_json, print_table};
-use crate::queue::DeliveryFilter;
-use crate::store::{NewRepository, RepoRef, TrackedRepository};
+use crate::storage::backend::{Backend, Purpose};
+use crate::storage::queue::DeliveryFilter;
+use crate::storage::registry::{NewRepository, RepoRef, TrackedRepository};
 use crate::sync::{Progress as SyncProgress, SyncEngine};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -365,7 +365,7 @@ fn print_rows<T>(config: &Config, rows: &[T], to_json: fn(&T) -> Value, headers:
 }
 
 async fn query(config: &Config, backend: &Backend, command: GithubCommand) -> anyhow::Result<()> {
-    use crate::store::copy::{IssueState, PullState};
+    use crate::storage::copy::{IssueState, PullState};
     use crate::time::{rfc3339, rfc3339_opt};
     match command {
         GithubCommand::Sync { repo } => {

@@ -8,14 +8,14 @@ use futurnal_github::WebhookEventType;
 use serde_json::{json, Value};
 
 use crate::app::find_repo;
-use crate::backend::Backend;
 use crate::cli::EnableArgs;
 use crate::config::Config;
 use crate::github::client::{GitHubClient, Token};
 use crate::github::hooks;
 use crate::output::{print_json, print_table};
-use crate::queue::DeliveryFilter;
-use crate::store::HookRef;
+use crate::storage::backend::Backend;
+use crate::storage::queue::DeliveryFilter;
+use crate::storage::registry::HookRef;
 use crate::time::{now_ms, rfc3339_opt};
 
 fn client(config: &Config) -> anyhow::Result<GitHubClient> {

@@ -2,10 +2,8 @@
 //! up to date from webhooks. See ARCHITECTURE.md for the map.
 
 pub mod app;
-pub mod backend;
 pub mod cli;
 pub mod config;
-pub mod db;
 pub mod domain;
 pub mod github;
 pub mod handlers;
@@ -15,11 +13,10 @@ pub mod keychain;
 pub mod metrics;
 pub mod output;
 pub mod poll;
-pub mod queue;
 pub mod secrets;
 pub mod serve;
 pub mod simulate;
-pub mod store;
+pub mod storage;
 pub mod sync;
 pub mod time;
 pub mod tunnel;

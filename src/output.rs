@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::queue::DeliveryRecord;
-use crate::store::TrackedRepository;
+use crate::storage::queue::DeliveryRecord;
+use crate::storage::registry::TrackedRepository;
 use crate::time::{rfc3339, rfc3339_opt};
 
 pub fn delivery_json(d: &DeliveryRecord) -> Value {
@@ -101,7 +101,7 @@ pub fn repository_row(r: &TrackedRepository, quiet: std::time::Duration) -> Vec<
 
 pub const REPOSITORY_HEADERS: [&str; 6] = ["ID", "REPOSITORY", "GITHUB ID", "BRANCHES", "MODE", "LAST DELIVERY"];
 
-pub fn branch_json(b: &crate::store::copy::BranchRow) -> Value {
+pub fn branch_json(b: &crate::storage::copy::BranchRow) -> Value {
     json!({ "name": b.name, "head_sha": b.head_sha, "synced_at": rfc3339(b.synced_at) })
 }
 
@@ -120,7 +120,7 @@ pub fn commit_json(c: &crate::sync::git::CommitInfo) -> Value {
     })
 }
 
-pub fn pull_json(p: &crate::store::copy::PullRecord) -> Value {
+pub fn pull_json(p: &crate::storage::copy::PullRecord) -> Value {
     json!({
         "number": p.number,
         "title": p.title,
@@ -140,7 +140,7 @@ pub fn pull_json(p: &crate::store::copy::PullRecord) -> Value {
     })
 }
 
-pub fn issue_json(i: &crate::store::copy::IssueRecord) -> Value {
+pub fn issue_json(i: &crate::storage::copy::IssueRecord) -> Value {
     json!({
         "number": i.number,
         "title": i.title,
@@ -155,7 +155,7 @@ pub fn issue_json(i: &crate::store::copy::IssueRecord) -> Value {
     })
 }
 
-pub fn release_json(r: &crate::store::copy::ReleaseRecord) -> Value {
+pub fn release_json(r: &crate::storage::copy::ReleaseRecord) -> Value {
     json!({
         "tag_name": r.tag_name,
         "name": r.name,

@@ -17,8 +17,8 @@ use crate::config::PollConfig;
 use crate::github::client::GitHubClient;
 use crate::github::hooks;
 use crate::handlers::normalize;
-use crate::store::copy::{CopyStore, Effect};
-use crate::store::{PollWatermarks, Registry, TrackedRepository};
+use crate::storage::copy::{CopyStore, Effect};
+use crate::storage::registry::{PollWatermarks, Registry, TrackedRepository};
 use crate::sync::SyncEngine;
 
 /// How often the poller looks for repositories that are due.

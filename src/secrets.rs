@@ -79,7 +79,7 @@ impl SecretsStamp {
 fn bump_generation(data_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = data_dir.join(HOOK_SECRETS_DIR);
-    crate::db::sqlite::create_private_dir(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    crate::storage::sqlite::create_private_dir(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let path = dir.join(GENERATION_FILE);
     // O_APPEND: appends of two processes at once both land, so the size grows by both.
     let mut file = std::fs::OpenOptions::new()
@@ -542,7 +542,8 @@ fn read_secret_file(path: &Path) -> anyhow::Result<Option<WebhookSecret>> {
 fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        crate::db::sqlite::create_private_dir(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        crate::storage::sqlite::create_private_dir(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
     }
     // Written aside, then renamed into place: a reader never sees a half-written secret.
     let staging = path.with_extension(format!("tmp-{}", std::process::id()));

@@ -10,7 +10,6 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
 use crate::cli::Role;
 use crate::config::Config;
 use crate::github::client::GitHubClient;
@@ -18,6 +17,7 @@ use crate::handlers::{DeliveryHandler, EventHandlers};
 use crate::http::{self, AppState, Refresh, ServerOptions};
 use crate::metrics::Metrics;
 use crate::secrets::SecretSet;
+use crate::storage::backend::Backend;
 use crate::sync::SyncEngine;
 use crate::time::now_ms;
 use crate::worker::WorkerPool;
@@ -68,7 +68,7 @@ pub struct Overrides {
     pub github: Option<Arc<GitHubClient>>,
     /// Tasks run beside the daemon's own, under the same supervision (a test checks that
     /// a task that panics stops the daemon with an error).
-    pub extra_tasks: Vec<crate::db::BoxFuture<'static, ()>>,
+    pub extra_tasks: Vec<crate::storage::BoxFuture<'static, ()>>,
 }
 
 /// Runs until `shutdown` is cancelled, then stops accepting, lets in-flight requests and
@@ -235,8 +235,11 @@ async fn follow_ngrok(
             };
             match crate::github::hooks::set_secret(&github, &repo.full_name, hook_id, &current, &secret).await {
                 Ok(()) => {
-                    let hook =
-                        crate::store::HookRef { id: hook_id, url: current.clone(), tunnel: Some("ngrok".into()) };
+                    let hook = crate::storage::registry::HookRef {
+                        id: hook_id,
+                        url: current.clone(),
+                        tunnel: Some("ngrok".into()),
+                    };
                     if let Err(e) = state.registry.set_hook(repo.id, Some(hook)).await {
                         tracing::warn!(repository = %repo.full_name, error = %e, "Could not record the new hook URL");
                     } else {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerConfig;
 use crate::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
 use crate::metrics::{Metrics, ProcessOutcome};
-use crate::queue::{ClaimedDelivery, Completion, Lane, Queue};
+use crate::storage::queue::{ClaimedDelivery, Completion, Lane, Queue};
 use crate::time::now_ms;
 
 /// How often idle workers look for work that no notification announced (retries that

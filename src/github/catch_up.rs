@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::client::{ApiError, GitHubClient};
-use crate::queue::Queue;
+use crate::storage::queue::Queue;
 
 /// GitHub keeps deliveries for redelivery this long (github.com: 3 days).
 pub const REDELIVERY_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
@@ -59,7 +59,7 @@ pub async fn catch_up(
         next = link;
     }
     let mut report = CatchUpReport { seen: by_guid.len(), ..Default::default() };
-    let local = |e: crate::db::StoreError| ApiError::Transport {
+    let local = |e: crate::storage::StoreError| ApiError::Transport {
         method: "GET".into(),
         path: "local queue".into(),
         reason: e.to_string(),

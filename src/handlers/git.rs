@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use futurnal_github::payload::{PushEvent, RefEvent};
 
 use super::HandlerError;
-use crate::store::copy::Effect;
-use crate::store::TrackedRepository;
+use crate::storage::copy::Effect;
+use crate::storage::registry::TrackedRepository;
 use crate::sync::SyncEngine;
 
 fn git_error(e: anyhow::Error) -> HandlerError {

@@ -16,10 +16,10 @@ use futurnal_github::payload::{
 use futurnal_github::WebhookEventType;
 use serde::de::DeserializeOwned;
 
-use crate::db::BoxFuture;
-use crate::queue::ClaimedDelivery;
-use crate::store::copy::{CopyStore, Effect};
-use crate::store::{Registry, TrackedRepository};
+use crate::storage::copy::{CopyStore, Effect};
+use crate::storage::queue::ClaimedDelivery;
+use crate::storage::registry::{Registry, TrackedRepository};
+use crate::storage::BoxFuture;
 use crate::sync::SyncEngine;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl EventHandlers {
             return Ok(HandlerOutcome::Ignored("nothing tracked changed".into()));
         }
         self.copy.apply(repo.id, effects).await.map_err(|e| match e {
-            crate::db::StoreError::Conflict(message) => HandlerError::Permanent(message),
+            crate::storage::StoreError::Conflict(message) => HandlerError::Permanent(message),
             other => HandlerError::transient(other),
         })?;
         Ok(HandlerOutcome::Done)

@@ -5,7 +5,7 @@ use futurnal_github::payload::{
     Account, Issue, IssueCommentEvent, IssuesEvent, Label, PullRequest, PullRequestEvent, ReleaseEvent, RepositoryEvent,
 };
 
-use crate::store::copy::{CommentRecord, Effect, IssueRecord, PullRecord, ReleaseRecord};
+use crate::storage::copy::{CommentRecord, Effect, IssueRecord, PullRecord, ReleaseRecord};
 use crate::time::parse_ms;
 
 fn time(value: &Option<String>) -> Option<i64> {

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::output::delivery_json;
-use crate::queue::{DeliveryFilter, QueueStats};
+use crate::storage::queue::{DeliveryFilter, QueueStats};
 use crate::time::now_ms;
 
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -26,9 +26,9 @@ use tower::ServiceExt;
 
 use crate::config::{Compression, Config};
 use crate::metrics::Metrics;
-use crate::queue::Queue;
 use crate::secrets::SecretSet;
-use crate::store::Registry;
+use crate::storage::queue::Queue;
+use crate::storage::registry::Registry;
 
 /// Everything the handlers share.
 pub struct AppState {

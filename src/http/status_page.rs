@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
-use crate::queue::DeliveryFilter;
+use crate::storage::queue::DeliveryFilter;
 use crate::time::{rfc3339, rfc3339_opt};
 
 fn escape(text: &str) -> String {

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::db::StoreResult;
-use crate::store::Registry;
+use crate::storage::registry::Registry;
+use crate::storage::StoreResult;
 
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 

@@ -15,11 +15,11 @@ use serde_json::json;
 
 use super::{AppState, Refresh};
 use crate::config::Compression;
-use crate::db::StoreError;
 use crate::domain::DeliveryId;
 use crate::metrics::ReceiveOutcome;
-use crate::queue::{EnqueueOutcome, InitialStatus, NewDelivery, StoredBody};
 use crate::secrets::SecretSet;
+use crate::storage::queue::{EnqueueOutcome, InitialStatus, NewDelivery, StoredBody};
+use crate::storage::StoreError;
 use crate::time::now_ms;
 
 /// A delivery whose signature was checked (or whose listener runs with verification

@@ -14,8 +14,8 @@ use anyhow::Context;
 use gix::ObjectId;
 
 use crate::config::Config;
-use crate::store::copy::{CopyStore, Effect, Membership};
-use crate::store::TrackedRepository;
+use crate::storage::copy::{CopyStore, Effect, Membership};
+use crate::storage::registry::TrackedRepository;
 use git::{CommitInfo, RemoteSpec};
 
 /// Walks longer than this load the set of stored commits first, so that commits already
@@ -56,7 +56,7 @@ pub async fn lock_repository_everywhere(data_dir: &Path, repo_id: i64) -> anyhow
     let path = lock_file_path(data_dir, repo_id);
     let locks = path.parent().expect("a lock file is in a directory").to_owned();
     let file = tokio::task::spawn_blocking(move || -> anyhow::Result<std::fs::File> {
-        crate::db::sqlite::create_private_dir(&locks)
+        crate::storage::sqlite::create_private_dir(&locks)
             .with_context(|| format!("failed to create {}", locks.display()))?;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -356,7 +356,7 @@ impl SyncEngine {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> anyhow::Result<PreparedAdd> {
         let mirrors = self.data_dir.join("mirrors");
-        crate::db::sqlite::create_private_dir(&mirrors)
+        crate::storage::sqlite::create_private_dir(&mirrors)
             .with_context(|| format!("failed to create {}", mirrors.display()))?;
         let staging = mirrors.join(format!(".adding-{}", crate::domain::DeliveryId::random()));
         let remote = self.remote(clone_url.to_owned());

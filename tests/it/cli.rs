@@ -213,12 +213,13 @@ fn deliveries_honour_any_limit_and_page_with_a_cursor() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let config = config_for(d, "[queue]\nsynchronous = \"normal\"\n");
-        let backend = futurnal::backend::Backend::open(&config, futurnal::backend::Purpose::Command).unwrap();
+        let backend =
+            futurnal::storage::backend::Backend::open(&config, futurnal::storage::backend::Purpose::Command).unwrap();
         let mut writes = tokio::task::JoinSet::new();
         for _ in 0..10_010 {
             let queue = backend.queue.clone();
             writes.spawn(async move {
-                let delivery = futurnal::queue::NewDelivery {
+                let delivery = futurnal::storage::queue::NewDelivery {
                     delivery_id: futurnal::domain::DeliveryId::random(),
                     event: "issues".into(),
                     action: None,
@@ -226,8 +227,8 @@ fn deliveries_honour_any_limit_and_page_with_a_cursor() {
                     repository_github_id: Some(1),
                     hook_id: None,
                     received_at_ms: futurnal::time::now_ms(),
-                    body: futurnal::queue::StoredBody::Raw(b"{}".to_vec()),
-                    initial: futurnal::queue::InitialStatus::Ignored("not tracked".into()),
+                    body: futurnal::storage::queue::StoredBody::Raw(b"{}".to_vec()),
+                    initial: futurnal::storage::queue::InitialStatus::Ignored("not tracked".into()),
                 };
                 queue.enqueue(delivery).await.unwrap();
             });

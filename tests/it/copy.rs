@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use futurnal::queue::DeliveryStatus;
-use futurnal::store::copy::{IssueState, PullState};
-use futurnal::store::{RepoRef, TrackedRepository};
+use futurnal::storage::copy::{IssueState, PullState};
+use futurnal::storage::queue::DeliveryStatus;
+use futurnal::storage::registry::{RepoRef, TrackedRepository};
 use serde_json::Value;
 
 use crate::helpers::*;

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futurnal::backend::{Backend, Purpose};
-use futurnal::queue::{DeliveryFilter, DeliveryStatus};
+use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::queue::{DeliveryFilter, DeliveryStatus};
 
 use crate::helpers::*;
 

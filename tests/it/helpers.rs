@@ -6,13 +6,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futurnal::backend::{Backend, Purpose};
 use futurnal::cli::{GlobalArgs, ServeArgs};
 use futurnal::config::{Config, FileConfig};
 use futurnal::handlers::DeliveryHandler;
-use futurnal::queue::{DeliveryFilter, DeliveryRecord, DeliveryStatus, Queue};
 use futurnal::serve::{Listeners, Overrides};
-use futurnal::store::{NewRepository, Registry};
+use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::queue::{DeliveryFilter, DeliveryRecord, DeliveryStatus, Queue};
+use futurnal::storage::registry::{NewRepository, Registry};
 use futurnal_github::{sign_sha256, WebhookSecret};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +70,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub queue: Arc<dyn Queue>,
     pub registry: Arc<dyn Registry>,
-    pub copy: Arc<dyn futurnal::store::copy::CopyStore>,
+    pub copy: Arc<dyn futurnal::storage::copy::CopyStore>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -111,7 +111,8 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestAp
     config.serve.role = options.role;
     let backend = Backend::open(&config, Purpose::Daemon).unwrap();
     for repo in &options.track {
-        if backend.registry.find(futurnal::store::RepoRef::Name(repo.to_string())).await.unwrap().is_none() {
+        if backend.registry.find(futurnal::storage::registry::RepoRef::Name(repo.to_string())).await.unwrap().is_none()
+        {
             backend
                 .registry
                 .add(

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futurnal::queue::DeliveryStatus;
+use futurnal::storage::queue::DeliveryStatus;
 use serde_json::json;
 
 use futurnal::github::client::{GitHubClient, Token};
@@ -378,7 +378,8 @@ async fn an_ngrok_tunnel_url_is_used_and_followed_when_it_changes() {
     ngrok.set_public_url("https://second.ngrok.app");
     let second = "https://second.ngrok.app/webhook/github";
     wait_until(Duration::from_secs(10), "the hook and its record to follow the tunnel", || async {
-        let recorded = app.registry.find(futurnal::store::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+        let recorded =
+            app.registry.find(futurnal::storage::registry::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
         fake.hooks(REPO)[0].url == second && recorded.hook_url.as_deref() == Some(second)
     })
     .await;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use futurnal::github::client::{GitHubClient, Token};
-use futurnal::store::copy::PullState;
-use futurnal::store::RepoRef;
+use futurnal::storage::copy::PullState;
+use futurnal::storage::registry::RepoRef;
 use serde_json::json;
 
 use crate::fake_github::FakeGitHub;
@@ -96,7 +96,7 @@ async fn a_hook_deleted_on_github_sends_the_repository_back_to_polling() {
     let app = app_polling(&fake).await;
     let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
     let hook = fake.add_hook(REPO, &app.url(), Some("s3cret"), &["*"]);
-    app.registry.set_hook(repo.id, Some(futurnal::store::HookRef::new(hook, app.url()))).await.unwrap();
+    app.registry.set_hook(repo.id, Some(futurnal::storage::registry::HookRef::new(hook, app.url()))).await.unwrap();
     assert_eq!(app.registry.find(RepoRef::Id(repo.id)).await.unwrap().unwrap().mode, "webhook");
 
     assert!(fake.delete_hook(REPO, hook));
@@ -131,7 +131,7 @@ async fn webhook_mode_needs_recent_pings_or_deliveries() {
     let hook = fake.add_hook(REPO, &app.url(), Some("quiet-hook-secret"), &["*"]);
     std::fs::create_dir_all(app.dir.path().join("hook-secrets")).unwrap();
     std::fs::write(app.dir.path().join("hook-secrets").join(hook.to_string()), "quiet-hook-secret\n").unwrap();
-    app.registry.set_hook(repo.id, Some(futurnal::store::HookRef::new(hook, app.url()))).await.unwrap();
+    app.registry.set_hook(repo.id, Some(futurnal::storage::registry::HookRef::new(hook, app.url()))).await.unwrap();
     let quiet = Duration::from_secs(QUIET_SECS);
     let mode = || async { app.registry.find(RepoRef::Id(repo.id)).await.unwrap().unwrap().mode(quiet) };
     assert_eq!(mode().await, "polling", "a hook never heard from is not trusted yet");
@@ -189,7 +189,7 @@ async fn a_repository_can_have_its_own_polling_interval() {
 /// polls read only what changed, and an unchanged list is one 304.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_beyond_the_first_page_are_all_picked_up() {
-    use futurnal::store::copy::IssueState;
+    use futurnal::storage::copy::IssueState;
     let fake = FakeGitHub::start().await;
     fake.add_repo(REPO, 4242);
     let stamp = |n: u64| format!("2026-03-{:02}T{:02}:{:02}:00Z", 1 + n / 600, (n / 60) % 10, n % 60);

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use futurnal::queue::DeliveryStatus;
+use futurnal::storage::queue::DeliveryStatus;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -24,7 +24,7 @@ async fn a_verified_delivery_is_queued_durably_then_processed() {
     assert_eq!((record.event.as_str(), record.attempts), ("push", 1));
     assert_eq!(record.repository.as_deref(), Some(REPO));
     // The handler learned GitHub's id for the tracked repository.
-    let repo = app.registry.find(futurnal::store::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    let repo = app.registry.find(futurnal::storage::registry::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
     assert_eq!(repo.github_id, Some(4242));
     assert!(repo.last_delivery_at_ms.is_some());
     app.stop().await;

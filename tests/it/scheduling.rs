@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futurnal::backend::{Backend, Purpose};
-use futurnal::db::BoxFuture;
 use futurnal::domain::DeliveryId;
 use futurnal::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
-use futurnal::queue::{ClaimedDelivery, Completion, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
-use futurnal::store::RepoRef;
+use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::queue::{ClaimedDelivery, Completion, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
+use futurnal::storage::registry::RepoRef;
+use futurnal::storage::BoxFuture;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -173,8 +173,8 @@ async fn a_repository_whose_remote_is_gone_still_gets_its_pull_requests_and_issu
     app.wait_for_status(&pull, DeliveryStatus::Done).await;
     app.wait_for_status(&issue, DeliveryStatus::Done).await;
     let repo = app.registry.find(RepoRef::Name("octo/hello".into())).await.unwrap().unwrap();
-    assert_eq!(app.copy.pulls(repo.id, futurnal::store::copy::PullState::All, 10).await.unwrap().len(), 1);
-    assert_eq!(app.copy.issues(repo.id, futurnal::store::copy::IssueState::All, 10).await.unwrap().len(), 1);
+    assert_eq!(app.copy.pulls(repo.id, futurnal::storage::copy::PullState::All, 10).await.unwrap().len(), 1);
+    assert_eq!(app.copy.issues(repo.id, futurnal::storage::copy::IssueState::All, 10).await.unwrap().len(), 1);
     let still = app.delivery(&push).await.unwrap();
     assert!(still.status == DeliveryStatus::Retrying || still.status == DeliveryStatus::Processing, "{still:?}");
     app.stop().await;

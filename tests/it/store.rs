@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use futurnal::backend::{Backend, Purpose};
-use futurnal::store::copy::{Effect, IssueRecord, IssueState, PullRecord, PullState};
-use futurnal::store::NewRepository;
+use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::copy::{Effect, IssueRecord, IssueState, PullRecord, PullState};
+use futurnal::storage::registry::NewRepository;
 use proptest::prelude::*;
 
 use crate::helpers::config_for;

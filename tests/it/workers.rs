@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futurnal::backend::{Backend, Purpose};
-use futurnal::db::BoxFuture;
 use futurnal::domain::DeliveryId;
 use futurnal::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
-use futurnal::queue::{ClaimedDelivery, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
+use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::queue::{ClaimedDelivery, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
+use futurnal::storage::BoxFuture;
 
 use crate::helpers::*;
 

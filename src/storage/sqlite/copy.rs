@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, Row};
 
-use super::copy::{
+use crate::storage::copy::{
     BranchRow, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState, ReleaseRecord, TagRow,
 };
-use crate::db::sqlite::SqliteDb;
-use crate::db::{BoxFuture, StoreError, StoreResult};
+use crate::storage::sqlite::SqliteDb;
+use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::sync::git::CommitInfo;
 use crate::time::now_ms;
 

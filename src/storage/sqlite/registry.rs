@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::copy::Effect;
-use super::sqlite_copy::apply_effects;
-use super::{HookHealth, HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository};
-use crate::db::sqlite::SqliteDb;
-use crate::db::{BoxFuture, StoreError, StoreResult};
+use super::copy::apply_effects;
+use crate::storage::copy::Effect;
+use crate::storage::registry::{
+    HookHealth, HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository,
+};
+use crate::storage::sqlite::SqliteDb;
+use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
 
 pub struct SqliteRegistry {

@@ -1,6 +1,11 @@
-//! Storage plumbing shared by the queue and the store: the error type, the boxed future
-//! the backend traits return, and the SQLite connection machinery.
+//! Storage: the traits the rest of the program sees (`Queue`, `Registry`, `CopyStore`),
+//! their record types and the rules every backend keeps, with one folder per database
+//! beside them (`sqlite/`). Nothing outside this module knows which database it talks to.
 
+pub mod backend;
+pub mod copy;
+pub mod queue;
+pub mod registry;
 pub mod sqlite;
 
 use std::future::Future;
@@ -20,12 +25,6 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,11 +1,7 @@
 //! The local copy's tables behind one trait per database. For now: the registry of
 //! tracked repositories, which is what "tracked" means to the receiver.
 
-pub mod copy;
-pub mod sqlite;
-pub mod sqlite_copy;
-
-use crate::db::{BoxFuture, StoreResult};
+use crate::storage::{BoxFuture, StoreResult};
 
 /// A tracked repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +115,11 @@ pub trait Registry: Send + Sync {
     /// Starts tracking, applying the first sync's effects in the same transaction (so a
     /// failure leaves nothing half-created); a repository already tracked under that name
     /// is a `Conflict`.
-    fn add(&self, repo: NewRepository, initial: Vec<copy::Effect>) -> BoxFuture<'_, StoreResult<TrackedRepository>>;
+    fn add(
+        &self,
+        repo: NewRepository,
+        initial: Vec<crate::storage::copy::Effect>,
+    ) -> BoxFuture<'_, StoreResult<TrackedRepository>>;
     fn list(&self) -> BoxFuture<'_, StoreResult<Vec<TrackedRepository>>>;
     fn find(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
     /// Stops tracking; returns what was removed.

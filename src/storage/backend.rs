@@ -5,13 +5,13 @@ use std::sync::Arc;
 use anyhow::bail;
 
 use crate::config::{Config, DatabaseUrl};
-use crate::db::sqlite::{SqliteDb, SqliteOptions};
-use crate::queue::sqlite::SqliteQueue;
-use crate::queue::Queue;
-use crate::store::copy::CopyStore;
-use crate::store::sqlite::SqliteRegistry;
-use crate::store::sqlite_copy::SqliteCopyStore;
-use crate::store::Registry;
+use crate::storage::copy::CopyStore;
+use crate::storage::queue::Queue;
+use crate::storage::registry::Registry;
+use crate::storage::sqlite::copy::SqliteCopyStore;
+use crate::storage::sqlite::queue::SqliteQueue;
+use crate::storage::sqlite::registry::SqliteRegistry;
+use crate::storage::sqlite::{SqliteDb, SqliteOptions};
 
 /// Whether the database is opened by the long-running daemon or a one-shot command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,13 +5,11 @@
 //! [`crate::domain::DomainKind`]) in acknowledgement order, never two lanes of one domain
 //! at once, domains in fair turns. Workers report a [`Completion`] per delivery.
 
-pub mod sqlite;
-
 use std::fmt;
 use std::str::FromStr;
 
-use crate::db::{BoxFuture, StoreResult};
 use crate::domain::DeliveryId;
+use crate::storage::{BoxFuture, StoreResult};
 
 /// A verified delivery, ready to be written. Only the receiver's verification step and
 /// the replay path build these.

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{
+use crate::domain::{ordering_domain, repo_key};
+use crate::storage::queue::{
     ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, InitialStatus, Lane,
     NewDelivery, Queue, QueueStats, StoredBody,
 };
-use crate::db::sqlite::SqliteDb;
-use crate::db::{BoxFuture, StoreError, StoreResult};
-use crate::domain::{ordering_domain, repo_key};
+use crate::storage::sqlite::SqliteDb;
+use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
 
 const PENDING: &str = "('queued', 'processing', 'retrying')";

@@ -6,7 +6,7 @@
 //! promise delivery order), a deleted comment or release stays deleted, and branch
 //! updates come from the mirror, which is the truth, not from the payload.
 
-use crate::db::{BoxFuture, StoreResult};
+use crate::storage::{BoxFuture, StoreResult};
 use crate::sync::git::CommitInfo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

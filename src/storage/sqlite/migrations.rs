@@ -1,0 +1,199 @@
+//! The SQLite schema: versioned migrations, applied in order at open.
+
+/// Versioned migrations; `PRAGMA user_version` records how many have been applied.
+/// Append only: an applied migration is never edited.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: registry and delivery queue.
+    r#"
+    CREATE TABLE repositories (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        full_name TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        github_id INTEGER UNIQUE,
+        branches TEXT NOT NULL DEFAULT '[]',
+        clone_url TEXT,
+        mode TEXT NOT NULL DEFAULT 'polling',
+        added_at INTEGER NOT NULL,
+        last_delivery_at INTEGER
+    );
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        action TEXT,
+        repository TEXT,
+        repository_github_id INTEGER,
+        repo_key TEXT,
+        hook_id INTEGER,
+        received_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        finished_at INTEGER,
+        body_codec TEXT NOT NULL,
+        body BLOB
+    );
+    -- Per-repository order: the head of a repository is its lowest pending seq.
+    CREATE INDEX deliveries_pending ON deliveries(repo_key, seq)
+        WHERE status IN ('queued', 'processing', 'retrying');
+    CREATE INDEX deliveries_trouble ON deliveries(status, seq)
+        WHERE status IN ('retrying', 'dead');
+    CREATE INDEX deliveries_received ON deliveries(received_at);
+    -- Repositories that may have pending deliveries: the claim walks these, not the queue.
+    CREATE TABLE queue_repos (repo_key TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE hooks (
+        hook_id INTEGER PRIMARY KEY,
+        last_ping_at INTEGER,
+        last_delivery_at INTEGER
+    );
+    "#,
+    // 2: the local copy of each repository.
+    r#"
+    ALTER TABLE repositories ADD COLUMN default_branch TEXT;
+    ALTER TABLE repositories ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE repositories ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE repositories ADD COLUMN visibility TEXT;
+    ALTER TABLE repositories ADD COLUMN synced_at INTEGER;
+    CREATE TABLE branches (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        head_sha TEXT NOT NULL,
+        synced_at INTEGER NOT NULL,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE TABLE tags (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        sha TEXT,
+        synced_at INTEGER NOT NULL,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE TABLE commits (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        sha TEXT NOT NULL,
+        parents TEXT NOT NULL,
+        author_name TEXT NOT NULL,
+        author_email TEXT NOT NULL,
+        authored_at INTEGER NOT NULL,
+        committer_name TEXT NOT NULL,
+        committer_email TEXT NOT NULL,
+        committed_at INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        paths TEXT NOT NULL,
+        PRIMARY KEY (repo_id, sha)
+    ) WITHOUT ROWID;
+    -- Which branches contain which commits.
+    CREATE TABLE branch_commits (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        branch TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        committed_at INTEGER NOT NULL,
+        -- Higher is newer: the walk order from the branch head (ties in commit time are common).
+        position INTEGER NOT NULL,
+        PRIMARY KEY (repo_id, branch, sha)
+    ) WITHOUT ROWID;
+    CREATE INDEX branch_commits_by_position ON branch_commits(repo_id, branch, position DESC);
+    CREATE TABLE pulls (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT,
+        state TEXT NOT NULL,
+        draft INTEGER NOT NULL,
+        merged INTEGER NOT NULL,
+        author TEXT,
+        labels TEXT NOT NULL,
+        assignees TEXT NOT NULL,
+        base_ref TEXT NOT NULL,
+        base_sha TEXT NOT NULL,
+        head_ref TEXT NOT NULL,
+        head_sha TEXT NOT NULL,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        merged_at INTEGER,
+        PRIMARY KEY (repo_id, number)
+    );
+    CREATE TABLE issues (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT,
+        state TEXT NOT NULL,
+        author TEXT,
+        labels TEXT NOT NULL,
+        assignees TEXT NOT NULL,
+        comments INTEGER NOT NULL,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        transferred_to TEXT,
+        PRIMARY KEY (repo_id, number)
+    );
+    CREATE TABLE issue_comments (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        issue_number INTEGER NOT NULL,
+        body TEXT,
+        author TEXT,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo_id, id)
+    );
+    CREATE TABLE releases (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        tag_name TEXT NOT NULL,
+        name TEXT,
+        draft INTEGER NOT NULL,
+        prerelease INTEGER NOT NULL,
+        created_at INTEGER,
+        published_at INTEGER,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo_id, id)
+    );
+    "#,
+    // 3: the repository's webhook on GitHub.
+    r#"
+    ALTER TABLE repositories ADD COLUMN hook_id INTEGER;
+    ALTER TABLE repositories ADD COLUMN hook_url TEXT;
+    "#,
+    // 4: hooks whose URL comes from a development tunnel (ngrok), kept up to date.
+    r#"
+    ALTER TABLE repositories ADD COLUMN hook_tunnel TEXT;
+    "#,
+    // 5: what polling has read of each repository's pull requests and issues, so that a
+    // restart goes on from there instead of reading every page again.
+    r#"
+    CREATE TABLE poll_watermarks (
+        repo_id INTEGER PRIMARY KEY REFERENCES repositories(id) ON DELETE CASCADE,
+        pulls_seen TEXT,
+        issues_since TEXT
+    );
+    "#,
+    // 6: ordering domains (a repository's git state and its metadata queue apart) served in
+    // fair turns, and the redeliveries catch-up asked GitHub for (each guid once).
+    r#"
+    ALTER TABLE deliveries ADD COLUMN domain TEXT;
+    UPDATE deliveries SET domain = repo_key ||
+        CASE WHEN event IN ('push', 'create', 'delete') THEN '/git' ELSE '/meta' END
+        WHERE repo_key IS NOT NULL;
+    DROP INDEX deliveries_pending;
+    CREATE INDEX deliveries_pending ON deliveries(domain, seq)
+        WHERE status IN ('queued', 'processing', 'retrying');
+    -- Domains that may have pending deliveries, with their place in line.
+    CREATE TABLE queue_domains (domain TEXT PRIMARY KEY, turn INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX queue_domains_by_turn ON queue_domains(turn);
+    INSERT INTO queue_domains (domain, turn)
+        SELECT DISTINCT domain, 0 FROM deliveries
+        WHERE status IN ('queued', 'processing', 'retrying') AND domain IS NOT NULL;
+    DROP TABLE queue_repos;
+    CREATE TABLE redelivery_requests (
+        guid TEXT PRIMARY KEY,
+        hook_id INTEGER NOT NULL,
+        asked_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
