@@ -190,7 +190,7 @@ pub async fn status(config: &Config, backend: &Backend, repo: Option<&str>) -> a
     let github = Token::from_env().and_then(|t| GitHubClient::new(&config.github_api_url, Some(t)).ok());
     let mut rows = Vec::new();
     for repo in repos {
-        let health = backend.registry.hook_health(repo.clone()).await?;
+        let backlog = backend.queue.repository_backlog(repo.github_id, &repo.full_name).await?;
         let remote = match (&github, repo.hook_id) {
             (Some(github), Some(id)) => match hooks::get(github, &repo.full_name, id).await {
                 Ok(hook) => Some(hook),
@@ -213,11 +213,11 @@ pub async fn status(config: &Config, backend: &Backend, repo: Option<&str>) -> a
             "hook_id": repo.hook_id,
             "url": repo.hook_url,
             "active": active,
-            "last_ping_at": rfc3339_opt(health.last_ping_at_ms),
-            "last_delivery_at": rfc3339_opt(health.last_delivery_at_ms),
+            "last_ping_at": rfc3339_opt(repo.last_ping_at_ms),
+            "last_delivery_at": rfc3339_opt(repo.last_delivery_at_ms),
             "last_response": remote.flatten().map(|h| h.last_response).unwrap_or(Value::Null),
-            "failures": health.failures,
-            "queue_depth": health.queue_depth,
+            "failures": backlog.failures,
+            "queue_depth": backlog.queue_depth,
         }));
     }
     if config.json {

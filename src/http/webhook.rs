@@ -147,7 +147,12 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
 
     // 5. Ping: the hook is alive.
     if kind == WebhookEventType::Ping {
-        state.queue.enqueue(record(InitialStatus::Done)).await.map_err(unavailable)?;
+        let record = record(InitialStatus::Done);
+        let at = record.received_at_ms;
+        state.queue.enqueue(record).await.map_err(unavailable)?;
+        if let Some(hook) = delivery.hook_id {
+            state.registry.note_ping(hook, at).await.map_err(unavailable)?;
+        }
         tracing::info!(delivery_id = %id, hook_id = ?delivery.hook_id, "Ping received");
         return Ok((
             StatusCode::OK,

@@ -213,6 +213,15 @@ pub struct QueueStats {
     pub oldest_pending_received_at_ms: Option<i64>,
 }
 
+/// A repository's deliveries that are not done yet, for `webhook status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepositoryBacklog {
+    /// Dead, or waiting for a retry.
+    pub failures: u64,
+    /// Queued, processing or retrying.
+    pub queue_depth: u64,
+}
+
 /// The queue, whatever database holds it.
 pub trait Queue: Send + Sync {
     /// Writes a delivery durably. Returns only once it is committed.
@@ -236,6 +245,12 @@ pub trait Queue: Send + Sync {
     fn prune(&self, received_before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
     /// Pending deliveries as last counted by this process: cheap, for the queue cap.
     fn approximate_depth(&self) -> u64;
+    /// The failing and pending deliveries of one repository (by GitHub id or name).
+    fn repository_backlog(
+        &self,
+        github_id: Option<u64>,
+        full_name: &str,
+    ) -> BoxFuture<'_, StoreResult<RepositoryBacklog>>;
     /// Records that catch-up asks GitHub to redeliver `guid`: `true` for the first caller,
     /// `false` when it was asked for since `window_start_ms`, by this process or another
     /// (a CLI `catch-up` beside the daemon's own), so GitHub is asked once per window.

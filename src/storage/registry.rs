@@ -68,17 +68,6 @@ impl HookRef {
     }
 }
 
-/// What `webhook status` shows about a repository's deliveries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HookHealth {
-    pub last_ping_at_ms: Option<i64>,
-    pub last_delivery_at_ms: Option<i64>,
-    /// Deliveries dead or waiting for a retry.
-    pub failures: u64,
-    /// Deliveries queued, processing or retrying.
-    pub queue_depth: u64,
-}
-
 /// The newest `updated_at` polling has stored, of pull requests and of issues.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollWatermarks {
@@ -133,8 +122,8 @@ pub trait Registry: Send + Sync {
     /// Records (or with `None` clears) the repository's hook, and sets its mode to
     /// `webhook` (or back to `polling`).
     fn set_hook(&self, repo_id: i64, hook: Option<HookRef>) -> BoxFuture<'_, StoreResult<()>>;
-    /// Delivery facts about a repository for `webhook status`.
-    fn hook_health(&self, repo: TrackedRepository) -> BoxFuture<'_, StoreResult<HookHealth>>;
+    /// A verified ping from the hook arrived: the hook is alive (webhook mode counts it).
+    fn note_ping(&self, hook_id: u64, at_ms: i64) -> BoxFuture<'_, StoreResult<()>>;
     /// How far polling has read a repository's pull requests and issues.
     fn poll_watermarks(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<PollWatermarks>>;
     fn set_poll_watermarks(&self, repo_id: i64, marks: PollWatermarks) -> BoxFuture<'_, StoreResult<()>>;

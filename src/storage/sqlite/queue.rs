@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::domain::{ordering_domain, repo_key};
 use crate::storage::queue::{
     ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, InitialStatus, Lane,
-    NewDelivery, Queue, QueueStats, StoredBody,
+    NewDelivery, Queue, QueueStats, RepositoryBacklog, StoredBody,
 };
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
@@ -111,15 +111,6 @@ fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
         ])?;
     if inserted == 0 {
         return Ok(EnqueueOutcome::Duplicate);
-    }
-    if d.event == "ping" {
-        if let Some(hook) = d.hook_id {
-            c.prepare_cached(
-                "INSERT INTO hooks (hook_id, last_ping_at) VALUES (?1, ?2) \
-                 ON CONFLICT (hook_id) DO UPDATE SET last_ping_at = excluded.last_ping_at",
-            )?
-            .execute(params![hook as i64, now])?;
-        }
     }
     Ok(EnqueueOutcome::Stored)
 }
@@ -431,6 +422,24 @@ impl Queue for SqliteQueue {
 
     fn approximate_depth(&self) -> u64 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    fn repository_backlog(
+        &self,
+        github_id: Option<u64>,
+        full_name: &str,
+    ) -> BoxFuture<'_, StoreResult<RepositoryBacklog>> {
+        let key = repo_key(github_id, Some(full_name));
+        Box::pin(self.db.read(move |c| {
+            let (failures, queue_depth): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(status IN ('dead', 'retrying')), 0), \
+                     COALESCE(SUM(status IN ('queued', 'processing', 'retrying')), 0) \
+                     FROM deliveries WHERE repo_key = ?1 OR (?2 IS NOT NULL AND repository_github_id = ?2)",
+                )?
+                .query_row(params![key, github_id.map(|v| v as i64)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(RepositoryBacklog { failures: failures as u64, queue_depth: queue_depth as u64 })
+        }))
     }
 
     fn reserve_redelivery(

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::copy::apply_effects;
 use crate::storage::copy::Effect;
 use crate::storage::registry::{
-    HookHealth, HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository,
+    HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository,
 };
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
@@ -184,29 +184,14 @@ impl Registry for SqliteRegistry {
         }))
     }
 
-    fn hook_health(&self, repo: TrackedRepository) -> BoxFuture<'_, StoreResult<HookHealth>> {
-        Box::pin(self.db.read(move |c| {
-            let last_ping_at_ms = match repo.hook_id {
-                Some(hook) => c
-                    .query_row("SELECT last_ping_at FROM hooks WHERE hook_id = ?1", [hook as i64], |r| r.get(0))
-                    .optional()?
-                    .flatten(),
-                None => None,
-            };
-            let key = crate::domain::repo_key(repo.github_id, Some(&repo.full_name));
-            let (failures, queue_depth): (i64, i64) = c
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(status IN ('dead', 'retrying')), 0), \
-                     COALESCE(SUM(status IN ('queued', 'processing', 'retrying')), 0) \
-                     FROM deliveries WHERE repo_key = ?1 OR (?2 IS NOT NULL AND repository_github_id = ?2)",
-                )?
-                .query_row(params![key, repo.github_id.map(|v| v as i64)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(HookHealth {
-                last_ping_at_ms,
-                last_delivery_at_ms: repo.last_delivery_at_ms,
-                failures: failures as u64,
-                queue_depth: queue_depth as u64,
-            })
+    fn note_ping(&self, hook_id: u64, at_ms: i64) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.db.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO hooks (hook_id, last_ping_at) VALUES (?1, ?2) \
+                 ON CONFLICT (hook_id) DO UPDATE SET last_ping_at = MAX(COALESCE(last_ping_at, 0), excluded.last_ping_at)",
+            )?
+            .execute(params![hook_id as i64, at_ms])?;
+            Ok(())
         }))
     }
 
