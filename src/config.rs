@@ -38,6 +38,16 @@ pub struct FileConfig {
     pub poll: FilePoll,
     #[serde(default)]
     pub tunnel: FileTunnel,
+    #[serde(default)]
+    pub sqlite: FileSqlite,
+}
+
+/// Settings of the embedded SQLite database (ignored on PostgreSQL).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSqlite {
+    pub synchronous: Option<Synchronous>,
+    pub max_database_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,9 +115,11 @@ pub struct FileWebhook {
 #[serde(deny_unknown_fields)]
 pub struct FileQueue {
     pub max_queued: Option<u64>,
+    /// Deprecated spelling of `[sqlite] synchronous`, still read.
     pub synchronous: Option<Synchronous>,
     pub compression: Option<Compression>,
     pub retention_days: Option<u64>,
+    /// Deprecated spelling of `[sqlite] max_database_mb`, still read.
     pub max_database_mb: Option<u64>,
 }
 
@@ -147,6 +159,7 @@ pub struct Config {
     pub json: bool,
     pub webhook: WebhookConfig,
     pub queue: QueueConfig,
+    pub sqlite: SqliteConfig,
     pub workers: WorkerConfig,
     pub serve: ServeConfig,
     pub poll: PollConfig,
@@ -242,6 +255,7 @@ impl std::fmt::Debug for FileConfig {
             .field("workers", &self.workers)
             .field("poll", &self.poll)
             .field("tunnel", &self.tunnel)
+            .field("sqlite", &self.sqlite)
             .finish()
     }
 }
@@ -309,9 +323,13 @@ impl std::str::FromStr for SecretStore {
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     pub max_queued: u64,
-    pub synchronous: Synchronous,
     pub compression: Compression,
     pub retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub synchronous: Synchronous,
     /// Refuse writes (503 at the receiver) rather than grow the database past this.
     pub max_database_bytes: Option<u64>,
 }
@@ -417,10 +435,18 @@ impl Config {
         let q = file.queue;
         let queue = QueueConfig {
             max_queued: q.max_queued.unwrap_or(1_000_000),
-            synchronous: q.synchronous.unwrap_or(Synchronous::Full),
             compression: q.compression.unwrap_or(Compression::Lz4),
             retention: Duration::from_secs(q.retention_days.unwrap_or(14) * 86_400),
-            max_database_bytes: q.max_database_mb.map(|mb| mb * 1024 * 1024),
+        };
+        let sq = file.sqlite;
+        if (sq.synchronous.is_some() && q.synchronous.is_some())
+            || (sq.max_database_mb.is_some() && q.max_database_mb.is_some())
+        {
+            bail!("[queue] synchronous and max_database_mb moved to [sqlite]: set them there only");
+        }
+        let sqlite = SqliteConfig {
+            synchronous: sq.synchronous.or(q.synchronous).unwrap_or(Synchronous::Full),
+            max_database_bytes: sq.max_database_mb.or(q.max_database_mb).map(|mb| mb * 1024 * 1024),
         };
         let wk = file.workers;
         let workers = WorkerConfig {
@@ -477,7 +503,19 @@ impl Config {
                 .to_owned(),
             check: Duration::from_secs(file.tunnel.check_secs.unwrap_or(10).max(1)),
         };
-        Ok(Self { data_dir, database, github_api_url, json: global.json, webhook, queue, workers, serve, poll, tunnel })
+        Ok(Self {
+            data_dir,
+            database,
+            github_api_url,
+            json: global.json,
+            webhook,
+            queue,
+            sqlite,
+            workers,
+            serve,
+            poll,
+            tunnel,
+        })
     }
 }
 
@@ -549,6 +587,20 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_settings_live_under_sqlite_and_the_old_queue_keys_still_work() {
+        let parse = |toml_text: &str| {
+            let file: FileConfig = toml::from_str(toml_text).unwrap();
+            Config::resolve(&global(), None, file, |_| None)
+        };
+        let c = parse("[sqlite]\nsynchronous = \"normal\"\nmax_database_mb = 2\n").unwrap();
+        assert_eq!((c.sqlite.synchronous, c.sqlite.max_database_bytes), (Synchronous::Normal, Some(2 << 20)));
+        let old = parse("[queue]\nsynchronous = \"normal\"\nmax_database_mb = 3\n").unwrap();
+        assert_eq!((old.sqlite.synchronous, old.sqlite.max_database_bytes), (Synchronous::Normal, Some(3 << 20)));
+        let both = parse("[queue]\nsynchronous = \"normal\"\n[sqlite]\nsynchronous = \"full\"\n").unwrap_err();
+        assert!(format!("{both:#}").contains("moved to [sqlite]"), "{both:#}");
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::resolve(&global(), None, FileConfig::default(), |_| None).unwrap();
         assert_eq!(c.database, DatabaseUrl::Sqlite("/tmp/fut/futurnal.db".into()));
@@ -557,7 +609,7 @@ mod tests {
         assert_eq!(c.serve.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
         assert_eq!(c.webhook.events.len(), 9);
         assert_eq!(c.webhook.max_body_bytes, 25 * 1024 * 1024);
-        assert_eq!(c.queue.synchronous, Synchronous::Full);
+        assert_eq!(c.sqlite.synchronous, Synchronous::Full);
         assert!(c.webhook.verify_signatures);
     }
 

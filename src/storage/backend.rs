@@ -34,9 +34,9 @@ impl Backend {
                 let db = Arc::new(SqliteDb::open(
                     path,
                     SqliteOptions {
-                        synchronous: config.queue.synchronous,
+                        synchronous: config.sqlite.synchronous,
                         background_checkpoints: purpose == Purpose::Daemon,
-                        max_database_bytes: config.queue.max_database_bytes,
+                        max_database_bytes: config.sqlite.max_database_bytes,
                     },
                 )?);
                 Ok(Self {

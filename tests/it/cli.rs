@@ -212,7 +212,7 @@ fn deliveries_honour_any_limit_and_page_with_a_cursor() {
     // 10,010 deliveries, written concurrently (the writer commits them in batches).
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let config = config_for(d, "[queue]\nsynchronous = \"normal\"\n");
+        let config = config_for(d, "[sqlite]\nsynchronous = \"normal\"\n");
         let backend =
             futurnal::storage::backend::Backend::open(&config, futurnal::storage::backend::Purpose::Command).unwrap();
         let mut writes = tokio::task::JoinSet::new();

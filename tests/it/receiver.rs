@@ -389,7 +389,7 @@ async fn a_full_queue_is_503_but_duplicates_are_still_recognised() {
 async fn a_database_that_cannot_be_written_gets_503_never_2xx() {
     // The database may not grow past 1 MiB; incompressible bodies fill it quickly.
     let app = spawn_app(AppOptions {
-        toml: "max_body_bytes = 300000\n[queue]\nmax_database_mb = 1\ncompression = \"none\"\n[serve]\nrole = \"receiver\"\n"
+        toml: "max_body_bytes = 300000\n[queue]\ncompression = \"none\"\n[sqlite]\nmax_database_mb = 1\n[serve]\nrole = \"receiver\"\n"
             .into(),
         ..Default::default()
     })

@@ -6,9 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::copy::apply_effects;
 use crate::storage::copy::Effect;
-use crate::storage::registry::{
-    HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository,
-};
+use crate::storage::registry::{HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository};
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
