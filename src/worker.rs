@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerConfig;
 use crate::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
 use crate::metrics::{Metrics, ProcessOutcome};
-use crate::storage::queue::{ClaimedDelivery, Completion, Lane, Queue};
+use crate::storage::queue::{ClaimHandle, ClaimedDelivery, Completion, Lane, Queue};
 use crate::time::now_ms;
 
 /// How often idle workers look for work that no notification announced (retries that
@@ -35,7 +35,7 @@ pub struct WorkerPool {
 
 /// Deliveries claimed by this process and not yet reported, so a forced stop can
 /// release them.
-type InFlight = Arc<Mutex<HashSet<i64>>>;
+type InFlight = Arc<Mutex<HashSet<ClaimHandle>>>;
 
 impl WorkerPool {
     pub async fn run(self, shutdown: CancellationToken) {
@@ -57,7 +57,7 @@ impl WorkerPool {
                         claimed_any = !claimed.is_empty();
                         for lane in claimed {
                             let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
-                            in_flight.lock().unwrap_or_else(|p| p.into_inner()).extend(lane.iter().map(|d| d.seq));
+                            in_flight.lock().unwrap_or_else(|p| p.into_inner()).extend(lane.iter().map(|d| d.handle));
                             let (this, in_flight, shutdown) = (this.clone(), in_flight.clone(), shutdown.clone());
                             lanes.spawn(async move {
                                 this.run_lane(lane, &in_flight, &shutdown).await;
@@ -93,12 +93,12 @@ impl WorkerPool {
         if drained.is_err() {
             lanes.abort_all();
             while lanes.join_next().await.is_some() {}
-            let left: Vec<i64> = in_flight.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+            let left: Vec<ClaimHandle> = in_flight.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
             tracing::warn!(
                 deliveries = left.len(),
                 "Handlers still running after the grace period were stopped; their deliveries are queued again"
             );
-            let releases = left.into_iter().map(|seq| (seq, Completion::Release)).collect();
+            let releases = left.into_iter().map(|handle| (handle, Completion::Release)).collect();
             if let Err(e) = this.queue.complete(releases).await {
                 tracing::error!(error = %e, "Could not queue interrupted deliveries again; the next start will");
             }
@@ -106,13 +106,13 @@ impl WorkerPool {
     }
 
     async fn run_lane(&self, lane: Lane, in_flight: &InFlight, shutdown: &CancellationToken) {
-        let seqs: Vec<i64> = lane.iter().map(|d| d.seq).collect();
+        let handles: Vec<ClaimHandle> = lane.iter().map(|d| d.handle).collect();
         let mut results = Vec::with_capacity(lane.len());
         let mut held_back = false;
         let mut next = 0;
         while next < lane.len() {
             if held_back || shutdown.is_cancelled() {
-                results.extend(lane[next..].iter().map(|d| (d.seq, Completion::Release)));
+                results.extend(lane[next..].iter().map(|d| (d.handle, Completion::Release)));
                 break;
             }
             // Consecutive deliveries the handler can serve as one (a run of git deliveries:
@@ -128,7 +128,7 @@ impl WorkerPool {
                 match answer {
                     Ok(outcomes) if outcomes.len() == run.len() => {
                         for (delivery, outcome) in run.iter().zip(outcomes) {
-                            results.push((delivery.seq, self.finish(delivery, Ok(outcome))));
+                            results.push((delivery.handle, self.finish(delivery, Ok(outcome))));
                         }
                         next += together;
                         continue;
@@ -142,13 +142,13 @@ impl WorkerPool {
             let delivery = &lane[next];
             let completion = self.process(delivery).await;
             held_back = matches!(completion, Completion::Retry { .. });
-            results.push((delivery.seq, completion));
+            results.push((delivery.handle, completion));
             next += 1;
         }
         self.report(results, shutdown).await;
         let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        for seq in seqs {
-            set.remove(&seq);
+        for handle in handles {
+            set.remove(&handle);
         }
     }
 
@@ -204,7 +204,7 @@ impl WorkerPool {
 
     /// Reports results, retrying while the database is unavailable; if it never comes
     /// back, the deliveries stay `processing` and the next start queues them again.
-    async fn report(&self, results: Vec<(i64, Completion)>, shutdown: &CancellationToken) {
+    async fn report(&self, results: Vec<(ClaimHandle, Completion)>, shutdown: &CancellationToken) {
         let mut pause = Duration::from_millis(100);
         for _ in 0..8 {
             match self.queue.complete(results.clone()).await {

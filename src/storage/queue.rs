@@ -88,10 +88,28 @@ pub enum EnqueueOutcome {
     Duplicate,
 }
 
+/// What a worker reports a claimed delivery's end with: opaque, only the backend that
+/// handed it out knows what it stands for. Order is the queue's business, never a number
+/// a caller compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimHandle(i64);
+
+impl ClaimHandle {
+    /// For backends: wraps their own row identity.
+    pub(crate) fn new(raw: i64) -> Self {
+        Self(raw)
+    }
+
+    /// For backends: the row identity they wrapped.
+    pub(crate) fn raw(self) -> i64 {
+        self.0
+    }
+}
+
 /// A delivery handed to a worker.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
-    pub seq: i64,
+    pub handle: ClaimHandle,
     pub delivery_id: String,
     pub event: String,
     pub action: Option<String>,
@@ -226,13 +244,15 @@ pub struct RepositoryBacklog {
 pub trait Queue: Send + Sync {
     /// Writes a delivery durably. Returns only once it is committed.
     fn enqueue(&self, delivery: NewDelivery) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
-    /// Claims up to `max_lanes` lanes of up to `per_lane` deliveries each, marking them
+    /// Claims up to `max_lanes` lanes of up to `per_lane` deliveries each, in the order
+    /// they were acknowledged within each domain (whatever order commits reach the
+    /// database in, for a backend with concurrent writers), marking them
     /// processing. A domain with a delivery processing, or whose oldest pending delivery
     /// waits for a retry, yields no lane. Ready domains take turns: one that got a lane
     /// goes to the back of the line.
     fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>>;
     /// Records how claimed deliveries ended, in one transaction.
-    fn complete(&self, results: Vec<(i64, Completion)>) -> BoxFuture<'_, StoreResult<()>>;
+    fn complete(&self, results: Vec<(ClaimHandle, Completion)>) -> BoxFuture<'_, StoreResult<()>>;
     /// Queues again what a previous process left `processing` (it crashed or was killed).
     fn recover(&self) -> BoxFuture<'_, StoreResult<u64>>;
     /// Queues a stored delivery again on purpose, whatever its status (unless it is

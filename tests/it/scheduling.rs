@@ -55,7 +55,7 @@ async fn a_ready_domain_is_claimed_within_one_round_whatever_its_key_sorts_to() 
         if lanes.iter().flatten().any(|d| d.delivery_id == probe_id) {
             break;
         }
-        let done: Vec<(i64, Completion)> = lanes.iter().flatten().map(|d| (d.seq, Completion::Done)).collect();
+        let done: Vec<_> = lanes.iter().flatten().map(|d| (d.handle, Completion::Done)).collect();
         claimed_before += done.len();
         backend.queue.complete(done).await.unwrap();
     }

@@ -2,6 +2,12 @@
 //! thread; the claim walks `queue_domains` (ordering domains with pending work, in turn
 //! order) and takes each one's head run through the `deliveries_pending` index, so its
 //! cost follows the number of busy domains, not the length of the queue.
+//!
+//! Acknowledgement order is `seq` order here: every insert goes through the one writer
+//! thread, which assigns `seq` and commits in that order, so no delivery with a lower
+//! `seq` can commit after one with a higher `seq`. (A backend with concurrent writers,
+//! such as PostgreSQL's sequences, needs a per-domain counter bumped inside the enqueue
+//! transaction instead.) The claim handle wraps `seq`, which only this module reads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,8 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::domain::{ordering_domain, repo_key};
 use crate::storage::queue::{
-    ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, InitialStatus, Lane,
-    NewDelivery, Queue, QueueStats, RepositoryBacklog, StoredBody,
+    ClaimHandle, ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
+    InitialStatus, Lane, NewDelivery, Queue, QueueStats, RepositoryBacklog, StoredBody,
 };
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
@@ -174,7 +180,7 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
             .query_map(params![domain, first, last], |r| {
                 let codec: String = r.get(9)?;
                 Ok(ClaimedDelivery {
-                    seq: r.get(0)?,
+                    handle: ClaimHandle::new(r.get(0)?),
                     delivery_id: r.get(1)?,
                     event: r.get(2)?,
                     action: r.get(3)?,
@@ -188,7 +194,7 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
             })?
             .collect::<Result<_, _>>()?;
         // RETURNING gives no order guarantee.
-        lane.sort_unstable_by_key(|d| d.seq);
+        lane.sort_unstable_by_key(|d| d.handle.raw());
         c.prepare_cached(
             "UPDATE queue_domains SET turn = (SELECT MAX(turn) + 1 FROM queue_domains) WHERE domain = ?1",
         )?
@@ -202,9 +208,10 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
 }
 
 /// Applies completions; returns how many deliveries left the pending states.
-fn apply_completions(c: &Connection, results: &[(i64, Completion)], now: i64) -> StoreResult<u64> {
+fn apply_completions(c: &Connection, results: &[(ClaimHandle, Completion)], now: i64) -> StoreResult<u64> {
     let mut finished = 0;
-    for (seq, completion) in results {
+    for (handle, completion) in results {
+        let seq = handle.raw();
         let changed = match completion {
             Completion::Done => c
                 .prepare_cached(
@@ -264,7 +271,7 @@ impl Queue for SqliteQueue {
         Box::pin(self.db.write(move |c| claim_lanes(c, max_lanes, per_lane.max(1), now_ms())))
     }
 
-    fn complete(&self, results: Vec<(i64, Completion)>) -> BoxFuture<'_, StoreResult<()>> {
+    fn complete(&self, results: Vec<(ClaimHandle, Completion)>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let finished = self.db.write(move |c| apply_completions(c, &results, now_ms())).await?;
             let _ =
