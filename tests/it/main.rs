@@ -2,6 +2,7 @@
 //! the real `futurnal` binary where a whole process is the point (signals, kill -9, CLI).
 
 mod cli;
+mod contract;
 mod copy;
 mod durability;
 mod fake_github;

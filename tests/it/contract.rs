@@ -1,0 +1,266 @@
+//! The storage contract: what every backend behind `Queue`, `Registry` and `CopyStore`
+//! must do, the same tests for each. `backends()` opens a fresh, empty one of every kind
+//! this build has (the embedded SQLite; PostgreSQL joins when its backend lands, reading
+//! `FUTURNAL_TEST_DATABASE_URL`).
+
+use futurnal::domain::DeliveryId;
+use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::copy::{Effect, IssueRecord, IssueState, PullState};
+use futurnal::storage::queue::{
+    Completion, DeliveryFilter, DeliveryStatus, EnqueueOutcome, InitialStatus, NewDelivery, StoredBody,
+};
+use futurnal::storage::registry::{HookRef, NewRepository, PollWatermarks, RepoRef};
+use futurnal::storage::StoreError;
+
+use crate::helpers::*;
+
+/// A fresh backend, and what keeps it alive (its directory).
+struct Fresh {
+    name: &'static str,
+    backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+fn backends() -> Vec<Fresh> {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).unwrap();
+    vec![Fresh { name: "sqlite", backend, _dir: dir }]
+}
+
+fn delivery(repo: &str, github_id: u64, event: &str, initial: InitialStatus) -> NewDelivery {
+    NewDelivery {
+        delivery_id: DeliveryId::random(),
+        event: event.into(),
+        action: Some("opened".into()),
+        repository: Some(repo.into()),
+        repository_github_id: Some(github_id),
+        hook_id: Some(9),
+        received_at_ms: futurnal::time::now_ms(),
+        body: StoredBody::compress(br#"{"zen":"x"}"#),
+        initial,
+    }
+}
+
+fn queued(repo: &str, github_id: u64, event: &str) -> NewDelivery {
+    delivery(repo, github_id, event, InitialStatus::Queued)
+}
+
+fn new_repo(name: &str, github_id: Option<u64>) -> NewRepository {
+    NewRepository {
+        full_name: name.into(),
+        github_id,
+        branches: vec!["main".into()],
+        clone_url: None,
+        default_branch: Some("main".into()),
+    }
+}
+
+fn issue(number: u64, updated_at: i64, title: &str) -> IssueRecord {
+    IssueRecord {
+        number,
+        title: title.into(),
+        body: None,
+        state: "open".into(),
+        author: Some("mona".into()),
+        labels: vec![],
+        assignees: vec![],
+        comments: 0,
+        created_at: Some(1),
+        updated_at,
+        closed_at: None,
+        deleted: false,
+        transferred_to: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_enqueue_dedup_claim_complete_and_statuses() {
+    for Fresh { name, backend, .. } in backends() {
+        let q = &backend.queue;
+        let first = queued("o/r", 1, "push");
+        let id = first.delivery_id.to_string();
+        assert_eq!(q.enqueue(first.clone()).await.unwrap(), EnqueueOutcome::Stored, "{name}");
+        assert_eq!(q.enqueue(first).await.unwrap(), EnqueueOutcome::Duplicate, "{name}: dedup by delivery id");
+        let ignored = delivery("o/r", 1, "push", InitialStatus::Ignored("not tracked".into()));
+        q.enqueue(ignored.clone()).await.unwrap();
+        let ping = delivery("o/r", 1, "ping", InitialStatus::Done);
+        q.enqueue(ping.clone()).await.unwrap();
+        assert_eq!(q.stats().await.unwrap().depth, 1, "{name}: only the queued one is pending");
+
+        let lanes = q.claim(4, 8).await.unwrap();
+        assert_eq!(lanes.len(), 1, "{name}");
+        assert_eq!(lanes[0][0].delivery_id, id);
+        assert_eq!(q.get(&id).await.unwrap().unwrap().status, DeliveryStatus::Processing);
+        assert!(q.claim(4, 8).await.unwrap().is_empty(), "{name}: a claimed domain yields nothing more");
+        q.complete(vec![(lanes[0][0].handle, Completion::Done)]).await.unwrap();
+        let done = q.get(&id).await.unwrap().unwrap();
+        assert_eq!((done.status, done.attempts), (DeliveryStatus::Done, 1), "{name}");
+        assert_eq!(q.get(ignored.delivery_id.as_str()).await.unwrap().unwrap().status, DeliveryStatus::Ignored);
+        assert_eq!(q.get(ping.delivery_id.as_str()).await.unwrap().unwrap().status, DeliveryStatus::Done);
+        assert_eq!(q.stats().await.unwrap().depth, 0, "{name}");
+        // A completion for a delivery no longer processing changes nothing.
+        q.complete(vec![(lanes[0][0].handle, Completion::Dead { error: "late".into() })]).await.unwrap();
+        assert_eq!(q.get(&id).await.unwrap().unwrap().status, DeliveryStatus::Done, "{name}");
+        backend.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_order_per_domain_retry_holds_back_its_domain_dead_lets_it_go_replay_requeues() {
+    for Fresh { name, backend, .. } in backends() {
+        let q = &backend.queue;
+        let mut git = Vec::new();
+        for _ in 0..3 {
+            let d = queued("o/r", 1, "push");
+            git.push(d.delivery_id.to_string());
+            q.enqueue(d).await.unwrap();
+        }
+        let meta = queued("o/r", 1, "issues");
+        let meta_id = meta.delivery_id.to_string();
+        q.enqueue(meta).await.unwrap();
+
+        let lanes = q.claim(4, 1).await.unwrap();
+        assert_eq!(lanes.len(), 2, "{name}: the git and the metadata domain of one repository at once");
+        let git_lane = lanes.iter().find(|l| l[0].event == "push").unwrap();
+        assert_eq!(git_lane[0].delivery_id, git[0], "{name}: the oldest first");
+        let meta_lane = lanes.iter().find(|l| l[0].event == "issues").unwrap();
+        assert_eq!(meta_lane[0].delivery_id, meta_id);
+        let far = futurnal::time::now_ms() + 3_600_000;
+        q.complete(vec![
+            (git_lane[0].handle, Completion::Retry { error: "remote down".into(), next_attempt_at_ms: far }),
+            (meta_lane[0].handle, Completion::Done),
+        ])
+        .await
+        .unwrap();
+        let retrying = q.get(&git[0]).await.unwrap().unwrap();
+        assert_eq!((retrying.status, retrying.next_attempt_at_ms), (DeliveryStatus::Retrying, Some(far)), "{name}");
+        assert_eq!(retrying.last_error.as_deref(), Some("remote down"));
+        assert!(q.claim(4, 8).await.unwrap().is_empty(), "{name}: a retry not due holds back its domain");
+
+        // Replay puts the head back at once; then dead lets the rest go, in order.
+        assert_eq!(q.replay(&git[0]).await.unwrap().status, DeliveryStatus::Queued, "{name}");
+        let lane = q.claim(4, 8).await.unwrap().remove(0);
+        let ids: Vec<_> = lane.iter().map(|d| d.delivery_id.clone()).collect();
+        assert_eq!(ids, git, "{name}: the whole domain, in acknowledgement order");
+        assert!(matches!(q.replay(&git[1]).await, Err(StoreError::Conflict(_))), "{name}: not while processing");
+        q.complete(vec![
+            (lane[0].handle, Completion::Dead { error: "gave up".into() }),
+            (lane[1].handle, Completion::Done),
+            (lane[2].handle, Completion::Release),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(q.get(&git[0]).await.unwrap().unwrap().status, DeliveryStatus::Dead, "{name}");
+        assert_eq!(q.get(&git[2]).await.unwrap().unwrap().status, DeliveryStatus::Queued, "{name}: released");
+        let dead = q.list(DeliveryFilter { status: Some(DeliveryStatus::Dead), limit: 10, ..Default::default() });
+        assert_eq!(dead.await.unwrap().len(), 1, "{name}");
+        assert!(matches!(q.replay("no-such-delivery").await, Err(StoreError::NotFound(_))), "{name}");
+        backend.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
+    for Fresh { name, backend, .. } in backends() {
+        let q = &backend.queue;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let d = queued("o/r", 1, "issues");
+            ids.push(d.delivery_id.to_string());
+            q.enqueue(d).await.unwrap();
+        }
+        let lanes = q.claim(4, 2).await.unwrap();
+        assert_eq!(lanes[0].len(), 2, "{name}");
+        // A crash: what was processing is queued again at the next start.
+        assert_eq!(q.recover().await.unwrap(), 2, "{name}");
+        assert_eq!(q.get(&ids[0]).await.unwrap().unwrap().status, DeliveryStatus::Queued);
+        let backlog = q.repository_backlog(Some(1), "o/r").await.unwrap();
+        assert_eq!((backlog.queue_depth, backlog.failures), (5, 0), "{name}");
+
+        // Newest first, a page at a time.
+        let page = |before: Option<String>| q.list(DeliveryFilter { limit: 2, before, ..Default::default() });
+        let first: Vec<_> = page(None).await.unwrap().into_iter().map(|r| r.delivery_id).collect();
+        assert_eq!(first, vec![ids[4].clone(), ids[3].clone()], "{name}");
+        let second: Vec<_> = page(Some(ids[3].clone())).await.unwrap().into_iter().map(|r| r.delivery_id).collect();
+        assert_eq!(second, vec![ids[2].clone(), ids[1].clone()], "{name}");
+
+        // Finished deliveries older than the cutoff are pruned; pending ones never are.
+        let lane = q.claim(4, 8).await.unwrap().remove(0);
+        q.complete(lane.iter().take(3).map(|d| (d.handle, Completion::Done)).collect()).await.unwrap();
+        q.complete(lane.iter().skip(3).map(|d| (d.handle, Completion::Release)).collect()).await.unwrap();
+        assert_eq!(q.prune(futurnal::time::now_ms() + 1).await.unwrap(), 3, "{name}");
+        assert_eq!(q.stats().await.unwrap().depth, 2, "{name}");
+
+        // Asked once per window, by whichever process comes first.
+        let now = futurnal::time::now_ms();
+        assert!(q.reserve_redelivery("g-1", 9, now, now - 1000).await.unwrap(), "{name}");
+        assert!(!q.reserve_redelivery("g-1", 9, now, now - 1000).await.unwrap(), "{name}: once");
+        assert!(q.reserve_redelivery("g-1", 9, now + 5000, now + 1).await.unwrap(), "{name}: again after the window");
+        q.release_redelivery("g-1").await.unwrap();
+        assert!(q.reserve_redelivery("g-1", 9, now, now - 1000).await.unwrap(), "{name}: taken back, asked again");
+        backend.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_add_find_rename_by_github_id_hooks_pings_watermarks_remove() {
+    for Fresh { name, backend, .. } in backends() {
+        let r = &backend.registry;
+        let added = r.add(new_repo("Octo/Hello", None), vec![]).await.unwrap();
+        assert!(matches!(r.add(new_repo("octo/hello", None), vec![]).await, Err(StoreError::Conflict(_))), "{name}");
+        assert_eq!(r.find(RepoRef::Name("OCTO/hello".into())).await.unwrap().unwrap().id, added.id, "{name}");
+        // The first delivery teaches the GitHub id; a rename is then followed by id.
+        let noted = r.note_delivery(Some(77), Some("octo/hello".into()), 1_000).await.unwrap().unwrap();
+        assert_eq!((noted.github_id, noted.last_delivery_at_ms), (Some(77), Some(1_000)), "{name}");
+        let renamed = vec![Effect::Repository {
+            full_name: Some("octo/renamed".into()),
+            github_id: Some(77),
+            archived: Some(true),
+            deleted: None,
+            visibility: Some("private".into()),
+            default_branch: None,
+        }];
+        backend.copy.apply(added.id, renamed).await.unwrap();
+        let found = r.lookup(Some(77), Some("octo/whatever".into())).await.unwrap().unwrap();
+        assert_eq!((found.full_name.as_str(), found.archived), ("octo/renamed", true), "{name}");
+        assert!(r.lookup(None, Some("octo/hello".into())).await.unwrap().is_none(), "{name}: the old name is gone");
+
+        r.set_hook(added.id, Some(HookRef::new(9, "https://example.com/hook"))).await.unwrap();
+        r.note_ping(9, 5_000).await.unwrap();
+        r.note_ping(9, 4_000).await.unwrap();
+        let hooked = r.find(RepoRef::Id(added.id)).await.unwrap().unwrap();
+        assert_eq!((hooked.hook_id, hooked.last_ping_at_ms), (Some(9), Some(5_000)), "{name}: the newest ping");
+
+        let marks = PollWatermarks { pulls_seen: Some("2026-01-01T00:00:00Z".into()), issues_since: None };
+        r.set_poll_watermarks(added.id, marks.clone()).await.unwrap();
+        assert_eq!(r.poll_watermarks(added.id).await.unwrap(), marks, "{name}");
+        assert_eq!(r.remove(RepoRef::Id(added.id)).await.unwrap().id, added.id, "{name}");
+        assert!(r.list().await.unwrap().is_empty(), "{name}");
+        backend.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_newer_wins_deletion_sticks_and_unknown_state_keeps_the_stored_one() {
+    for Fresh { name, backend, .. } in backends() {
+        let repo = backend.registry.add(new_repo("o/r", Some(1)), vec![]).await.unwrap();
+        let copy = &backend.copy;
+        copy.apply(repo.id, vec![Effect::Issue(issue(1, 2_000, "newer"))]).await.unwrap();
+        copy.apply(repo.id, vec![Effect::Issue(issue(1, 1_000, "older"))]).await.unwrap();
+        let stored = copy.issues(repo.id, IssueState::All, 10).await.unwrap();
+        assert_eq!(stored[0].title, "newer", "{name}: an older update never overwrites");
+        // A payload without a state (`state` empty) keeps the known one.
+        let mut stateless = issue(1, 3_000, "stateless");
+        stateless.state = String::new();
+        copy.apply(repo.id, vec![Effect::Issue(stateless)]).await.unwrap();
+        let stored = copy.issues(repo.id, IssueState::All, 10).await.unwrap();
+        assert_eq!((stored[0].title.as_str(), stored[0].state.as_str()), ("stateless", "open"), "{name}");
+        let mut deleted = issue(1, 4_000, "deleted");
+        deleted.deleted = true;
+        copy.apply(repo.id, vec![Effect::Issue(deleted)]).await.unwrap();
+        copy.apply(repo.id, vec![Effect::Issue(issue(1, 5_000, "after the deletion"))]).await.unwrap();
+        assert!(copy.issues(repo.id, IssueState::All, 10).await.unwrap().is_empty(), "{name}: deletion sticks");
+        assert!(copy.pulls(repo.id, PullState::All, 10).await.unwrap().is_empty(), "{name}");
+        backend.close();
+    }
+}
