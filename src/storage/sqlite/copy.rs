@@ -127,7 +127,7 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect]) -> StoreR
                 )?
                 .execute(params![
                     repo_id,
-                    p.number as i64,
+                    p.number,
                     p.title,
                     p.body,
                     p.state,
@@ -168,14 +168,14 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect]) -> StoreR
                 )?
                 .execute(params![
                     repo_id,
-                    i.number as i64,
+                    i.number,
                     i.title,
                     i.body,
                     i.state,
                     i.author,
                     json(&i.labels),
                     json(&i.assignees),
-                    i.comments as i64,
+                    i.comments,
                     i.created_at,
                     i.updated_at,
                     i.closed_at,
@@ -194,8 +194,8 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect]) -> StoreR
                 )?
                 .execute(params![
                     repo_id,
-                    cm.id as i64,
-                    cm.issue_number as i64,
+                    cm.id,
+                    cm.issue_number,
                     cm.body,
                     cm.author,
                     cm.created_at,
@@ -217,7 +217,7 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect]) -> StoreR
                 )?
                 .execute(params![
                     repo_id,
-                    r.id as i64,
+                    r.id,
                     r.tag_name,
                     r.name,
                     r.draft,
@@ -236,7 +236,7 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect]) -> StoreR
                 .execute(params![
                     repo_id,
                     full_name,
-                    github_id.map(|v| v as i64),
+                    github_id,
                     archived,
                     deleted,
                     visibility,
@@ -279,7 +279,7 @@ const COMMIT_COLUMNS: &str = "c.sha, c.parents, c.author_name, c.author_email, c
 
 fn pull_from_row(r: &Row<'_>) -> rusqlite::Result<PullRecord> {
     Ok(PullRecord {
-        number: r.get::<_, i64>(0)? as u64,
+        number: r.get::<_, u64>(0)?,
         title: r.get(1)?,
         body: r.get(2)?,
         state: r.get(3)?,
@@ -301,14 +301,14 @@ fn pull_from_row(r: &Row<'_>) -> rusqlite::Result<PullRecord> {
 
 fn issue_from_row(r: &Row<'_>) -> rusqlite::Result<IssueRecord> {
     Ok(IssueRecord {
-        number: r.get::<_, i64>(0)? as u64,
+        number: r.get::<_, u64>(0)?,
         title: r.get(1)?,
         body: r.get(2)?,
         state: r.get(3)?,
         author: r.get(4)?,
         labels: from_json(r.get(5)?),
         assignees: from_json(r.get(6)?),
-        comments: r.get::<_, i64>(7)? as u64,
+        comments: r.get::<_, u64>(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
         closed_at: r.get(10)?,
@@ -413,7 +413,7 @@ impl CopyStore for SqliteCopyStore {
             )?
             .query_map(params![repo_id, limit], |r| {
                 Ok(ReleaseRecord {
-                    id: r.get::<_, i64>(0)? as u64,
+                    id: r.get::<_, u64>(0)?,
                     tag_name: r.get(1)?,
                     name: r.get(2)?,
                     draft: r.get(3)?,

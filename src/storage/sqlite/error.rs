@@ -29,4 +29,14 @@ mod tests {
         let missing = c.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
         assert!(matches!(StoreError::from(missing), StoreError::Unavailable(_)));
     }
+
+    #[test]
+    fn ids_beyond_the_integer_range_are_refused_not_wrapped() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (id INTEGER); INSERT INTO t VALUES (-1);").unwrap();
+        let too_big = c.execute("INSERT INTO t VALUES (?1)", [u64::MAX]);
+        assert!(too_big.is_err(), "u64::MAX does not fit SQLite's integer and is not wrapped");
+        let negative = c.query_row("SELECT id FROM t", [], |r| r.get::<_, u64>(0));
+        assert!(negative.is_err(), "a negative id is not read as a huge one");
+    }
 }

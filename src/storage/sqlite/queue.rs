@@ -47,11 +47,11 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(DeliveryRecord, String)> 
         event: row.get(1)?,
         action: row.get(2)?,
         repository: row.get(3)?,
-        repository_github_id: row.get::<_, Option<i64>>(4)?.map(|v| v as u64),
-        hook_id: row.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        repository_github_id: row.get::<_, Option<u64>>(4)?,
+        hook_id: row.get::<_, Option<u64>>(5)?,
         received_at_ms: row.get(6)?,
         status: DeliveryStatus::Queued,
-        attempts: row.get::<_, i64>(8)? as u32,
+        attempts: row.get::<_, u32>(8)?,
         next_attempt_at_ms: row.get::<_, i64>(9).map(|v| (v > 0).then_some(v))?,
         last_error: row.get(10)?,
     };
@@ -104,9 +104,9 @@ fn insert(c: &Connection, d: &NewDelivery) -> StoreResult<EnqueueOutcome> {
             d.event,
             d.action,
             d.repository,
-            d.repository_github_id.map(|v| v as i64),
+            d.repository_github_id,
             key,
-            d.hook_id.map(|v| v as i64),
+            d.hook_id,
             now,
             status,
             note,
@@ -185,10 +185,10 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
                     event: r.get(2)?,
                     action: r.get(3)?,
                     repository: r.get(4)?,
-                    repository_github_id: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                    hook_id: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                    repository_github_id: r.get::<_, Option<u64>>(5)?,
+                    hook_id: r.get::<_, Option<u64>>(6)?,
                     received_at_ms: r.get(7)?,
-                    attempts: r.get::<_, i64>(8)? as u32,
+                    attempts: r.get::<_, u32>(8)?,
                     body: StoredBody::from_parts(&codec, r.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default()),
                 })
             })?
@@ -363,7 +363,7 @@ impl Queue for SqliteQueue {
                 .query_map(
                     params![
                         filter.status.map(DeliveryStatus::as_str),
-                        filter.repository_github_id.map(|v| v as i64),
+                        filter.repository_github_id,
                         filter.repository_name,
                         filter.limit.max(1) as i64,
                         filter.before,
@@ -444,7 +444,7 @@ impl Queue for SqliteQueue {
                      COALESCE(SUM(status IN ('queued', 'processing', 'retrying')), 0) \
                      FROM deliveries WHERE repo_key = ?1 OR (?2 IS NOT NULL AND repository_github_id = ?2)",
                 )?
-                .query_row(params![key, github_id.map(|v| v as i64)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                .query_row(params![key, github_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(RepositoryBacklog { failures: failures as u64, queue_depth: queue_depth as u64 })
         }))
     }
@@ -467,7 +467,7 @@ impl Queue for SqliteQueue {
                      ON CONFLICT (guid) DO UPDATE SET hook_id = excluded.hook_id, asked_at = excluded.asked_at \
                      WHERE redelivery_requests.asked_at < ?4",
                 )?
-                .execute(params![guid, hook_id as i64, now_ms, window_start_ms])?;
+                .execute(params![guid, hook_id, now_ms, window_start_ms])?;
             Ok(changed == 1)
         }))
     }

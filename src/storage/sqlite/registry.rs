@@ -30,7 +30,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
     Ok(TrackedRepository {
         id: r.get(0)?,
         full_name: r.get(1)?,
-        github_id: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+        github_id: r.get::<_, Option<u64>>(2)?,
         branches: serde_json::from_str(&branches).unwrap_or_default(),
         clone_url: r.get(4)?,
         mode: r.get(5)?,
@@ -41,7 +41,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TrackedRepository> {
         deleted: r.get(10)?,
         visibility: r.get(11)?,
         synced_at_ms: r.get(12)?,
-        hook_id: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        hook_id: r.get::<_, Option<u64>>(13)?,
         hook_url: r.get(14)?,
         hook_tunnel: r.get(15)?,
         last_ping_at_ms: r.get(16)?,
@@ -76,7 +76,7 @@ fn match_delivery(
     if let Some(id) = github_id {
         let by_id = c
             .prepare_cached(&format!("SELECT {COLUMNS} FROM repositories WHERE github_id = ?1"))?
-            .query_row([id as i64], from_row)
+            .query_row([id], from_row)
             .optional()?;
         if by_id.is_some() {
             return Ok(by_id);
@@ -108,14 +108,7 @@ impl Registry for SqliteRegistry {
             c.execute(
                 "INSERT INTO repositories (full_name, github_id, branches, clone_url, added_at, default_branch) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    repo.full_name,
-                    repo.github_id.map(|v| v as i64),
-                    branches,
-                    repo.clone_url,
-                    now_ms(),
-                    repo.default_branch
-                ],
+                params![repo.full_name, repo.github_id, branches, repo.clone_url, now_ms(), repo.default_branch],
             )?;
             let id = c.last_insert_rowid();
             if !initial.is_empty() {
@@ -148,7 +141,7 @@ impl Registry for SqliteRegistry {
     fn set_hook(&self, repo_id: i64, hook: Option<HookRef>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.db.write(move |c| {
             let (id, url, tunnel, mode) = match hook {
-                Some(h) => (Some(h.id as i64), Some(h.url), h.tunnel, "webhook"),
+                Some(h) => (Some(h.id), Some(h.url), h.tunnel, "webhook"),
                 None => (None, None, None, "polling"),
             };
             c.execute(
@@ -188,7 +181,7 @@ impl Registry for SqliteRegistry {
                 "INSERT INTO hooks (hook_id, last_ping_at) VALUES (?1, ?2) \
                  ON CONFLICT (hook_id) DO UPDATE SET last_ping_at = MAX(COALESCE(last_ping_at, 0), excluded.last_ping_at)",
             )?
-            .execute(params![hook_id as i64, at_ms])?;
+            .execute(params![hook_id, at_ms])?;
             Ok(())
         }))
     }
@@ -226,7 +219,7 @@ impl Registry for SqliteRegistry {
                         "UPDATE repositories SET github_id = COALESCE(github_id, ?2), \
                          last_delivery_at = MAX(COALESCE(last_delivery_at, 0), ?3) WHERE id = ?1",
                     )?
-                    .execute(params![found.id, github_id.map(|v| v as i64), received_at_ms])?;
+                    .execute(params![found.id, github_id, received_at_ms])?;
                     find(c, &RepoRef::Id(found.id))
                 })
                 .await
