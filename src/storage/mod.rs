@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod copy;
+pub mod postgres;
 pub mod queue;
 pub mod registry;
 pub mod sqlite;

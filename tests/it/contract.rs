@@ -1,16 +1,22 @@
 //! The storage contract: what every backend behind `Queue`, `Registry` and `CopyStore`
 //! must do, the same tests for each. `backends()` opens a fresh, empty one of every kind
-//! this build has (the embedded SQLite; PostgreSQL joins when its backend lands, reading
-//! `FUTURNAL_TEST_DATABASE_URL`).
+//! this build has all three traits for (the embedded SQLite; PostgreSQL joins when its
+//! registry and copy store land), `queues()` every queue: SQLite's, and PostgreSQL's in
+//! a schema of its own when `FUTURNAL_TEST_DATABASE_URL` names a server (`.ci/run` sets
+//! it; under `CI=true` a missing one fails, elsewhere the tests say loudly they skipped it).
 
 use futurnal::domain::DeliveryId;
 use futurnal::storage::backend::{Backend, Purpose};
 use futurnal::storage::copy::{Effect, IssueRecord, IssueState, PullState};
+use futurnal::storage::postgres::queue::PgQueue;
+use futurnal::storage::postgres::{PgDb, PostgresOptions};
+use futurnal::storage::queue::Queue;
 use futurnal::storage::queue::{
     Completion, DeliveryFilter, DeliveryStatus, EnqueueOutcome, InitialStatus, NewDelivery, StoredBody,
 };
 use futurnal::storage::registry::{HookRef, NewRepository, PollWatermarks, RepoRef};
 use futurnal::storage::StoreError;
+use std::sync::Arc;
 
 use crate::helpers::*;
 
@@ -25,6 +31,59 @@ fn backends() -> Vec<Fresh> {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).unwrap();
     vec![Fresh { name: "sqlite", backend, _dir: dir }]
+}
+
+/// A PostgreSQL schema of its own for one test, dropped by `drop_schema`.
+pub struct PgSchema {
+    pub url: String,
+    pub schema: String,
+}
+
+impl PgSchema {
+    /// A fresh schema on the test server, or `None` (said loudly) without one.
+    pub async fn new() -> Option<Self> {
+        let Some(url) = std::env::var("FUTURNAL_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but FUTURNAL_TEST_DATABASE_URL is not set: the PostgreSQL tests must run in CI"
+            );
+            eprintln!("NOTE: FUTURNAL_TEST_DATABASE_URL is not set: the PostgreSQL half of this test did NOT run");
+            return None;
+        };
+        let schema = format!("futurnal_test_{}", &futurnal::secrets::generate_secret()[..12]);
+        Some(Self { url, schema })
+    }
+
+    pub async fn open(&self) -> Arc<PgDb> {
+        let options = PostgresOptions { schema: Some(self.schema.clone()), ..Default::default() };
+        Arc::new(PgDb::open(&self.url, options).await.expect("the test PostgreSQL server is reachable"))
+    }
+
+    pub async fn drop_schema(self) {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema)).await.unwrap();
+    }
+}
+
+/// A fresh queue of every kind, and what to clean up after.
+async fn queues() -> (Vec<(&'static str, Arc<dyn Queue>)>, Vec<Fresh>, Option<PgSchema>) {
+    let sqlite = backends();
+    let mut all: Vec<(&'static str, Arc<dyn Queue>)> = vec![("sqlite", sqlite[0].backend.queue.clone())];
+    let schema = PgSchema::new().await;
+    if let Some(schema) = &schema {
+        all.push(("postgres", Arc::new(PgQueue::new(schema.open().await))));
+    }
+    (all, sqlite, schema)
+}
+
+async fn cleanup(keep: Vec<Fresh>, schema: Option<PgSchema>) {
+    for fresh in keep {
+        fresh.backend.close();
+    }
+    if let Some(schema) = schema {
+        schema.drop_schema().await;
+    }
 }
 
 fn delivery(repo: &str, github_id: u64, event: &str, initial: InitialStatus) -> NewDelivery {
@@ -75,8 +134,8 @@ fn issue(number: u64, updated_at: i64, title: &str) -> IssueRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_enqueue_dedup_claim_complete_and_statuses() {
-    for Fresh { name, backend, .. } in backends() {
-        let q = &backend.queue;
+    let (queues, keep, schema) = queues().await;
+    for (name, q) in &queues {
         let first = queued("o/r", 1, "push");
         let id = first.delivery_id.to_string();
         assert_eq!(q.enqueue(first.clone()).await.unwrap(), EnqueueOutcome::Stored, "{name}");
@@ -101,14 +160,14 @@ async fn queue_enqueue_dedup_claim_complete_and_statuses() {
         // A completion for a delivery no longer processing changes nothing.
         q.complete(vec![(lanes[0][0].handle, Completion::Dead { error: "late".into() })]).await.unwrap();
         assert_eq!(q.get(&id).await.unwrap().unwrap().status, DeliveryStatus::Done, "{name}");
-        backend.close();
     }
+    cleanup(keep, schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_order_per_domain_retry_holds_back_its_domain_dead_lets_it_go_replay_requeues() {
-    for Fresh { name, backend, .. } in backends() {
-        let q = &backend.queue;
+    let (queues, keep, schema) = queues().await;
+    for (name, q) in &queues {
         let mut git = Vec::new();
         for _ in 0..3 {
             let d = queued("o/r", 1, "push");
@@ -155,14 +214,14 @@ async fn queue_order_per_domain_retry_holds_back_its_domain_dead_lets_it_go_repl
         let dead = q.list(DeliveryFilter { status: Some(DeliveryStatus::Dead), limit: 10, ..Default::default() });
         assert_eq!(dead.await.unwrap().len(), 1, "{name}");
         assert!(matches!(q.replay("no-such-delivery").await, Err(StoreError::NotFound(_))), "{name}");
-        backend.close();
     }
+    cleanup(keep, schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
-    for Fresh { name, backend, .. } in backends() {
-        let q = &backend.queue;
+    let (queues, keep, schema) = queues().await;
+    for (name, q) in &queues {
         let mut ids = Vec::new();
         for _ in 0..5 {
             let d = queued("o/r", 1, "issues");
@@ -198,8 +257,8 @@ async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
         assert!(q.reserve_redelivery("g-1", 9, now + 5000, now + 1).await.unwrap(), "{name}: again after the window");
         q.release_redelivery("g-1").await.unwrap();
         assert!(q.reserve_redelivery("g-1", 9, now, now - 1000).await.unwrap(), "{name}: taken back, asked again");
-        backend.close();
     }
+    cleanup(keep, schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
