@@ -1,13 +1,11 @@
 //! futurnal: a daemon and CLI that keeps a local, queryable copy of GitHub repositories
 //! up to date from webhooks. See ARCHITECTURE.md for the map.
 
-pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod github;
 pub mod handlers;
-pub mod hooks_cli;
 pub mod http;
 pub mod keychain;
 pub mod metrics;

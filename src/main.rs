@@ -6,7 +6,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     futurnal::install_tls_provider();
     let cli = futurnal::cli::Cli::parse();
-    match futurnal::app::run(cli) {
+    match futurnal::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let message = format!("{e:#}").replace('\n', " ");

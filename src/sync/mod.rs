@@ -2,6 +2,7 @@
 //! branch sync that turns "the remote moved" into store effects. The mirror is the
 //! truth: a push payload only says which branch to look at, never which commits exist.
 
+pub mod add;
 pub mod git;
 pub mod glob;
 pub mod packs;
@@ -72,12 +73,14 @@ pub async fn lock_repository_everywhere(data_dir: &Path, repo_id: i64) -> anyhow
     Ok(RepositoryLock { _in_process: in_process, _file: file })
 }
 
-/// Progress of a long sync, for the CLI's progress bar.
+/// Progress of a long sync, for the CLI's progress bar. `Mirrored` ends `add`'s first
+/// sync: the mirror is fetched and read, and what is left (storing it) is quick.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress {
     Listing,
     Fetching { refs: usize },
     Commits { done: usize, total: usize },
+    Mirrored,
 }
 
 pub struct SyncEngine {

@@ -1,4 +1,4 @@
-//! The command line, as clap types only. Parsing and dispatch live in `app.rs`.
+//! The command line, as clap types only. Parsing and dispatch live in `cli/mod.rs`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
