@@ -50,4 +50,137 @@ pub(super) const MIGRATIONS: &[&str] = &[
         asked_at BIGINT NOT NULL
     );
     "#,
+    // 2: the registry of tracked repositories, their hooks and poll watermarks, and the
+    // local copy. Same columns as on SQLite (times in milliseconds since the epoch, lists
+    // as JSON text), so both backends answer queries alike.
+    r#"
+    CREATE TABLE repositories (
+        id BIGSERIAL PRIMARY KEY,
+        full_name TEXT NOT NULL,
+        github_id BIGINT UNIQUE,
+        branches TEXT NOT NULL DEFAULT '[]',
+        clone_url TEXT,
+        mode TEXT NOT NULL DEFAULT 'polling',
+        added_at BIGINT NOT NULL,
+        last_delivery_at BIGINT,
+        default_branch TEXT,
+        archived BOOLEAN NOT NULL DEFAULT FALSE,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        visibility TEXT,
+        synced_at BIGINT,
+        hook_id BIGINT,
+        hook_url TEXT,
+        hook_tunnel TEXT
+    );
+    -- Names are case-insensitive on GitHub.
+    CREATE UNIQUE INDEX repositories_name ON repositories (lower(full_name));
+    CREATE TABLE hooks (
+        hook_id BIGINT PRIMARY KEY,
+        last_ping_at BIGINT,
+        last_delivery_at BIGINT
+    );
+    CREATE TABLE poll_watermarks (
+        repo_id BIGINT PRIMARY KEY REFERENCES repositories(id) ON DELETE CASCADE,
+        pulls_seen TEXT,
+        issues_since TEXT
+    );
+    CREATE TABLE branches (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        head_sha TEXT NOT NULL,
+        synced_at BIGINT NOT NULL,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE TABLE tags (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        sha TEXT,
+        synced_at BIGINT NOT NULL,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE TABLE commits (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        sha TEXT NOT NULL,
+        parents TEXT NOT NULL,
+        author_name TEXT NOT NULL,
+        author_email TEXT NOT NULL,
+        authored_at BIGINT NOT NULL,
+        committer_name TEXT NOT NULL,
+        committer_email TEXT NOT NULL,
+        committed_at BIGINT NOT NULL,
+        message TEXT NOT NULL,
+        paths TEXT NOT NULL,
+        PRIMARY KEY (repo_id, sha)
+    );
+    CREATE TABLE branch_commits (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        branch TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        committed_at BIGINT NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (repo_id, branch, sha)
+    );
+    CREATE INDEX branch_commits_by_position ON branch_commits (repo_id, branch, position DESC);
+    CREATE TABLE pulls (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number BIGINT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT,
+        state TEXT NOT NULL,
+        draft BOOLEAN NOT NULL,
+        merged BOOLEAN NOT NULL,
+        author TEXT,
+        labels TEXT NOT NULL,
+        assignees TEXT NOT NULL,
+        base_ref TEXT NOT NULL,
+        base_sha TEXT NOT NULL,
+        head_ref TEXT NOT NULL,
+        head_sha TEXT NOT NULL,
+        created_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        closed_at BIGINT,
+        merged_at BIGINT,
+        PRIMARY KEY (repo_id, number)
+    );
+    CREATE TABLE issues (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number BIGINT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT,
+        state TEXT NOT NULL,
+        author TEXT,
+        labels TEXT NOT NULL,
+        assignees TEXT NOT NULL,
+        comments BIGINT NOT NULL,
+        created_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        closed_at BIGINT,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        transferred_to TEXT,
+        PRIMARY KEY (repo_id, number)
+    );
+    CREATE TABLE issue_comments (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
+        issue_number BIGINT NOT NULL,
+        body TEXT,
+        author TEXT,
+        created_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (repo_id, id)
+    );
+    CREATE TABLE releases (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
+        tag_name TEXT NOT NULL,
+        name TEXT,
+        draft BOOLEAN NOT NULL,
+        prerelease BOOLEAN NOT NULL,
+        created_at BIGINT,
+        published_at BIGINT,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (repo_id, id)
+    );
+    "#,
 ];
