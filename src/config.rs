@@ -40,6 +40,19 @@ pub struct FileConfig {
     pub tunnel: FileTunnel,
     #[serde(default)]
     pub sqlite: FileSqlite,
+    #[serde(default)]
+    pub postgres: FilePostgres,
+}
+
+/// Settings of a PostgreSQL database (`database_url = "postgres://…"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePostgres {
+    /// The schema for futurnal's tables (created when missing); default: the server's
+    /// search path (usually `public`).
+    pub schema: Option<String>,
+    /// Connections per process.
+    pub pool_size: Option<usize>,
 }
 
 /// Settings of the embedded SQLite database (ignored on PostgreSQL).
@@ -160,6 +173,7 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub queue: QueueConfig,
     pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
     pub workers: WorkerConfig,
     pub serve: ServeConfig,
     pub poll: PollConfig,
@@ -256,6 +270,7 @@ impl std::fmt::Debug for FileConfig {
             .field("poll", &self.poll)
             .field("tunnel", &self.tunnel)
             .field("sqlite", &self.sqlite)
+            .field("postgres", &self.postgres)
             .finish()
     }
 }
@@ -325,6 +340,12 @@ pub struct QueueConfig {
     pub max_queued: u64,
     pub compression: Compression,
     pub retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub schema: Option<String>,
+    pub pool_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -444,6 +465,10 @@ impl Config {
         {
             bail!("[queue] synchronous and max_database_mb moved to [sqlite]: set them there only");
         }
+        let postgres = PostgresConfig {
+            schema: file.postgres.schema.filter(|s| !s.is_empty()),
+            pool_size: file.postgres.pool_size.unwrap_or(16).clamp(2, 512),
+        };
         let sqlite = SqliteConfig {
             synchronous: sq.synchronous.or(q.synchronous).unwrap_or(Synchronous::Full),
             max_database_bytes: sq.max_database_mb.or(q.max_database_mb).map(|mb| mb * 1024 * 1024),
@@ -511,6 +536,7 @@ impl Config {
             webhook,
             queue,
             sqlite,
+            postgres,
             workers,
             serve,
             poll,

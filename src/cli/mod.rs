@@ -70,7 +70,7 @@ async fn github(config: Config, command: GithubCommand) -> anyhow::Result<()> {
         // The token needs no database.
         return token::token(&config, command);
     }
-    let backend = Backend::open(&config, Purpose::Command)?;
+    let backend = Backend::open(&config, Purpose::Command).await?;
     let result = github_with_backend(&config, &backend, command).await;
     backend.close();
     result

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::storage::backend::{Backend, Purpose};
 
 pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
-    let backend = Backend::open(&config, Purpose::Daemon)?;
+    let backend = Backend::open(&config, Purpose::Daemon).await?;
     // Generate the secret (if needed) before anything is served, so `simulate` can read it.
     crate::secrets::global_secret(&config, true)?;
     let listeners = crate::serve::Listeners::bind(&config).await?;

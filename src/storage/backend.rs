@@ -28,7 +28,8 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn open(config: &Config, purpose: Purpose) -> anyhow::Result<Self> {
+    /// Opens (and migrates) the database `config` names.
+    pub async fn open(config: &Config, purpose: Purpose) -> anyhow::Result<Self> {
         match &config.database {
             DatabaseUrl::Sqlite(path) => {
                 let db = Arc::new(SqliteDb::open(

@@ -213,8 +213,9 @@ fn deliveries_honour_any_limit_and_page_with_a_cursor() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let config = config_for(d, "[sqlite]\nsynchronous = \"normal\"\n");
-        let backend =
-            futurnal::storage::backend::Backend::open(&config, futurnal::storage::backend::Purpose::Command).unwrap();
+        let backend = futurnal::storage::backend::Backend::open(&config, futurnal::storage::backend::Purpose::Command)
+            .await
+            .unwrap();
         let mut writes = tokio::task::JoinSet::new();
         for _ in 0..10_010 {
             let queue = backend.queue.clone();

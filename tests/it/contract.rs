@@ -27,9 +27,9 @@ struct Fresh {
     _dir: tempfile::TempDir,
 }
 
-fn backends() -> Vec<Fresh> {
+async fn backends() -> Vec<Fresh> {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).unwrap();
+    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).await.unwrap();
     vec![Fresh { name: "sqlite", backend, _dir: dir }]
 }
 
@@ -68,7 +68,7 @@ impl PgSchema {
 
 /// A fresh queue of every kind, and what to clean up after.
 async fn queues() -> (Vec<(&'static str, Arc<dyn Queue>)>, Vec<Fresh>, Option<PgSchema>) {
-    let sqlite = backends();
+    let sqlite = backends().await;
     let mut all: Vec<(&'static str, Arc<dyn Queue>)> = vec![("sqlite", sqlite[0].backend.queue.clone())];
     let schema = PgSchema::new().await;
     if let Some(schema) = &schema {
@@ -263,7 +263,7 @@ async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_add_find_rename_by_github_id_hooks_pings_watermarks_remove() {
-    for Fresh { name, backend, .. } in backends() {
+    for Fresh { name, backend, .. } in backends().await {
         let r = &backend.registry;
         let added = r.add(new_repo("Octo/Hello", None), vec![]).await.unwrap();
         assert!(matches!(r.add(new_repo("octo/hello", None), vec![]).await, Err(StoreError::Conflict(_))), "{name}");
@@ -301,7 +301,7 @@ async fn registry_add_find_rename_by_github_id_hooks_pings_watermarks_remove() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_newer_wins_deletion_sticks_and_unknown_state_keeps_the_stored_one() {
-    for Fresh { name, backend, .. } in backends() {
+    for Fresh { name, backend, .. } in backends().await {
         let repo = backend.registry.add(new_repo("o/r", Some(1)), vec![]).await.unwrap();
         let copy = &backend.copy;
         copy.apply(repo.id, vec![Effect::Issue(issue(1, 2_000, "newer"))]).await.unwrap();

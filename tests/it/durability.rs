@@ -66,7 +66,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_delivery() {
     // Restart: every acknowledged delivery is there, and all get processed.
     let _daemon = start_daemon(&d, &[("FUTURNAL_WEBHOOK_SECRET", SECRET)]);
     let config = config_for(&d, "");
-    let backend = Backend::open(&config, Purpose::Command).unwrap();
+    let backend = Backend::open(&config, Purpose::Command).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = backend.queue.list(DeliveryFilter { limit: 100_000, ..Default::default() }).await.unwrap();
@@ -123,7 +123,7 @@ async fn sigterm_drains_and_exits_0_and_logs_hold_no_secrets_or_bodies() {
 
     // Nothing acknowledged was lost by the shutdown.
     let config = config_for(&d, "");
-    let backend = Backend::open(&config, Purpose::Command).unwrap();
+    let backend = Backend::open(&config, Purpose::Command).await.unwrap();
     let all = backend.queue.list(DeliveryFilter { limit: 1000, ..Default::default() }).await.unwrap();
     assert_eq!(all.len(), acked.len());
     assert!(all.iter().all(|r| matches!(r.status, DeliveryStatus::Done | DeliveryStatus::Queued)), "{all:?}");
@@ -163,7 +163,7 @@ async fn a_stored_hook_secret_verifies_from_the_first_request_after_the_listenin
 async fn a_daemon_task_that_panics_stops_serve_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(dir.path(), "");
-    let backend = Backend::open(&config, Purpose::Daemon).unwrap();
+    let backend = Backend::open(&config, Purpose::Daemon).await.unwrap();
     let listeners = futurnal::serve::Listeners::bind(&config).await.unwrap();
     let overrides = futurnal::serve::Overrides {
         extra_tasks: vec![Box::pin(async { panic!("a task broke") })],

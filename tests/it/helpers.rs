@@ -109,7 +109,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestAp
     }
     config.serve.poll = options.github.is_some();
     config.serve.role = options.role;
-    let backend = Backend::open(&config, Purpose::Daemon).unwrap();
+    let backend = Backend::open(&config, Purpose::Daemon).await.unwrap();
     for repo in &options.track {
         if backend.registry.find(futurnal::storage::registry::RepoRef::Name(repo.to_string())).await.unwrap().is_none()
         {

@@ -32,7 +32,7 @@ fn queued(repo: &str, github_id: u64, event: &str) -> NewDelivery {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ready_domain_is_claimed_within_one_round_whatever_its_key_sorts_to() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).unwrap();
+    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).await.unwrap();
     // Eight busy repositories (keys id:10 .. id:17), then one delivery of a ninth whose
     // key sorts after all of them (id:99).
     for _ in 0..200 {

@@ -71,7 +71,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
             let dir = tempfile::tempdir().unwrap();
-            let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).unwrap();
+            let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).await.unwrap();
             let repo = backend
                 .registry
                 .add(
@@ -96,7 +96,7 @@ proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_sticks_even_when_a_newer_update_arrives_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).unwrap();
+    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).await.unwrap();
     let repo = backend
         .registry
         .add(

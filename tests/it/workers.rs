@@ -155,7 +155,7 @@ async fn a_payload_that_does_not_fit_its_event_goes_dead_at_once() {
 async fn work_left_processing_by_a_crash_is_queued_again_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(dir.path(), "");
-    let backend = Backend::open(&config, Purpose::Command).unwrap();
+    let backend = Backend::open(&config, Purpose::Command).await.unwrap();
     let id = DeliveryId::random();
     backend
         .queue

@@ -4,6 +4,7 @@
 
 mod error;
 mod migrations;
+pub mod copy;
 pub mod queue;
 
 use std::str::FromStr;
