@@ -1,11 +1,14 @@
-//! Picks the database behind the `Queue` and `Registry` traits from the configuration.
+//! Picks the database behind the storage traits from the configuration: the embedded
+//! SQLite file, or PostgreSQL.
 
 use std::sync::Arc;
 
-use anyhow::bail;
-
 use crate::config::{Config, DatabaseUrl};
 use crate::storage::copy::CopyStore;
+use crate::storage::postgres::copy::PgCopyStore;
+use crate::storage::postgres::queue::PgQueue;
+use crate::storage::postgres::registry::PgRegistry;
+use crate::storage::postgres::{PgDb, PostgresOptions};
 use crate::storage::queue::Queue;
 use crate::storage::registry::Registry;
 use crate::storage::sqlite::copy::SqliteCopyStore;
@@ -25,6 +28,7 @@ pub struct Backend {
     pub registry: Arc<dyn Registry>,
     pub copy: Arc<dyn CopyStore>,
     sqlite: Option<Arc<SqliteDb>>,
+    postgres: Option<Arc<PgDb>>,
 }
 
 impl Backend {
@@ -45,10 +49,24 @@ impl Backend {
                     registry: Arc::new(SqliteRegistry::new(db.clone())),
                     copy: Arc::new(SqliteCopyStore::new(db.clone())),
                     sqlite: Some(db),
+                    postgres: None,
                 })
             }
-            DatabaseUrl::Postgres(_) => {
-                bail!("PostgreSQL is not supported by this build yet; use the embedded SQLite default (omit --database-url)")
+            DatabaseUrl::Postgres(url) => {
+                // A one-shot command needs few connections; the daemon the configured pool.
+                let pool_size = match purpose {
+                    Purpose::Daemon => config.postgres.pool_size,
+                    Purpose::Command => config.postgres.pool_size.min(4),
+                };
+                let options = PostgresOptions { schema: config.postgres.schema.clone(), pool_size };
+                let db = Arc::new(PgDb::open(url, options).await?);
+                Ok(Self {
+                    queue: Arc::new(PgQueue::new(db.clone())),
+                    registry: Arc::new(PgRegistry::new(db.clone())),
+                    copy: Arc::new(PgCopyStore::new(db.clone())),
+                    sqlite: None,
+                    postgres: Some(db),
+                })
             }
         }
     }
@@ -56,6 +74,9 @@ impl Backend {
     /// Flushes pending writes and closes the database.
     pub fn close(&self) {
         if let Some(db) = &self.sqlite {
+            db.close();
+        }
+        if let Some(db) = &self.postgres {
             db.close();
         }
     }

@@ -1,15 +1,12 @@
 //! The storage contract: what every backend behind `Queue`, `Registry` and `CopyStore`
-//! must do, the same tests for each. `backends()` opens a fresh, empty one of every kind
-//! this build has all three traits for (the embedded SQLite; PostgreSQL joins when its
-//! registry and copy store land), `queues()` every queue: SQLite's, and PostgreSQL's in
-//! a schema of its own when `FUTURNAL_TEST_DATABASE_URL` names a server (`.ci/run` sets
-//! it; under `CI=true` a missing one fails, elsewhere the tests say loudly they skipped it).
+//! must do, the same tests for each. `backends()` opens a fresh, empty one of every kind:
+//! the embedded SQLite, and PostgreSQL in a schema of its own when
+//! `FUTURNAL_TEST_DATABASE_URL` names a server (`.ci/run` sets it; under `CI=true` a
+//! missing one fails, elsewhere the tests say loudly that they skipped it).
 
 use futurnal::domain::DeliveryId;
 use futurnal::storage::backend::{Backend, Purpose};
 use futurnal::storage::copy::{Effect, IssueRecord, IssueState, PullState};
-use futurnal::storage::postgres::queue::PgQueue;
-use futurnal::storage::postgres::{PgDb, PostgresOptions};
 use futurnal::storage::queue::Queue;
 use futurnal::storage::queue::{
     Completion, DeliveryFilter, DeliveryStatus, EnqueueOutcome, InitialStatus, NewDelivery, StoredBody,
@@ -25,12 +22,31 @@ struct Fresh {
     name: &'static str,
     backend: Backend,
     _dir: tempfile::TempDir,
+    schema: Option<PgSchema>,
+}
+
+impl Fresh {
+    async fn done(self) {
+        self.backend.close();
+        if let Some(schema) = self.schema {
+            schema.drop_schema().await;
+        }
+    }
 }
 
 async fn backends() -> Vec<Fresh> {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).await.unwrap();
-    vec![Fresh { name: "sqlite", backend, _dir: dir }]
+    let mut all = vec![Fresh { name: "sqlite", backend, _dir: dir, schema: None }];
+    if let Some(schema) = PgSchema::new().await {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_for(dir.path(), "");
+        config.database = futurnal::config::DatabaseUrl::Postgres(schema.url.clone());
+        config.postgres.schema = Some(schema.schema.clone());
+        let backend = Backend::open(&config, Purpose::Command).await.unwrap();
+        all.push(Fresh { name: "postgres", backend, _dir: dir, schema: Some(schema) });
+    }
+    all
 }
 
 /// A PostgreSQL schema of its own for one test, dropped by `drop_schema`.
@@ -54,11 +70,6 @@ impl PgSchema {
         Some(Self { url, schema })
     }
 
-    pub async fn open(&self) -> Arc<PgDb> {
-        let options = PostgresOptions { schema: Some(self.schema.clone()), ..Default::default() };
-        Arc::new(PgDb::open(&self.url, options).await.expect("the test PostgreSQL server is reachable"))
-    }
-
     pub async fn drop_schema(self) {
         let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
@@ -67,22 +78,16 @@ impl PgSchema {
 }
 
 /// A fresh queue of every kind, and what to clean up after.
-async fn queues() -> (Vec<(&'static str, Arc<dyn Queue>)>, Vec<Fresh>, Option<PgSchema>) {
-    let sqlite = backends().await;
-    let mut all: Vec<(&'static str, Arc<dyn Queue>)> = vec![("sqlite", sqlite[0].backend.queue.clone())];
-    let schema = PgSchema::new().await;
-    if let Some(schema) = &schema {
-        all.push(("postgres", Arc::new(PgQueue::new(schema.open().await))));
-    }
-    (all, sqlite, schema)
+/// Every backend's queue, and the backends to clean up after.
+async fn queues() -> (Vec<(&'static str, Arc<dyn Queue>)>, Vec<Fresh>) {
+    let all = backends().await;
+    let queues = all.iter().map(|f| (f.name, f.backend.queue.clone())).collect();
+    (queues, all)
 }
 
-async fn cleanup(keep: Vec<Fresh>, schema: Option<PgSchema>) {
+async fn cleanup(keep: Vec<Fresh>) {
     for fresh in keep {
-        fresh.backend.close();
-    }
-    if let Some(schema) = schema {
-        schema.drop_schema().await;
+        fresh.done().await;
     }
 }
 
@@ -134,7 +139,7 @@ fn issue(number: u64, updated_at: i64, title: &str) -> IssueRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_enqueue_dedup_claim_complete_and_statuses() {
-    let (queues, keep, schema) = queues().await;
+    let (queues, keep) = queues().await;
     for (name, q) in &queues {
         let first = queued("o/r", 1, "push");
         let id = first.delivery_id.to_string();
@@ -161,12 +166,12 @@ async fn queue_enqueue_dedup_claim_complete_and_statuses() {
         q.complete(vec![(lanes[0][0].handle, Completion::Dead { error: "late".into() })]).await.unwrap();
         assert_eq!(q.get(&id).await.unwrap().unwrap().status, DeliveryStatus::Done, "{name}");
     }
-    cleanup(keep, schema).await;
+    cleanup(keep).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_order_per_domain_retry_holds_back_its_domain_dead_lets_it_go_replay_requeues() {
-    let (queues, keep, schema) = queues().await;
+    let (queues, keep) = queues().await;
     for (name, q) in &queues {
         let mut git = Vec::new();
         for _ in 0..3 {
@@ -215,12 +220,12 @@ async fn queue_order_per_domain_retry_holds_back_its_domain_dead_lets_it_go_repl
         assert_eq!(dead.await.unwrap().len(), 1, "{name}");
         assert!(matches!(q.replay("no-such-delivery").await, Err(StoreError::NotFound(_))), "{name}");
     }
-    cleanup(keep, schema).await;
+    cleanup(keep).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
-    let (queues, keep, schema) = queues().await;
+    let (queues, keep) = queues().await;
     for (name, q) in &queues {
         let mut ids = Vec::new();
         for _ in 0..5 {
@@ -258,12 +263,13 @@ async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
         q.release_redelivery("g-1").await.unwrap();
         assert!(q.reserve_redelivery("g-1", 9, now, now - 1000).await.unwrap(), "{name}: taken back, asked again");
     }
-    cleanup(keep, schema).await;
+    cleanup(keep).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_add_find_rename_by_github_id_hooks_pings_watermarks_remove() {
-    for Fresh { name, backend, .. } in backends().await {
+    for fresh in backends().await {
+        let (name, backend) = (fresh.name, &fresh.backend);
         let r = &backend.registry;
         let added = r.add(new_repo("Octo/Hello", None), vec![]).await.unwrap();
         assert!(matches!(r.add(new_repo("octo/hello", None), vec![]).await, Err(StoreError::Conflict(_))), "{name}");
@@ -295,13 +301,14 @@ async fn registry_add_find_rename_by_github_id_hooks_pings_watermarks_remove() {
         assert_eq!(r.poll_watermarks(added.id).await.unwrap(), marks, "{name}");
         assert_eq!(r.remove(RepoRef::Id(added.id)).await.unwrap().id, added.id, "{name}");
         assert!(r.list().await.unwrap().is_empty(), "{name}");
-        backend.close();
+        fresh.done().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_newer_wins_deletion_sticks_and_unknown_state_keeps_the_stored_one() {
-    for Fresh { name, backend, .. } in backends().await {
+    for fresh in backends().await {
+        let (name, backend) = (fresh.name, &fresh.backend);
         let repo = backend.registry.add(new_repo("o/r", Some(1)), vec![]).await.unwrap();
         let copy = &backend.copy;
         copy.apply(repo.id, vec![Effect::Issue(issue(1, 2_000, "newer"))]).await.unwrap();
@@ -320,6 +327,6 @@ async fn copy_newer_wins_deletion_sticks_and_unknown_state_keeps_the_stored_one(
         copy.apply(repo.id, vec![Effect::Issue(issue(1, 5_000, "after the deletion"))]).await.unwrap();
         assert!(copy.issues(repo.id, IssueState::All, 10).await.unwrap().is_empty(), "{name}: deletion sticks");
         assert!(copy.pulls(repo.id, PullState::All, 10).await.unwrap().is_empty(), "{name}");
-        backend.close();
+        fresh.done().await;
     }
 }

@@ -6,6 +6,13 @@
 //! byte order (`COLLATE "C"`, as SQLite's BINARY does, whatever the database's collation);
 //! missing release dates sort last, as SQLite's NULLs do in a descending order.
 //!
+//! Statements that look rows up (`WHERE`, `ORDER BY`) are sent unnamed (`*_typed`: one
+//! round trip, planned for their parameters each time): a plan cached while the tables
+//! were small stays a sequential scan after a first sync has filled them (measured here:
+//! 6.6 s instead of 20 ms for a branch of 10,000 commits). Upserts and the array inserts,
+//! which use the conflict index whatever the table's size, are prepared once per
+//! connection (`prepare_cached`).
+//!
 //! An apply starts by updating its repository's row (`synced_at`), which locks it: two
 //! applies to one repository run one after the other (SQLite runs every write that way),
 //! so a fast-forward's positions never interleave with another's and the rows an apply
@@ -15,6 +22,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use super::error::{from_db, to_db};
@@ -47,6 +55,9 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 fn from_json<T: serde::de::DeserializeOwned + Default>(text: String) -> T {
     serde_json::from_str(&text).unwrap_or_default()
 }
+
+/// A parameter of an unnamed statement, with its type.
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 fn length(n: usize) -> StoreResult<i64> {
     i64::try_from(n).map_err(|_| StoreError::Conflict(format!("{n} rows do not fit a BIGINT position")))
@@ -96,7 +107,8 @@ const UPSERT_COMMENT: &str = "INSERT INTO issue_comments (repo_id, id, issue_num
      updated_at, deleted) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (repo_id, id) DO UPDATE SET \
-     body = CASE WHEN excluded.updated_at >= issue_comments.updated_at THEN excluded.body ELSE issue_comments.body END, \
+     body = CASE WHEN excluded.updated_at >= issue_comments.updated_at \
+       THEN excluded.body ELSE issue_comments.body END, \
      updated_at = GREATEST(issue_comments.updated_at, excluded.updated_at), \
      deleted = issue_comments.deleted OR excluded.deleted";
 
@@ -121,8 +133,11 @@ const UPDATE_REPOSITORY: &str = "UPDATE repositories SET full_name = COALESCE($2
 pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &[Effect]) -> StoreResult<()> {
     let now = now_ms();
     // First, so that the repository's row is locked for the rest of the transaction.
-    tx.execute(&tx.prepare_cached("UPDATE repositories SET synced_at = $2 WHERE id = $1").await?, &[&repo_id, &now])
-        .await?;
+    tx.execute_typed(
+        "UPDATE repositories SET synced_at = $2 WHERE id = $1",
+        &[(&repo_id, Type::INT8), (&now, Type::INT8)],
+    )
+    .await?;
     for effect in effects {
         match effect {
             Effect::Branch { name, head_sha, new_commits, membership } => {
@@ -131,17 +146,17 @@ pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &
                 let (members, base) = match membership {
                     Membership::Append(m) => {
                         let max = tx
-                            .prepare_cached(
-                                "SELECT COALESCE(MAX(position), 0) FROM branch_commits WHERE repo_id = $1 AND branch = $2",
+                            .query_typed_one(
+                                "SELECT COALESCE(MAX(position), 0) FROM branch_commits \
+                                 WHERE repo_id = $1 AND branch = $2",
+                                &[(&repo_id, Type::INT8), (name, Type::TEXT)],
                             )
                             .await?;
-                        let base: i64 = tx.query_one(&max, &[&repo_id, name]).await?.try_get(0)?;
+                        let base: i64 = max.try_get(0)?;
                         (m, base)
                     }
                     Membership::Replace(m) => {
-                        let delete =
-                            tx.prepare_cached("DELETE FROM branch_commits WHERE repo_id = $1 AND branch = $2").await?;
-                        tx.execute(&delete, &[&repo_id, name]).await?;
+                        delete_members(tx, repo_id, name).await?;
                         (m, 0)
                     }
                 };
@@ -156,11 +171,9 @@ pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &
                 tx.execute(&upsert, &[&repo_id, name, head_sha, &now]).await?;
             }
             Effect::DeleteBranch { name } => {
-                let members =
-                    tx.prepare_cached("DELETE FROM branch_commits WHERE repo_id = $1 AND branch = $2").await?;
-                tx.execute(&members, &[&repo_id, name]).await?;
-                let branch = tx.prepare_cached("DELETE FROM branches WHERE repo_id = $1 AND name = $2").await?;
-                tx.execute(&branch, &[&repo_id, name]).await?;
+                delete_members(tx, repo_id, name).await?;
+                let sql = "DELETE FROM branches WHERE repo_id = $1 AND name = $2";
+                tx.execute_typed(sql, &[(&repo_id, Type::INT8), (name, Type::TEXT)]).await?;
             }
             Effect::Tag { name, sha } => {
                 let upsert = tx
@@ -173,8 +186,8 @@ pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &
                 tx.execute(&upsert, &[&repo_id, name, sha, &now]).await?;
             }
             Effect::DeleteTag { name } => {
-                let delete = tx.prepare_cached("DELETE FROM tags WHERE repo_id = $1 AND name = $2").await?;
-                tx.execute(&delete, &[&repo_id, name]).await?;
+                let sql = "DELETE FROM tags WHERE repo_id = $1 AND name = $2";
+                tx.execute_typed(sql, &[(&repo_id, Type::INT8), (name, Type::TEXT)]).await?;
             }
             Effect::Pull(p) => {
                 let upsert = tx.prepare_cached(UPSERT_PULL).await?;
@@ -262,17 +275,16 @@ pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &
                 .await?;
             }
             Effect::Repository { full_name, github_id, archived, deleted, visibility, default_branch } => {
-                let update = tx.prepare_cached(UPDATE_REPOSITORY).await?;
-                tx.execute(
-                    &update,
+                tx.execute_typed(
+                    UPDATE_REPOSITORY,
                     &[
-                        &repo_id,
-                        full_name,
-                        &github_id.map(to_db).transpose()?,
-                        archived,
-                        deleted,
-                        visibility,
-                        default_branch,
+                        (&repo_id, Type::INT8),
+                        (full_name, Type::TEXT),
+                        (&github_id.map(to_db).transpose()?, Type::INT8),
+                        (archived, Type::BOOL),
+                        (deleted, Type::BOOL),
+                        (visibility, Type::TEXT),
+                        (default_branch, Type::TEXT),
                     ],
                 )
                 .await
@@ -286,6 +298,12 @@ pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &
             }
         }
     }
+    Ok(())
+}
+
+async fn delete_members(tx: &Transaction<'_>, repo_id: i64, branch: &str) -> StoreResult<()> {
+    let sql = "DELETE FROM branch_commits WHERE repo_id = $1 AND branch = $2";
+    tx.execute_typed(sql, &[(&repo_id, Type::INT8), (&branch, Type::TEXT)]).await?;
     Ok(())
 }
 
@@ -442,16 +460,15 @@ fn release_from_row(r: &Row) -> StoreResult<ReleaseRecord> {
 }
 
 impl PgCopyStore {
-    /// Runs a read-only query (cached per connection) and converts each row.
+    /// Runs a query (unnamed, planned for its parameters) and converts each row.
     async fn select<T>(
         &self,
         sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: &[Param<'_>],
         convert: impl Fn(&Row) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
         let client = self.db.client().await?;
-        let statement = client.prepare_cached(sql).await?;
-        client.query(&statement, params).await?.iter().map(convert).collect()
+        client.query_typed(sql, params).await?.iter().map(convert).collect()
     }
 }
 
@@ -470,7 +487,7 @@ impl CopyStore for PgCopyStore {
         Box::pin(async move {
             self.select(
                 "SELECT name, head_sha, synced_at FROM branches WHERE repo_id = $1 ORDER BY name COLLATE \"C\"",
-                &[&repo_id],
+                &[(&repo_id, Type::INT8)],
                 |r| Ok(BranchRow { name: r.try_get(0)?, head_sha: r.try_get(1)?, synced_at: r.try_get(2)? }),
             )
             .await
@@ -479,17 +496,20 @@ impl CopyStore for PgCopyStore {
 
     fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<TagRow>>> {
         Box::pin(async move {
-            self.select("SELECT name, sha FROM tags WHERE repo_id = $1 ORDER BY name COLLATE \"C\"", &[&repo_id], |r| {
-                Ok((r.try_get(0)?, r.try_get(1)?))
-            })
+            self.select(
+                "SELECT name, sha FROM tags WHERE repo_id = $1 ORDER BY name COLLATE \"C\"",
+                &[(&repo_id, Type::INT8)],
+                |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+            )
             .await
         })
     }
 
     fn commit_shas(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<HashSet<String>>> {
         Box::pin(async move {
-            let shas: Vec<String> =
-                self.select("SELECT sha FROM commits WHERE repo_id = $1", &[&repo_id], |r| Ok(r.try_get(0)?)).await?;
+            let shas: Vec<String> = self
+                .select("SELECT sha FROM commits WHERE repo_id = $1", &[(&repo_id, Type::INT8)], |r| Ok(r.try_get(0)?))
+                .await?;
             Ok(shas.into_iter().collect())
         })
     }
@@ -505,7 +525,7 @@ impl CopyStore for PgCopyStore {
                              JOIN commits c ON c.repo_id = b.repo_id AND c.sha = b.sha \
                              WHERE b.repo_id = $1 AND b.branch = $2 ORDER BY b.position DESC LIMIT $3"
                         ),
-                        &[&repo_id, &branch, &limit],
+                        &[(&repo_id, Type::INT8), (&branch, Type::TEXT), (&limit, Type::INT8)],
                         commit_from_row,
                     )
                     .await
@@ -518,7 +538,7 @@ impl CopyStore for PgCopyStore {
                              FROM branch_commits WHERE repo_id = $1 GROUP BY sha) b ON b.sha = c.sha \
                              WHERE c.repo_id = $1 ORDER BY c.committed_at DESC, b.position DESC LIMIT $2"
                         ),
-                        &[&repo_id, &limit],
+                        &[(&repo_id, Type::INT8), (&limit, Type::INT8)],
                         commit_from_row,
                     )
                     .await
@@ -541,7 +561,7 @@ impl CopyStore for PgCopyStore {
                     "SELECT {PULL_COLUMNS} FROM pulls WHERE repo_id = $1 {filter} \
                      ORDER BY updated_at DESC, number DESC LIMIT $2"
                 ),
-                &[&repo_id, &limit],
+                &[(&repo_id, Type::INT8), (&limit, Type::INT8)],
                 pull_from_row,
             )
             .await
@@ -562,7 +582,7 @@ impl CopyStore for PgCopyStore {
                      WHERE repo_id = $1 AND NOT deleted AND transferred_to IS NULL {filter} \
                      ORDER BY updated_at DESC, number DESC LIMIT $2"
                 ),
-                &[&repo_id, &limit],
+                &[(&repo_id, Type::INT8), (&limit, Type::INT8)],
                 issue_from_row,
             )
             .await
@@ -576,10 +596,505 @@ impl CopyStore for PgCopyStore {
                 "SELECT id, tag_name, name, draft, prerelease, created_at, published_at, deleted FROM releases \
                  WHERE repo_id = $1 AND NOT deleted \
                  ORDER BY COALESCE(published_at, created_at) DESC NULLS LAST, id DESC LIMIT $2",
-                &[&repo_id, &limit],
+                &[(&repo_id, Type::INT8), (&limit, Type::INT8)],
                 release_from_row,
             )
             .await
         })
+    }
+}
+
+/// The same effects on SQLite and on PostgreSQL give the same answers. Runs when
+/// `FUTURNAL_TEST_DATABASE_URL` names a server (in a schema of its own, dropped after).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::storage::copy::{CommentRecord, Membership};
+    use crate::storage::postgres::PostgresOptions;
+    use crate::storage::sqlite::copy::SqliteCopyStore;
+    use crate::storage::sqlite::{SqliteDb, SqliteOptions};
+
+    fn commit(sha: &str, committed_at: i64) -> CommitInfo {
+        CommitInfo {
+            sha: sha.into(),
+            parents: vec![format!("{sha}^")],
+            author_name: "A".into(),
+            author_email: "a@example.com".into(),
+            authored_at: committed_at - 1,
+            committer_name: "C".into(),
+            committer_email: "c@example.com".into(),
+            committed_at,
+            message: format!("commit {sha}\n\nbody"),
+            paths: vec![("src/lib.rs".into(), 'M'), (format!("{sha}.txt"), 'A')],
+        }
+    }
+
+    fn branch(name: &str, head: &str, new: &[(&str, i64)], membership: Membership) -> Effect {
+        Effect::Branch {
+            name: name.into(),
+            head_sha: head.into(),
+            new_commits: new.iter().map(|(s, t)| commit(s, *t)).collect(),
+            membership,
+        }
+    }
+
+    fn members(m: &[(&str, i64)]) -> Vec<(String, i64)> {
+        m.iter().map(|(s, t)| (s.to_string(), *t)).collect()
+    }
+
+    fn pull(number: u64, version: i64, state: &str, merged: bool) -> Effect {
+        Effect::Pull(PullRecord {
+            number,
+            title: format!("pull {number} v{version}"),
+            body: Some(format!("body v{version}")),
+            state: state.into(),
+            draft: version % 2 == 0,
+            merged,
+            author: Some("octocat".into()),
+            labels: vec![format!("l{version}")],
+            assignees: vec![],
+            base_ref: "main".into(),
+            base_sha: "b".repeat(40),
+            head_ref: "topic".into(),
+            head_sha: format!("{version:040}"),
+            created_at: Some(100 + version),
+            updated_at: 1_000 * version,
+            closed_at: (state == "closed").then_some(1_000 * version),
+            merged_at: merged.then_some(1_000 * version),
+        })
+    }
+
+    fn issue(number: u64, version: i64, state: &str) -> IssueRecord {
+        IssueRecord {
+            number,
+            title: format!("issue {number} v{version}"),
+            body: None,
+            state: state.into(),
+            author: Some("octocat".into()),
+            labels: vec![format!("l{version}")],
+            assignees: vec![format!("u{version}")],
+            comments: u64::try_from(version).unwrap(),
+            created_at: Some(100 + version),
+            updated_at: 1_000 * version,
+            closed_at: (state == "closed").then_some(1_000 * version),
+            deleted: false,
+            transferred_to: None,
+        }
+    }
+
+    fn comment(id: u64, version: i64, deleted: bool) -> Effect {
+        Effect::Comment(CommentRecord {
+            id,
+            issue_number: 3,
+            body: Some(format!("comment v{version}")),
+            author: Some("octocat".into()),
+            created_at: Some(100),
+            updated_at: 1_000 * version,
+            deleted,
+        })
+    }
+
+    fn release(id: u64, name: &str, created_at: Option<i64>, published_at: Option<i64>, deleted: bool) -> Effect {
+        Effect::Release(ReleaseRecord {
+            id,
+            tag_name: format!("v{id}"),
+            name: Some(name.into()),
+            draft: published_at.is_none(),
+            prerelease: false,
+            created_at,
+            published_at,
+            deleted,
+        })
+    }
+
+    fn repository(full_name: Option<&str>, github_id: Option<u64>, archived: Option<bool>) -> Effect {
+        Effect::Repository {
+            full_name: full_name.map(Into::into),
+            github_id,
+            archived,
+            deleted: None,
+            visibility: archived.map(|_| "private".into()),
+            default_branch: full_name.map(|_| "main".into()),
+        }
+    }
+
+    /// Issue rows as stored, deleted and transferred ones included.
+    type RawIssue = (i64, String, String, i64, Option<i64>, i64, bool, Option<String>);
+    type RawComment = (i64, Option<String>, i64, bool);
+    type RawRelease = (i64, String, Option<String>, Option<i64>, bool);
+    type RawRepository = (String, Option<i64>, bool, bool, Option<String>, Option<String>, bool);
+
+    /// Everything the store answers for one repository, and the rows no query shows.
+    #[derive(Debug, PartialEq)]
+    struct Snapshot {
+        branches: Vec<(String, String)>,
+        tags: Vec<TagRow>,
+        shas: Vec<String>,
+        commits: Vec<(Option<&'static str>, u32, Vec<CommitInfo>)>,
+        pulls: Vec<Vec<PullRecord>>,
+        issues: Vec<Vec<IssueRecord>>,
+        releases: Vec<ReleaseRecord>,
+        raw_issues: Vec<RawIssue>,
+        raw_comments: Vec<RawComment>,
+        raw_releases: Vec<RawRelease>,
+        repository: RawRepository,
+    }
+
+    const RAW_ISSUES: &str = "SELECT number, title, state, comments, created_at, updated_at, deleted, transferred_to \
+         FROM issues ORDER BY number";
+    const RAW_COMMENTS: &str = "SELECT id, body, updated_at, deleted FROM issue_comments ORDER BY id";
+    const RAW_RELEASES: &str = "SELECT id, tag_name, name, published_at, deleted FROM releases ORDER BY id";
+    const RAW_REPOSITORY: &str = "SELECT full_name, github_id, archived, deleted, visibility, default_branch, \
+         synced_at IS NOT NULL FROM repositories WHERE id = $1";
+
+    enum Raw<'a> {
+        Sqlite(&'a SqliteDb),
+        Postgres(&'a PgDb),
+    }
+
+    async fn snapshot(store: &dyn CopyStore, raw: Raw<'_>, repo_id: i64) -> Snapshot {
+        let branches = store.branches(repo_id).await.unwrap();
+        assert!(branches.iter().all(|b| b.synced_at > 0));
+        let mut shas: Vec<String> = store.commit_shas(repo_id).await.unwrap().into_iter().collect();
+        shas.sort();
+        let mut commits = Vec::new();
+        for branch in [None, Some("main"), Some("feature"), Some("Release")] {
+            for limit in [100, 2] {
+                commits.push((branch, limit, store.commits(repo_id, branch.map(Into::into), limit).await.unwrap()));
+            }
+        }
+        let mut pulls = Vec::new();
+        for state in [PullState::Open, PullState::Closed, PullState::Merged, PullState::All] {
+            pulls.push(store.pulls(repo_id, state, 100).await.unwrap());
+        }
+        pulls.push(store.pulls(repo_id, PullState::All, 1).await.unwrap());
+        let mut issues = Vec::new();
+        for state in [IssueState::Open, IssueState::Closed, IssueState::All] {
+            issues.push(store.issues(repo_id, state, 100).await.unwrap());
+        }
+        issues.push(store.issues(repo_id, IssueState::All, 1).await.unwrap());
+        let (raw_issues, raw_comments, raw_releases, repository) = match raw {
+            Raw::Sqlite(db) => db
+                .read(move |c| {
+                    let issues = c
+                        .prepare(RAW_ISSUES)?
+                        .query_map([], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    let comments = c
+                        .prepare(RAW_COMMENTS)?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let releases = c
+                        .prepare(RAW_RELEASES)?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let repository = c.query_row(&RAW_REPOSITORY.replace('$', "?"), [repo_id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    })?;
+                    Ok((issues, comments, releases, repository))
+                })
+                .await
+                .unwrap(),
+            Raw::Postgres(db) => {
+                let c = db.client().await.unwrap();
+                let issues = c.query(RAW_ISSUES, &[]).await.unwrap();
+                let comments = c.query(RAW_COMMENTS, &[]).await.unwrap();
+                let releases = c.query(RAW_RELEASES, &[]).await.unwrap();
+                let r = c.query_one(RAW_REPOSITORY, &[&repo_id]).await.unwrap();
+                (
+                    issues
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)))
+                        .collect(),
+                    comments.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect(),
+                    releases.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect(),
+                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)),
+                )
+            }
+        };
+        Snapshot {
+            branches: branches.into_iter().map(|b| (b.name, b.head_sha)).collect(),
+            tags: store.tags(repo_id).await.unwrap(),
+            shas,
+            commits,
+            pulls,
+            issues,
+            releases: store.releases(repo_id, 100).await.unwrap(),
+            raw_issues,
+            raw_comments,
+            raw_releases,
+            repository,
+        }
+    }
+
+    fn steps() -> Vec<Vec<Effect>> {
+        let deleted = |mut i: IssueRecord| {
+            i.deleted = true;
+            Effect::Issue(i)
+        };
+        let transferred = |mut i: IssueRecord| {
+            i.transferred_to = Some("o/elsewhere".into());
+            Effect::Issue(i)
+        };
+        let without_created = |mut i: IssueRecord| {
+            i.created_at = None;
+            Effect::Issue(i)
+        };
+        vec![
+            // A first sync: two branches sharing history, a sha given twice, tags.
+            vec![
+                branch(
+                    "main",
+                    "c3",
+                    &[("c3", 300), ("c2", 200), ("c1", 100)],
+                    Membership::Replace(members(&[("c3", 300), ("c2", 200), ("c1", 100)])),
+                ),
+                branch(
+                    "feature",
+                    "f1",
+                    &[("f1", 250), ("c2", 200)],
+                    Membership::Replace(members(&[("f1", 250), ("c2", 200), ("c1", 100)])),
+                ),
+                branch("Release", "c1", &[], Membership::Replace(members(&[("c1", 100)]))),
+                Effect::Tag { name: "v1".into(), sha: Some("c1".into()) },
+                Effect::Tag { name: "Zeta".into(), sha: None },
+                Effect::Tag { name: "alpha".into(), sha: Some("c2".into()) },
+                Effect::Tag { name: "v1".into(), sha: None },
+            ],
+            // Fast-forward: c3 is on main already, c6 given twice; c4 ties with f1.
+            vec![
+                branch(
+                    "main",
+                    "c6",
+                    &[("c6", 600), ("c5", 500), ("c4", 250)],
+                    Membership::Append(members(&[("c6", 600), ("c5", 500), ("c6", 600), ("c4", 250), ("c3", 300)])),
+                ),
+                Effect::DeleteTag { name: "Zeta".into() },
+                Effect::Tag { name: "v2".into(), sha: Some("c5".into()) },
+            ],
+            // Forced push on main, feature deleted, a fast-forward of nothing.
+            vec![
+                branch(
+                    "main",
+                    "d4",
+                    &[("d4", 450)],
+                    Membership::Replace(members(&[("d4", 450), ("c2", 200), ("c1", 100)])),
+                ),
+                Effect::DeleteBranch { name: "feature".into() },
+                branch("Release", "c1", &[], Membership::Append(vec![])),
+                branch("main", "d5", &[("d5", 460)], Membership::Append(members(&[("d5", 460)]))),
+            ],
+            // Pulls and issues, each in both orders; an empty state; a first without created_at.
+            vec![
+                pull(7, 12, "closed", true),
+                pull(7, 11, "open", false),
+                pull(8, 11, "open", false),
+                pull(8, 13, "closed", false),
+                pull(9, 14, "", false),
+                pull(10, 13, "open", false),
+                Effect::Issue(issue(3, 12, "closed")),
+                Effect::Issue(issue(3, 11, "open")),
+                Effect::Issue(issue(4, 11, "closed")),
+                Effect::Issue(issue(4, 13, "open")),
+                Effect::Issue(issue(5, 11, "open")),
+                Effect::Issue(issue(5, 14, "")),
+                without_created(issue(6, 11, "open")),
+                Effect::Issue(issue(6, 12, "open")),
+                Effect::Issue(issue(6, 10, "closed")),
+            ],
+            // Deletion and transfer stick against newer updates; comments; equal times.
+            vec![
+                deleted(issue(20, 11, "open")),
+                Effect::Issue(issue(20, 15, "open")),
+                Effect::Issue(issue(21, 11, "open")),
+                transferred(issue(21, 12, "open")),
+                Effect::Issue(issue(21, 16, "closed")),
+                pull(10, 13, "closed", false),
+                comment(100, 1, false),
+                comment(100, 2, false),
+                comment(100, 1, false),
+                comment(101, 1, false),
+                comment(101, 3, true),
+                comment(101, 4, false),
+                comment(101, 2, false),
+                Effect::Issue(issue(3, 12, "closed")),
+                Effect::Issue({
+                    let mut i = issue(3, 17, "closed");
+                    i.comments = 2;
+                    i
+                }),
+            ],
+            // Releases: deleted ones stay as they were; dates missing sort last.
+            vec![
+                release(1, "one", Some(4_000), Some(5_000), false),
+                release(2, "two", Some(6_000), None, false),
+                release(3, "three", None, None, false),
+                release(4, "four", Some(4_000), Some(5_000), false),
+                release(5, "five", Some(1_000), Some(2_000), false),
+                release(1, "one", Some(4_000), Some(5_000), true),
+                release(1, "one again", Some(4_000), Some(9_000), false),
+                release(4, "four renamed", Some(4_000), None, false),
+                release(5, "five", Some(1_000), Some(2_000), true),
+            ],
+            // The repository: renamed, github_id kept from the first, flags COALESCEd.
+            vec![repository(Some("o/renamed"), Some(42), Some(true))],
+            vec![repository(None, Some(43), None)],
+        ]
+    }
+
+    async fn sqlite_repository(db: &SqliteDb, name: &'static str) -> i64 {
+        db.write(move |c| {
+            c.execute("INSERT INTO repositories (full_name, added_at) VALUES (?1, 0)", [name])?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn pg_repository(db: &PgDb, name: &str) -> i64 {
+        let c = db.client().await.unwrap();
+        let sql = "INSERT INTO repositories (full_name, added_at) VALUES ($1, 0) RETURNING id";
+        c.query_one(sql, &[&name]).await.unwrap().get(0)
+    }
+
+    async fn compare(url: String, schema: String) {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            SqliteOptions { synchronous: Synchronous::Normal, background_checkpoints: false, max_database_bytes: None };
+        let sqlite_db = Arc::new(SqliteDb::open(&dir.path().join("copy.db"), options).unwrap());
+        let sqlite = SqliteCopyStore::new(sqlite_db.clone());
+        let pg_db =
+            Arc::new(PgDb::open(&url, PostgresOptions { schema: Some(schema), ..Default::default() }).await.unwrap());
+        let pg = PgCopyStore::new(pg_db.clone());
+        let (s_id, p_id) = (sqlite_repository(&sqlite_db, "o/r").await, pg_repository(&pg_db, "o/r").await);
+        sqlite_repository(&sqlite_db, "o/other").await;
+        pg_repository(&pg_db, "o/other").await;
+
+        let mut last = None;
+        for (n, effects) in steps().into_iter().enumerate() {
+            sqlite.apply(s_id, effects.clone()).await.unwrap();
+            pg.apply(p_id, effects).await.unwrap();
+            let expected = snapshot(&sqlite, Raw::Sqlite(&sqlite_db), s_id).await;
+            let actual = snapshot(&pg, Raw::Postgres(&pg_db), p_id).await;
+            assert_eq!(actual, expected, "after step {n}");
+            last = Some(actual);
+        }
+        // The rules themselves, on the final state (both backends agree on it).
+        let s = last.unwrap();
+        assert_eq!(s.branches, [("Release".into(), "c1".into()), ("main".into(), "d5".into())]);
+        assert_eq!(
+            s.tags,
+            [("alpha".into(), Some("c2".into())), ("v1".into(), Some("c1".into())), ("v2".into(), Some("c5".into()))]
+        );
+        let shas = |branch: Option<&str>| {
+            let list = &s.commits.iter().find(|(b, l, _)| *b == branch && *l == 100).unwrap().2;
+            list.iter().map(|c| c.sha.as_str()).collect::<Vec<_>>()
+        };
+        assert_eq!(shas(Some("main")), ["d5", "d4", "c2", "c1"]);
+        assert_eq!(shas(None), ["d5", "d4", "c2", "c1"]);
+        assert!(shas(Some("feature")).is_empty());
+        assert_eq!(s.shas, ["c1", "c2", "c3", "c4", "c5", "c6", "d4", "d5", "f1"]);
+        let titles = |pulls: &[PullRecord]| pulls.iter().map(|p| p.title.clone()).collect::<Vec<_>>();
+        assert_eq!(titles(&s.pulls[3]), ["pull 9 v14", "pull 10 v13", "pull 8 v13", "pull 7 v12"]);
+        assert_eq!(s.pulls[3][1].state, "closed", "an equal updated_at overwrites");
+        assert_eq!(s.pulls[0].len(), 0);
+        assert_eq!(titles(&s.pulls[2]), ["pull 7 v12"]);
+        let issue = |n: u64| s.raw_issues.iter().find(|i| i.0 == i64::try_from(n).unwrap()).unwrap().clone();
+        assert_eq!((issue(3).1, issue(3).3), ("issue 3 v17".into(), 2));
+        assert_eq!(issue(4).1, "issue 4 v13");
+        assert_eq!(
+            (issue(5).1, issue(5).2),
+            ("issue 5 v14".into(), "open".into()),
+            "an empty state keeps the stored one"
+        );
+        assert_eq!((issue(6).1, issue(6).4), ("issue 6 v12".into(), Some(112)), "created_at is the first known");
+        assert!(issue(20).6 && issue(20).1 == "issue 20 v15", "deletion sticks");
+        assert_eq!(issue(21).7.as_deref(), Some("o/elsewhere"), "transfer sticks");
+        let listed: Vec<u64> = s.issues[2].iter().map(|i| i.number).collect();
+        assert_eq!(listed, [3, 5, 4, 6]);
+        assert_eq!(
+            s.raw_comments,
+            [(100, Some("comment v2".into()), 2_000, false), (101, Some("comment v4".into()), 4_000, true)]
+        );
+        let releases: Vec<(u64, Option<String>)> = s.releases.iter().map(|r| (r.id, r.name.clone())).collect();
+        assert_eq!(releases, [(2, Some("two".into())), (4, Some("four renamed".into())), (3, Some("three".into()))]);
+        assert_eq!(s.raw_releases[0], (1, "v1".into(), Some("one".into()), Some(5_000), true));
+        assert_eq!(s.raw_releases[3].3, Some(5_000), "a missing published_at keeps the stored one");
+        assert_eq!(
+            s.repository,
+            ("o/renamed".into(), Some(42), true, false, Some("private".into()), Some("main".into()), true)
+        );
+
+        // A rename onto another tracked repository is a Conflict, and the whole apply is undone.
+        let effects = vec![Effect::Tag { name: "undone".into(), sha: None }, repository(Some("O/OTHER"), None, None)];
+        let s_err = sqlite.apply(s_id, effects.clone()).await.unwrap_err();
+        let p_err = pg.apply(p_id, effects).await.unwrap_err();
+        assert!(
+            matches!(&p_err, StoreError::Conflict(m) if m == "another tracked repository is already named O/OTHER")
+        );
+        assert_eq!(p_err.to_string(), s_err.to_string());
+        assert_eq!(pg.tags(p_id).await.unwrap(), sqlite.tags(s_id).await.unwrap());
+        // Numbers past BIGINT are refused, not wrapped.
+        assert!(pg.apply(p_id, vec![pull(u64::MAX, 1, "open", false)]).await.is_err());
+
+        // A first sync of 10,000 commits on a branch of its own.
+        let many: Vec<CommitInfo> = (0..10_000).map(|i| commit(&format!("{i:040x}"), 1_000_000 - i)).collect();
+        let membership = Membership::Replace(many.iter().map(|c| (c.sha.clone(), c.committed_at)).collect());
+        let big =
+            vec![Effect::Branch { name: "big".into(), head_sha: many[0].sha.clone(), new_commits: many, membership }];
+        let started = std::time::Instant::now();
+        pg.apply(p_id, big.clone()).await.unwrap();
+        let took = started.elapsed();
+        eprintln!("PostgreSQL: a first sync of 10,000 commits took {took:?}");
+        sqlite.apply(s_id, big).await.unwrap();
+        let (p, s) = (
+            pg.commits(p_id, Some("big".into()), 20_000).await.unwrap(),
+            sqlite.commits(s_id, Some("big".into()), 20_000).await.unwrap(),
+        );
+        assert_eq!(p.len(), 10_000);
+        assert_eq!(p, s);
+        assert_eq!(pg.commits(p_id, None, 50).await.unwrap(), sqlite.commits(s_id, None, 50).await.unwrap());
+
+        // Fast-forwards of one branch applied at the same time take turns: no position twice.
+        let pg = Arc::new(pg);
+        let forwards = (0..8).map(|n| {
+            let pg = pg.clone();
+            let shas: Vec<(String, i64)> = (0..50).map(|i| (format!("ff{n}-{i}"), i)).collect();
+            let head = shas[0].0.clone();
+            let effect = branch("ff", &head, &[], Membership::Append(shas));
+            tokio::spawn(async move { pg.apply(p_id, vec![effect]).await })
+        });
+        for forward in forwards.collect::<Vec<_>>() {
+            forward.await.unwrap().unwrap();
+        }
+        let c = pg_db.client().await.unwrap();
+        let sql = "SELECT COUNT(*), COUNT(DISTINCT position), MAX(position) FROM branch_commits WHERE branch = 'ff'";
+        let row = c.query_one(sql, &[]).await.unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (400, 400, 400));
+        pg_db.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_as_sqlite_does() {
+        let Some(url) = std::env::var("FUTURNAL_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but FUTURNAL_TEST_DATABASE_URL is not set: the PostgreSQL tests must run in CI"
+            );
+            eprintln!("NOTE: FUTURNAL_TEST_DATABASE_URL is not set: the PostgreSQL copy store test did NOT run");
+            return;
+        };
+        let schema = format!("futurnal_test_{}", &crate::secrets::generate_secret()[..12]);
+        // Run apart, so that the schema is dropped whatever happens.
+        let outcome = tokio::spawn(compare(url.clone(), schema.clone())).await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 }

@@ -2,10 +2,11 @@
 //! under an advisory lock, and the backend's implementations of the storage traits. No
 //! state lives in the process: several processes may share the database.
 
+pub mod copy;
 mod error;
 mod migrations;
-pub mod copy;
 pub mod queue;
+pub mod registry;
 
 use std::str::FromStr;
 
