@@ -7,10 +7,7 @@ impl From<tokio_postgres::Error> for StoreError {
     /// `Conflict`; everything else (connection lost, server shutting down, timeouts)
     /// means the database cannot be used right now: `Unavailable`.
     fn from(e: tokio_postgres::Error) -> Self {
-        let message = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
-        };
+        let message = describe(&e);
         match e.code() {
             Some(code) if code.code().starts_with("23") => StoreError::Conflict(message),
             _ => StoreError::Unavailable(message),
@@ -18,11 +15,35 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
+/// The server's own message (with its SQLSTATE), or the error with its causes, on one line:
+/// "role \"x\" does not exist (28000)", "error connecting to server: Connection refused".
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A pool error on one line, the database's own words when it said something.
+pub(super) fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => StoreError::Unavailable(format!("no database connection: {other}")),
+            other => StoreError::Unavailable(format!("no database connection: {}", describe_pool(&other))),
         }
     }
 }

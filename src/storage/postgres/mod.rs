@@ -58,10 +58,10 @@ impl PgDb {
             .build()
             .context("failed to set up the PostgreSQL connection pool")?;
         let db = Self { pool };
-        let mut client =
-            db.pool.get().await.map_err(|e| {
-                anyhow::anyhow!("cannot connect to PostgreSQL at {}: {e}", crate::config::redact_url(url))
-            })?;
+        let mut client = db.pool.get().await.map_err(|e| {
+            let (url, why) = (crate::config::redact_url(url), error::describe_pool(&e));
+            anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")
+        })?;
         if let Some(schema) = &options.schema {
             client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
         }
