@@ -155,3 +155,13 @@ pub trait CopyStore: Send + Sync {
     fn issues(&self, repo_id: i64, state: IssueState, limit: u32) -> BoxFuture<'_, StoreResult<Vec<IssueRecord>>>;
     fn releases(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReleaseRecord>>>;
 }
+
+/// Lists (parents, paths, labels) as both backends store them: JSON text.
+pub(crate) fn to_json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain values serialize")
+}
+
+/// The inverse of [`to_json_text`]; what does not parse reads as empty.
+pub(crate) fn from_json_text<T: serde::de::DeserializeOwned + Default>(text: String) -> T {
+    serde_json::from_str(&text).unwrap_or_default()
+}

@@ -92,12 +92,27 @@ pub enum RepoRef {
 }
 
 impl RepoRef {
+    /// What to say when no tracked repository answers to this.
+    pub fn not_tracked(&self) -> String {
+        match self {
+            RepoRef::Id(id) => format!("no tracked repository with id {id}"),
+            RepoRef::Name(name) => format!("repository {name} is not tracked"),
+        }
+    }
+
     pub fn parse(value: &str) -> anyhow::Result<Self> {
         if let Ok(id) = value.trim().parse::<i64>() {
             return Ok(RepoRef::Id(id));
         }
         Ok(RepoRef::Name(crate::domain::RepoName::parse(value)?.as_str().to_owned()))
     }
+}
+
+/// Whether a delivery that names `stored` by name only (no GitHub id match) is about it:
+/// only while the stored repository's GitHub id is unknown, or the delivery carries
+/// none, so a new repository that reuses a renamed one's old name is not taken for it.
+pub fn matches_by_name(stored: &TrackedRepository, delivery_github_id: Option<u64>) -> bool {
+    stored.github_id.is_none() || delivery_github_id.is_none()
 }
 
 pub trait Registry: Send + Sync {

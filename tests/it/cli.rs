@@ -265,10 +265,15 @@ fn deliveries_honour_any_limit_and_page_with_a_cursor() {
 fn a_postgresql_that_cannot_be_used_is_one_clear_line_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let unreachable = futurnal(d, &["--database-url", "postgres://u:pw-7c1e@127.0.0.1:9/x", "sources", "github", "list"]);
+    let unreachable =
+        futurnal(d, &["--database-url", "postgres://u:pw-7c1e@127.0.0.1:9/x", "sources", "github", "list"]);
     assert_eq!(unreachable.code, 1, "{}", unreachable.stderr);
     assert!(unreachable.stderr.contains("cannot connect to PostgreSQL"), "{}", unreachable.stderr);
-    assert!(!unreachable.stderr.contains("pw-7c1e") && unreachable.stderr.lines().count() == 1, "{}", unreachable.stderr);
+    assert!(
+        !unreachable.stderr.contains("pw-7c1e") && unreachable.stderr.lines().count() == 1,
+        "{}",
+        unreachable.stderr
+    );
     let Ok(url) = std::env::var("FUTURNAL_TEST_DATABASE_URL") else {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true needs FUTURNAL_TEST_DATABASE_URL");
         eprintln!("NOTE: FUTURNAL_TEST_DATABASE_URL is not set: the wrong-database half of this test did NOT run");

@@ -27,6 +27,7 @@ use tokio_postgres::Row;
 
 use super::error::{from_db, to_db};
 use super::PgDb;
+use crate::storage::copy::{from_json_text as from_json, to_json_text as json};
 use crate::storage::copy::{
     BranchRow, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState, ReleaseRecord, TagRow,
 };
@@ -46,14 +47,6 @@ impl PgCopyStore {
     pub fn new(db: Arc<PgDb>) -> Self {
         Self { db }
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain values serialize")
-}
-
-fn from_json<T: serde::de::DeserializeOwned + Default>(text: String) -> T {
-    serde_json::from_str(&text).unwrap_or_default()
 }
 
 /// A parameter of an unnamed statement, with its type.

@@ -10,7 +10,9 @@ use super::copy::apply_effects;
 use super::error::{from_db, to_db};
 use super::PgDb;
 use crate::storage::copy::Effect;
-use crate::storage::registry::{HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository};
+use crate::storage::registry::{
+    matches_by_name, HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository,
+};
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
 
@@ -79,17 +81,8 @@ async fn match_delivery(
         }
     }
     match full_name {
-        Some(name) => {
-            Ok(find(c, &RepoRef::Name(name.to_owned())).await?.filter(|r| r.github_id.is_none() || github_id.is_none()))
-        }
+        Some(name) => Ok(find(c, &RepoRef::Name(name.to_owned())).await?.filter(|r| matches_by_name(r, github_id))),
         None => Ok(None),
-    }
-}
-
-fn describe(repo: &RepoRef) -> String {
-    match repo {
-        RepoRef::Id(id) => format!("no tracked repository with id {id}"),
-        RepoRef::Name(name) => format!("repository {name} is not tracked"),
     }
 }
 
@@ -147,7 +140,7 @@ impl Registry for PgRegistry {
         Box::pin(async move {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
-            let found = find(&*tx, &repo).await?.ok_or_else(|| StoreError::NotFound(describe(&repo)))?;
+            let found = find(&*tx, &repo).await?.ok_or_else(|| StoreError::NotFound(repo.not_tracked()))?;
             tx.execute("DELETE FROM repositories WHERE id = $1", &[&found.id]).await?;
             tx.commit().await?;
             Ok(found)

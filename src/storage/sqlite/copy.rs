@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, Row};
 
+use crate::storage::copy::{from_json_text as from_json, to_json_text as json};
 use crate::storage::copy::{
     BranchRow, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState, ReleaseRecord, TagRow,
 };
@@ -21,14 +22,6 @@ impl SqliteCopyStore {
     pub fn new(db: Arc<SqliteDb>) -> Self {
         Self { db }
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain values serialize")
-}
-
-fn from_json<T: serde::de::DeserializeOwned + Default>(text: String) -> T {
-    serde_json::from_str(&text).unwrap_or_default()
 }
 
 /// Applies `effects` inside the caller's transaction.

@@ -6,7 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::copy::apply_effects;
 use crate::storage::copy::Effect;
-use crate::storage::registry::{HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository};
+use crate::storage::registry::{
+    matches_by_name, HookRef, NewRepository, PollWatermarks, Registry, RepoRef, TrackedRepository,
+};
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -83,15 +85,8 @@ fn match_delivery(
         }
     }
     match full_name {
-        Some(name) => Ok(find(c, &RepoRef::Name(name))?.filter(|r| r.github_id.is_none() || github_id.is_none())),
+        Some(name) => Ok(find(c, &RepoRef::Name(name))?.filter(|r| matches_by_name(r, github_id))),
         None => Ok(None),
-    }
-}
-
-fn describe(repo: &RepoRef) -> String {
-    match repo {
-        RepoRef::Id(id) => format!("no tracked repository with id {id}"),
-        RepoRef::Name(name) => format!("repository {name} is not tracked"),
     }
 }
 
@@ -132,7 +127,7 @@ impl Registry for SqliteRegistry {
 
     fn remove(&self, repo: RepoRef) -> BoxFuture<'_, StoreResult<TrackedRepository>> {
         Box::pin(self.db.write(move |c| {
-            let found = find(c, &repo)?.ok_or_else(|| StoreError::NotFound(describe(&repo)))?;
+            let found = find(c, &repo)?.ok_or_else(|| StoreError::NotFound(repo.not_tracked()))?;
             c.execute("DELETE FROM repositories WHERE id = ?1", [found.id])?;
             Ok(found)
         }))
