@@ -330,3 +330,47 @@ async fn copy_newer_wins_deletion_sticks_and_unknown_state_keeps_the_stored_one(
         fresh.done().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_concurrent_enqueues_with_duplicates_store_each_delivery_once_in_order() {
+    let (queues, keep) = queues().await;
+    for (name, q) in &queues {
+        let originals: Vec<NewDelivery> = (0..200).map(|_| queued("o/r", 1, "push")).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        // Every delivery twice, at the same moment (GitHub redelivering while the first
+        // answer is on its way), plus deliveries for a second domain.
+        for d in originals.iter().chain(originals.iter().take(50)) {
+            let (q, d) = (q.clone(), d.clone());
+            tasks.spawn(async move { q.enqueue(d).await.unwrap() });
+        }
+        for _ in 0..20 {
+            let q = q.clone();
+            tasks.spawn(async move { q.enqueue(queued("o/other", 2, "issues")).await.unwrap() });
+        }
+        let mut stored = 0;
+        let mut duplicates = 0;
+        while let Some(outcome) = tasks.join_next().await {
+            match outcome.unwrap() {
+                EnqueueOutcome::Stored => stored += 1,
+                EnqueueOutcome::Duplicate => duplicates += 1,
+            }
+        }
+        assert_eq!((stored, duplicates), (220, 50), "{name}");
+        assert_eq!(q.stats().await.unwrap().depth, 220, "{name}");
+        // Sequential enqueues after that come out after them, in their order.
+        let mut later = Vec::new();
+        for _ in 0..5 {
+            let d = queued("o/r", 1, "push");
+            later.push(d.delivery_id.to_string());
+            q.enqueue(d).await.unwrap();
+        }
+        let lanes = q.claim(4, 1000).await.unwrap();
+        let git = lanes.iter().find(|l| l[0].event == "push").unwrap();
+        assert_eq!(git.len(), 205, "{name}");
+        let tail: Vec<String> = git[200..].iter().map(|d| d.delivery_id.clone()).collect();
+        assert_eq!(tail, later, "{name}");
+        let unique: std::collections::HashSet<_> = git.iter().map(|d| d.delivery_id.clone()).collect();
+        assert_eq!(unique.len(), 205, "{name}");
+    }
+    cleanup(keep).await;
+}

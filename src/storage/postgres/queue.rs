@@ -2,18 +2,22 @@
 //!
 //! Order: a delivery's place in its domain is taken from the domain's counter
 //! (`queue_domains.next_position`) in the enqueue transaction. The counter's row stays
-//! locked until that transaction commits, so a later enqueue to the same domain waits and
-//! gets a higher number: number order is commit order, whatever the `id` sequence does
-//! (with concurrent writers, id 11 can commit before id 10). A duplicate rolls back, and
-//! the number it took with it.
+//! locked until that transaction commits, so a later enqueue to the same domain (from this
+//! process or another) waits and gets a higher number: number order is commit order,
+//! whatever the `id` sequence does (with concurrent writers, id 11 can commit before id
+//! 10). Enqueues are batched: every delivery waiting when a transaction starts goes into
+//! it, and each is answered after the commit, so a wave of concurrent deliveries to one
+//! repository costs one commit and one turn on its counter's row, not one each.
 //!
 //! Claims lock the domains they take (`FOR UPDATE SKIP LOCKED`), so two claimers never
 //! take one domain; `queue_domains.pending` counts each domain's pending deliveries so the
 //! claim reads only domains with work, in turn order.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
 use super::error::{from_db, to_db};
@@ -31,11 +35,22 @@ const PENDING: &str = "('queued', 'processing', 'retrying')";
 pub struct PgQueue {
     db: Arc<PgDb>,
     pending: AtomicU64,
+    writer: mpsc::Sender<Job>,
 }
 
 impl PgQueue {
+    /// Starts the batch writer on the current tokio runtime.
     pub fn new(db: Arc<PgDb>) -> Self {
-        Self { db, pending: AtomicU64::new(0) }
+        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(batch_writer(db.clone(), jobs));
+        Self { db, pending: AtomicU64::new(0), writer }
+    }
+
+    async fn insert(&self, delivery: NewDelivery) -> StoreResult<EnqueueOutcome> {
+        let (answer, outcome) = oneshot::channel();
+        let gone = || StoreError::Unavailable("the database writer stopped".into());
+        self.writer.send(Job { delivery, answer }).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
     }
 }
 
@@ -61,65 +76,146 @@ fn record(row: &Row) -> StoreResult<DeliveryRecord> {
 }
 
 /// Moves a domain to the back of the line when it gains work after having none.
+/// Takes `$2` numbers from a domain's counter (returns the last) and counts them pending;
+/// a domain that gains work after having none goes to the back of the line.
 const ENTER_DOMAIN: &str = "INSERT INTO queue_domains (domain, next_position, pending, turn) \
-     VALUES ($1, 1, 1, nextval('queue_turns')) \
-     ON CONFLICT (domain) DO UPDATE SET next_position = queue_domains.next_position + 1, \
-     pending = queue_domains.pending + 1, \
+     VALUES ($1, $2, $2, nextval('queue_turns')) \
+     ON CONFLICT (domain) DO UPDATE SET next_position = queue_domains.next_position + $2, \
+     pending = queue_domains.pending + $2, \
      turn = CASE WHEN queue_domains.pending = 0 THEN nextval('queue_turns') ELSE queue_domains.turn END \
      RETURNING next_position";
 
-impl PgQueue {
-    async fn insert(&self, d: NewDelivery) -> StoreResult<EnqueueOutcome> {
-        let key = repo_key(d.repository_github_id, d.repository.as_deref());
-        let domain = key.as_deref().map(|k| ordering_domain(k, &d.event));
-        let (status, note, finished_at) = match &d.initial {
-            InitialStatus::Queued => ("queued", None, None),
-            InitialStatus::Ignored(reason) => ("ignored", Some(reason.clone()), Some(d.received_at_ms)),
-            InitialStatus::Done => ("done", None, Some(d.received_at_ms)),
-        };
-        let mut client = self.db.client().await?;
-        let tx = client.transaction().await?;
-        let position: Option<i64> = if d.initial == InitialStatus::Queued {
-            let domain =
-                domain.as_deref().ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
-            Some(tx.query_one(ENTER_DOMAIN, &[&domain]).await?.get(0))
-        } else {
-            None
-        };
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO deliveries (delivery_id, event, action, repository, repository_github_id, repo_key, \
-                 domain, position, hook_id, received_at, status, last_error, finished_at, body_codec, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (delivery_id) DO NOTHING RETURNING id",
-                &[
-                    &d.delivery_id.as_str(),
-                    &d.event,
-                    &d.action,
-                    &d.repository,
-                    &d.repository_github_id.map(to_db).transpose()?,
-                    &key,
-                    &domain,
-                    &position,
-                    &d.hook_id.map(to_db).transpose()?,
-                    &d.received_at_ms,
-                    &status,
-                    &note,
-                    &finished_at,
-                    &d.body.codec(),
-                    &d.body.bytes(),
-                ],
-            )
-            .await?;
-        if inserted.is_none() {
-            // Also takes back the domain's counter and pending count.
-            tx.rollback().await?;
-            return Ok(EnqueueOutcome::Duplicate);
-        }
-        tx.commit().await?;
-        Ok(EnqueueOutcome::Stored)
-    }
+/// How many enqueues one transaction takes at most.
+const MAX_BATCH: usize = 512;
 
+/// An enqueue waiting for its batch.
+struct Job {
+    delivery: NewDelivery,
+    answer: oneshot::Sender<StoreResult<EnqueueOutcome>>,
+}
+
+/// Takes every enqueue waiting, writes them in one transaction, answers each after the
+/// commit: one commit (and one turn on each domain's counter row) for a whole wave of
+/// concurrent deliveries. Ends when the queue is dropped.
+async fn batch_writer(db: Arc<PgDb>, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let deliveries: Vec<NewDelivery> = batch.iter().map(|j| j.delivery.clone()).collect();
+        match insert_batch(&db, deliveries).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.answer.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for many deliveries: duplicates (stored before, or twice in the batch)
+/// are told apart first; each domain's counter moves once, by its number of new queued
+/// deliveries, in domain order (one lock order for every writer); one multi-row insert.
+async fn insert_batch(db: &PgDb, batch: Vec<NewDelivery>) -> StoreResult<Vec<EnqueueOutcome>> {
+    let mut outcomes = vec![EnqueueOutcome::Duplicate; batch.len()];
+    let mut client = db.client().await?;
+    let tx = client.transaction().await?;
+    let ids: Vec<&str> = batch.iter().map(|d| d.delivery_id.as_str()).collect();
+    let stored: HashSet<String> = tx
+        .query("SELECT delivery_id FROM deliveries WHERE delivery_id = ANY($1)", &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut seen = HashSet::new();
+    let fresh: Vec<usize> = (0..batch.len()).filter(|&i| !stored.contains(ids[i]) && seen.insert(ids[i])).collect();
+    let domains: Vec<Option<String>> = batch
+        .iter()
+        .map(|d| repo_key(d.repository_github_id, d.repository.as_deref()).map(|k| ordering_domain(&k, &d.event)))
+        .collect();
+    let mut per_domain: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &i in &fresh {
+        if batch[i].initial == InitialStatus::Queued {
+            let domain = domains[i]
+                .as_deref()
+                .ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
+            per_domain.entry(domain).or_default().push(i);
+        }
+    }
+    let mut positions: Vec<Option<i64>> = vec![None; batch.len()];
+    for (domain, members) in &per_domain {
+        let count = members.len() as i64;
+        let last: i64 = tx.query_one(ENTER_DOMAIN, &[domain, &count]).await?.get(0);
+        for (offset, &i) in members.iter().enumerate() {
+            positions[i] = Some(last - count + 1 + offset as i64);
+        }
+    }
+    let column = |f: &dyn Fn(usize) -> Option<String>| fresh.iter().map(|&i| f(i)).collect::<Vec<_>>();
+    let number = |f: &dyn Fn(usize) -> Option<u64>| -> StoreResult<Vec<Option<i64>>> {
+        fresh.iter().map(|&i| f(i).map(to_db).transpose()).collect()
+    };
+    let status = |d: &NewDelivery| match &d.initial {
+        InitialStatus::Queued => ("queued", None, None),
+        InitialStatus::Ignored(reason) => ("ignored", Some(reason.clone()), Some(d.received_at_ms)),
+        InitialStatus::Done => ("done", None, Some(d.received_at_ms)),
+    };
+    let inserted: HashSet<String> = tx
+        .query(
+            "INSERT INTO deliveries (delivery_id, event, action, repository, repository_github_id, repo_key, \
+             domain, position, hook_id, received_at, status, last_error, finished_at, body_codec, body) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], \
+               $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[], \
+               $14::TEXT[], $15::BYTEA[]) \
+             ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+            &[
+                &column(&|i| Some(ids[i].to_owned())),
+                &column(&|i| Some(batch[i].event.clone())),
+                &column(&|i| batch[i].action.clone()),
+                &column(&|i| batch[i].repository.clone()),
+                &number(&|i| batch[i].repository_github_id)?,
+                &column(&|i| repo_key(batch[i].repository_github_id, batch[i].repository.as_deref())),
+                &column(&|i| domains[i].clone()),
+                &fresh.iter().map(|&i| positions[i]).collect::<Vec<_>>(),
+                &number(&|i| batch[i].hook_id)?,
+                &fresh.iter().map(|&i| batch[i].received_at_ms).collect::<Vec<_>>(),
+                &column(&|i| Some(status(&batch[i]).0.to_owned())),
+                &column(&|i| status(&batch[i]).1),
+                &fresh.iter().map(|&i| status(&batch[i]).2).collect::<Vec<_>>(),
+                &column(&|i| Some(batch[i].body.codec().to_owned())),
+                &fresh.iter().map(|&i| batch[i].body.bytes()).collect::<Vec<_>>(),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Another process stored one of these between the check and the insert: a duplicate
+    // after all, and its domain's pending count goes back down.
+    let mut lost: BTreeMap<&str, i64> = BTreeMap::new();
+    for &i in &fresh {
+        if inserted.contains(ids[i]) {
+            outcomes[i] = EnqueueOutcome::Stored;
+        } else if let (InitialStatus::Queued, Some(domain)) = (&batch[i].initial, domains[i].as_deref()) {
+            *lost.entry(domain).or_default() += 1;
+        }
+    }
+    for (domain, count) in lost {
+        tx.execute("UPDATE queue_domains SET pending = pending - $2 WHERE domain = $1", &[&domain, &count]).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+impl PgQueue {
     async fn claim_lanes(&self, max_lanes: usize, per_lane: usize) -> StoreResult<Vec<Lane>> {
         let now = now_ms();
         let mut client = self.db.client().await?;
@@ -285,7 +381,7 @@ impl PgQueue {
                 .await?;
                 Some(position)
             }
-            (false, None) => Some(tx.query_one(ENTER_DOMAIN, &[&domain]).await?.get(0)),
+            (false, None) => Some(tx.query_one(ENTER_DOMAIN, &[&domain, &1i64]).await?.get(0)),
         };
         tx.execute(
             "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_at = 0, last_error = NULL, \
