@@ -9,6 +9,8 @@
 #   bench/receiver.sh [DURATION_SECONDS] [CONNECTIONS]
 #   env: FUTURNAL_BENCH_CONFIG=extra TOML appended to the config (e.g. [queue] compression = "none")
 #        FUTURNAL_BENCH_BIN=a futurnal binary to measure instead of building this checkout's
+#        FUTURNAL_DATABASE_URL=postgres://… measures PostgreSQL (a fresh schema `futurnal_bench_<pid>`,
+#        dropped afterwards) instead of the SQLite file
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -33,6 +35,11 @@ cat > "$data/config.toml" <<TOML
 max_queued = 100000000
 ${FUTURNAL_BENCH_CONFIG:-}
 TOML
+if [[ "${FUTURNAL_DATABASE_URL:-}" == postgres* ]]; then
+  schema="futurnal_bench_$$"
+  printf '[postgres]\nschema = "%s"\npool_size = 32\n' "$schema" >>"$data/config.toml"
+  trap 'kill "$pid" 2>/dev/null || true; psql "$FUTURNAL_DATABASE_URL" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null; rm -rf "$data"' EXIT
+fi
 export FUTURNAL_CONFIG="$data/config.toml"
 
 "$bin" --data-dir "$data" sources github add Codertocat/Hello-World --no-sync >/dev/null
@@ -66,7 +73,11 @@ drain=$(( (d0 - d1) / 5 ))
 sent_2xx=$(curl -s "http://$admin/metrics" | sed -n 's/^futurnal_webhook_requests_total{outcome="queued"} \([0-9]*\)$/\1/p')
 
 kill -TERM "$pid"; wait "$pid" || true
-stored=$(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("select count(*) from deliveries").fetchone()[0])' "$data/futurnal.db")
+if [ -n "${schema:-}" ]; then
+  stored=$(psql "$FUTURNAL_DATABASE_URL" -Atc "SELECT count(*) FROM $schema.deliveries")
+else
+  stored=$(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("select count(*) from deliveries").fetchone()[0])' "$data/futurnal.db")
+fi
 rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$data/run.txt")
 p50=$(awk '/Latency Distribution/{f=1} f&&$1=="50%"{print $2; exit}' "$data/run.txt")
 p99=$(awk '/Latency Distribution/{f=1} f&&$1=="99%"{print $2; exit}' "$data/run.txt")
