@@ -271,8 +271,10 @@ async fn a_backlog_over_many_repositories_lets_a_late_one_through_at_once() {
     app.wait_for_status(&probe_id, DeliveryStatus::Done).await;
     let done = handler.done.lock().unwrap().clone();
     let before = done.iter().position(|d| *d == probe_id).unwrap();
-    // At most one round of the eight other domains (64 deliveries a lane) went first.
-    assert!(before <= 8 * 64, "{before} of 1200 went first");
+    // The probe's lane is claimed after at most one round of the eight other domains (64
+    // deliveries a lane); while it runs, the other three workers may already run lanes of
+    // the next round. (In key order, all 1,200 went first.)
+    assert!(before <= 8 * 64 + 3 * 64, "{before} of 1200 went first");
     wait_until(Duration::from_secs(30), "the backlog drains", || async { handler.done.lock().unwrap().len() == 1201 })
         .await;
     app.stop().await;
