@@ -189,7 +189,13 @@ async fn sync_waits_for_another_process_syncing_the_same_repository() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The kernel lists a process waiting for a file lock in /proc/locks ("->" lines).
+    let pid = child.id();
+    wait_until(Duration::from_secs(10), "sync to wait for the repository's lock", || async move {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        locks.lines().any(|l| l.contains("->") && l.split_whitespace().any(|f| f == pid.to_string()))
+    })
+    .await;
     assert!(child.try_wait().unwrap().is_none(), "sync waits while another process holds the repository");
     drop(held);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -90,9 +90,26 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
     // Track feature/* and main explicitly, then the branch appears.
     let store = rusqlite::Connection::open(app.dir.path().join("futurnal.db")).unwrap();
     store.execute("UPDATE repositories SET branches = '[\"main\", \"feature\"]'", []).unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the handlers' 1 s repository cache
-    let id = push(&app, "refs/heads/feature", ZERO, &feature).await;
-    app.wait_for_status(&id, DeliveryStatus::Done).await;
+    // The handlers trust a "tracked" answer for a second: a push sent again until one is
+    // handled with the new patterns (each attempt is a full delivery; none may fail).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let id = push(&app, "refs/heads/feature", ZERO, &feature).await;
+        let handled = loop {
+            let record = app.delivery(&id).await.unwrap();
+            if !record.status.is_pending() {
+                break record;
+            }
+            assert!(std::time::Instant::now() < deadline, "push {id} never handled: {record:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match handled.status {
+            DeliveryStatus::Done => break,
+            DeliveryStatus::Ignored => {}
+            other => panic!("the push ended {other}: {handled:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the new branch patterns were never used");
+    }
     assert_eq!(branch_shas(&app, "feature").await[0], feature);
     git(&remote.work, &["push", "-q", "origin", "--delete", "feature"]);
     let id = push(&app, "refs/heads/feature", &feature, ZERO).await;

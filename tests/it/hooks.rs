@@ -110,7 +110,6 @@ async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
     assert!(!dir.join("hook-secrets").join(hook_id.to_string()).exists());
     let status = cli(&dir, &api, &["--json", "sources", "github", "webhook", "status", REPO]).await;
     assert_eq!(status.json()[0]["mode"], "polling");
-    tokio::time::sleep(Duration::from_millis(10)).await;
     app.stop().await;
 }
 
