@@ -107,11 +107,6 @@ impl SecretSet {
         self.pending.iter().filter(|(at, _)| at.elapsed().is_ok_and(|age| age <= PENDING_TTL)).map(|(_, s)| s)
     }
 
-    /// Whether some hook's secrets could not be read when this set was made.
-    pub fn has_unreadable(&self) -> bool {
-        !self.unreadable.is_empty()
-    }
-
     /// Whether the hook has a secret file that could not be read when this set was made.
     pub fn is_unreadable(&self, hook_id: u64) -> bool {
         self.unreadable.contains(&hook_id)

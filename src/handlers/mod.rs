@@ -223,15 +223,15 @@ impl DeliveryHandler for EventHandlers {
         Box::pin(self.dispatch(delivery))
     }
 
+    /// A lane is one ordering domain: a git domain's lane is one repository's git
+    /// deliveries, all of which one sync can serve.
     fn can_handle_together(&self, lane: &[ClaimedDelivery]) -> usize {
-        let Some(first) = lane.first() else { return 0 };
-        lane.iter()
-            .take_while(|d| {
-                crate::domain::DomainKind::of_event(&d.event) == crate::domain::DomainKind::Git
-                    && d.repository_github_id == first.repository_github_id
-                    && d.repository == first.repository
-            })
-            .count()
+        match lane.first() {
+            Some(first) if crate::domain::DomainKind::of_event(&first.event) == crate::domain::DomainKind::Git => {
+                lane.len()
+            }
+            _ => 0,
+        }
     }
 
     fn handle_together<'a>(

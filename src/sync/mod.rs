@@ -178,12 +178,6 @@ impl SyncEngine {
         Self::patterns(repo).iter().any(|p| glob::matches(p, branch))
     }
 
-    /// Fetches one branch and returns what changed: its new commits and membership, or
-    /// its deletion when the remote no longer has it.
-    pub async fn sync_branch(&self, repo: &TrackedRepository, branch: &str) -> anyhow::Result<Vec<Effect>> {
-        self.sync_refs(repo, &[branch.to_owned()], &[]).await
-    }
-
     /// Fetches branches and tags in one connection and returns what changed: each
     /// branch's new commits and membership, each tag's target, and the deletion of those
     /// the remote no longer has. A run of pushes is served by one call.
@@ -268,11 +262,6 @@ impl SyncEngine {
             let _ = tokio::task::spawn_blocking(move || repack_now(&path, &name)).await;
             repacking.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
-    }
-
-    /// Fetches one tag and records what it points to (or its deletion).
-    pub async fn sync_tag(&self, repo: &TrackedRepository, tag: &str) -> anyhow::Result<Vec<Effect>> {
-        self.sync_refs(repo, &[], &[tag.to_owned()]).await
     }
 
     /// Polling's git half: `ls-remote` (no API quota), and a full sync only when a tracked

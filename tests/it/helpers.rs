@@ -212,13 +212,14 @@ impl TestApp {
         }
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn scrape_metrics(&self) -> String {
+        self.client.get(format!("http://{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
+    }
+
     /// A counter or gauge from the admin listener's `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text =
-            self.client.get(format!("http://{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
+        metric_in(&self.scrape_metrics().await, name).unwrap_or(0.0)
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {
@@ -228,6 +229,14 @@ impl TestApp {
         }
         self.dir
     }
+}
+
+/// A counter or gauge (named with its labels, if any) in Prometheus text; a value that
+/// does not parse fails the test.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name} is not a number: {v}")))
 }
 
 /// Polls `condition` every 20 ms until it holds, or panics after `limit`.

@@ -48,32 +48,28 @@ async fn polling_picks_up_commits_and_pull_requests_and_costs_no_quota_when_noth
 
     // Nothing changes for a few intervals: requests are made, no quota is spent, and the
     // 304s apply nothing (read off the admin listener's metrics, as an operator would).
-    let metric = |text: &str, name: &str| -> u64 {
-        text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("no {name}"))
-    };
-    let scrape = || async {
-        app.client.get(format!("http://{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap()
-    };
+    let metric = |text: &str, name: &str| metric_in(text, name).unwrap_or_else(|| panic!("no {name}"));
+    let scrape = || app.scrape_metrics();
     // The poll that applied the first changes counts them as it returns: start counting
     // after a later poll has finished.
-    let first = metric(&scrape().await, "futurnal_polls_total ");
+    let first = metric(&scrape().await, "futurnal_polls_total");
     wait_until(Duration::from_secs(10), "a later poll", || async {
-        metric(&scrape().await, "futurnal_polls_total ") > first
+        metric(&scrape().await, "futurnal_polls_total") > first
     })
     .await;
     let before = scrape().await;
     let (requests, quota) = (fake.requests(), fake.quota_used());
-    let polls_before = metric(&before, "futurnal_polls_total ");
+    let polls_before = metric(&before, "futurnal_polls_total");
     wait_until(Duration::from_secs(10), "two more polls", || async {
-        fake.requests() >= requests + 4 && metric(&scrape().await, "futurnal_polls_total ") >= polls_before + 2
+        fake.requests() >= requests + 4 && metric(&scrape().await, "futurnal_polls_total") >= polls_before + 2.0
     })
     .await;
     assert_eq!(fake.quota_used(), quota, "304s and ls-remote cost no quota");
     let after = scrape().await;
-    assert!(metric(&after, "futurnal_polls_total ") >= metric(&before, "futurnal_polls_total ") + 2, "{after}");
+    assert!(metric(&after, "futurnal_polls_total") >= metric(&before, "futurnal_polls_total") + 2.0, "{after}");
     assert_eq!(
-        metric(&after, "futurnal_poll_effects_total "),
-        metric(&before, "futurnal_poll_effects_total "),
+        metric(&after, "futurnal_poll_effects_total"),
+        metric(&before, "futurnal_poll_effects_total"),
         "unchanged polls (304s) re-apply nothing"
     );
 
@@ -235,7 +231,7 @@ async fn changes_beyond_the_first_page_are_all_picked_up() {
     let app = spawn_app_in(dir, AppOptions { toml: toml.into(), github: Some(client), ..Default::default() }).await;
     let polls = || async {
         let text = app.client.get(format!("http://{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
-        text.lines().find_map(|l| l.strip_prefix("futurnal_polls_total ")?.trim().parse::<u64>().ok()).unwrap()
+        text.lines().find_map(|l| l.strip_prefix("futurnal_polls_total")?.trim().parse::<u64>().ok()).unwrap()
     };
     wait_until(Duration::from_secs(10), "the first poll after the restart", || async { polls().await >= 1 }).await;
     assert_eq!(fake.requests() - before, 2, "one page of pull requests and one of issues");
