@@ -202,25 +202,44 @@ impl WorkerPool {
         completion
     }
 
-    /// Reports results, retrying while the database is unavailable; if it never comes
-    /// back, the deliveries stay `processing` and the next start queues them again.
+    /// Reports results, retrying while the database is unavailable (a restart or a
+    /// failover of PostgreSQL can take a while) until it answers or shutdown starts; a
+    /// result never recorded leaves its deliveries `processing`, queued again by the
+    /// next start.
     async fn report(&self, results: Vec<(ClaimHandle, Completion)>, shutdown: &CancellationToken) {
         let mut pause = Duration::from_millis(100);
-        for _ in 0..8 {
+        let mut failures = 0u32;
+        loop {
             match self.queue.complete(results.clone()).await {
-                Ok(()) => return,
-                Err(e) => tracing::error!(error = %e, "Recording delivery results failed; retrying"),
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(deliveries = results.len(), failures, "Delivery results recorded after all");
+                    }
+                    return;
+                }
+                // The first failure, then one line in ten: a long outage is not a flood.
+                Err(e) if failures % 10 == 0 => {
+                    tracing::error!(error = %e, deliveries = results.len(), "Recording delivery results failed; retrying")
+                }
+                Err(_) => {}
             }
+            failures += 1;
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => {}
+                () = shutdown.cancelled() => {
+                    // One last try: the database may be back by now.
+                    if self.queue.complete(results.clone()).await.is_ok() {
+                        return;
+                    }
+                    tracing::error!(
+                        deliveries = results.len(),
+                        "Shutting down before delivery results could be recorded; the next start processes them again"
+                    );
+                    return;
+                }
             }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
-        tracing::error!(
-            deliveries = results.len(),
-            "Gave up recording delivery results; they will be processed again after a restart"
-        );
     }
 }
 

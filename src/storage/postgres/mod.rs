@@ -7,15 +7,26 @@ mod error;
 mod migrations;
 pub mod queue;
 pub mod registry;
+pub mod tls;
 
 use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use crate::storage::StoreResult;
+use crate::storage::{StoreError, StoreResult};
 use migrations::MIGRATIONS;
+
+/// How long one attempt to connect may take (unless the URL says `connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a connection when all are busy.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+/// After a failed connection attempt, callers are told "unavailable" at once for this
+/// long, doubling with each failure up to `MAX_BACKOFF`; then one tries again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Any fixed number: the key of the advisory lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x6675_7475_726e_616c;
@@ -37,27 +48,54 @@ impl Default for PostgresOptions {
 /// The database of this process, shared by its queue, registry and store.
 pub struct PgDb {
     pool: Pool,
+    backoff: Mutex<Backoff>,
+}
+
+/// Whether the server answered the last attempt to connect, and if not, until when
+/// callers get "unavailable" without another attempt: while the server is away, a flood
+/// of requests costs no connection attempts, and each gets its 503 at once.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// The last failure: why, the wait before the next attempt, and when that ends.
+    failing: Option<(String, Duration, Instant)>,
 }
 
 impl PgDb {
     /// Connects, creates the schema when asked for one, and brings the tables up to date.
     /// A wrong password, an unknown database or an unreachable server is one clear error.
     pub async fn open(url: &str, options: PostgresOptions) -> anyhow::Result<Self> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| anyhow::anyhow!("the PostgreSQL URL is not valid: {e}"))?;
+        let (driver_url, tls) = tls::split_url(url)
+            .map_err(|e| anyhow::anyhow!("the PostgreSQL URL {} is not valid: {e}", crate::config::redact_url(url)))?;
+        let mut config = tokio_postgres::Config::from_str(&driver_url)
+            .map_err(|e| anyhow::anyhow!("the PostgreSQL URL {} is not valid: {e}", crate::config::redact_url(url)))?;
+        config.ssl_mode(tls.driver_mode());
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // A server that vanished without closing the connection (host down, network cut)
+        // is noticed within about a minute, not after the kernel's two hours.
+        config.keepalives_idle(Duration::from_secs(30));
         if let Some(schema) = &options.schema {
             if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
                 bail!("the PostgreSQL schema '{schema}' must be letters, digits and underscores");
             }
             config.options(format!("-c search_path={schema}"));
         }
-        config.application_name("futurnal");
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        if config.get_application_name().is_none() {
+            config.application_name("futurnal");
+        }
+        let connector = tls.connector()?;
+        let manager =
+            Manager::from_config(config, connector, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT + Duration::from_secs(1)))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .context("failed to set up the PostgreSQL connection pool")?;
-        let db = Self { pool };
+        let db = Self { pool, backoff: Mutex::default() };
         let mut client = db.pool.get().await.map_err(|e| {
             let (url, why) = (crate::config::redact_url(url), error::describe_pool(&e));
             anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")
@@ -69,9 +107,51 @@ impl PgDb {
         Ok(db)
     }
 
-    /// A connection from the pool.
+    /// A connection from the pool. While the server is away (the last attempt to
+    /// connect failed and its backoff has not ended), "unavailable" at once.
     pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        Ok(self.pool.get().await?)
+        if let Some((why, _, until)) = &self.backoff_state().failing {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "PostgreSQL is unreachable ({why}); trying again in {} ms",
+                    left.as_millis().max(1)
+                )));
+            }
+        }
+        match self.pool.get().await {
+            Ok(client) => {
+                let mut backoff = self.backoff_state();
+                if backoff.failing.take().is_some() {
+                    tracing::info!("PostgreSQL is reachable again");
+                }
+                Ok(client)
+            }
+            Err(e) => {
+                let connecting = matches!(
+                    e,
+                    deadpool_postgres::PoolError::Backend(_)
+                        | deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create)
+                );
+                if connecting {
+                    let why = error::describe_pool(&e);
+                    let mut backoff = self.backoff_state();
+                    let wait = match &backoff.failing {
+                        Some((_, wait, _)) => (*wait * 2).min(MAX_BACKOFF),
+                        None => {
+                            tracing::error!(error = %why, "PostgreSQL is unreachable; answering 503 until it is back");
+                            FIRST_BACKOFF
+                        }
+                    };
+                    backoff.failing = Some((why, wait, Instant::now() + wait));
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    fn backoff_state(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Closes the pool: new requests for a connection fail, open ones end when returned.

@@ -13,7 +13,7 @@
 //! take one domain; `queue_domains.pending` counts each domain's pending deliveries so the
 //! claim reads only domains with work, in turn order.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -47,6 +47,12 @@ impl PgQueue {
     }
 
     async fn insert(&self, delivery: NewDelivery) -> StoreResult<EnqueueOutcome> {
+        // Refused alone, before it joins a batch whose statement it would fail.
+        if delivery.initial == InitialStatus::Queued
+            && repo_key(delivery.repository_github_id, delivery.repository.as_deref()).is_none()
+        {
+            return Err(StoreError::Conflict("a queued delivery needs a repository".into()));
+        }
         let (answer, outcome) = oneshot::channel();
         let gone = || StoreError::Unavailable("the database writer stopped".into());
         self.writer.send(Job { delivery, answer }).await.map_err(|_| gone())?;
@@ -85,6 +91,51 @@ const ENTER_DOMAIN: &str = "INSERT INTO queue_domains (domain, next_position, pe
      turn = CASE WHEN queue_domains.pending = 0 THEN nextval('queue_turns') ELSE queue_domains.turn END \
      RETURNING next_position";
 
+/// Ready domains in turn order: those whose oldest pending delivery is queued, or waits
+/// for a retry that is due. Domains another claimer (or an enqueue) holds right now are
+/// skipped, not waited for.
+static READY_DOMAINS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT q.domain FROM queue_domains q WHERE q.pending > 0 AND EXISTS ( \
+           SELECT 1 FROM (SELECT d.status, d.next_attempt_at FROM deliveries d \
+             WHERE d.domain = q.domain AND d.status IN {PENDING} ORDER BY d.position LIMIT 1) h \
+           WHERE h.status = 'queued' OR (h.status = 'retrying' AND h.next_attempt_at <= $1)) \
+         ORDER BY q.turn LIMIT $2 FOR UPDATE OF q SKIP LOCKED"
+    )
+});
+
+/// A domain's pending deliveries from its head, read under the domain's lock.
+static DOMAIN_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT id, status, next_attempt_at FROM deliveries \
+         WHERE domain = $1 AND status IN {PENDING} ORDER BY position LIMIT $2"
+    )
+});
+
+const CLAIM_RUN: &str = "UPDATE deliveries SET status = 'processing' WHERE id = ANY($1) \
+     RETURNING id, delivery_id, event, action, repository, repository_github_id, hook_id, \
+     received_at, attempts, body_codec, body, position";
+
+/// Every result of a lane in one statement (its own transaction): each claimed delivery
+/// takes its new status (only if still `processing`: a result never lands twice); a
+/// release puts it back as it was, without counting an attempt; each domain's pending
+/// count goes down by its deliveries that finished. Returns how many finished.
+const COMPLETE: &str = "WITH changed AS ( \
+       UPDATE deliveries d SET status = u.status, \
+         attempts = CASE WHEN u.status = 'queued' THEN d.attempts ELSE d.attempts + 1 END, \
+         last_error = CASE WHEN u.status = 'queued' THEN d.last_error ELSE u.error END, \
+         next_attempt_at = CASE WHEN u.status = 'retrying' THEN u.next_attempt ELSE d.next_attempt_at END, \
+         finished_at = CASE WHEN u.status IN ('done', 'ignored', 'dead') THEN $5 ELSE d.finished_at END \
+       FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS u(id, status, error, next_attempt) \
+       WHERE d.id = u.id AND d.status = 'processing' \
+       RETURNING d.domain, u.status), \
+     finished AS ( \
+       SELECT domain, count(*) AS n FROM changed \
+       WHERE status IN ('done', 'ignored', 'dead') AND domain IS NOT NULL GROUP BY domain), \
+     counted AS ( \
+       UPDATE queue_domains q SET pending = q.pending - f.n FROM finished f WHERE q.domain = f.domain RETURNING f.n) \
+     SELECT COALESCE(SUM(n), 0)::BIGINT FROM counted";
+
 /// How many enqueues one transaction takes at most.
 const MAX_BATCH: usize = 512;
 
@@ -122,96 +173,109 @@ async fn batch_writer(db: Arc<PgDb>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction for many deliveries: duplicates (stored before, or twice in the batch)
-/// are told apart first; each domain's counter moves once, by its number of new queued
-/// deliveries, in domain order (one lock order for every writer); one multi-row insert.
+/// One statement for a whole batch, so one round trip and one commit (the statement is
+/// its own transaction): deliveries stored before, or twice in the batch, are told apart;
+/// each domain's counter moves once, by its number of new queued deliveries, in domain
+/// order (one lock order for every writer), and they take its numbers in batch order;
+/// one multi-row insert. Returns, for each new delivery, whether it was queued and
+/// whether it was inserted (not, when another process stored it since the statement's
+/// snapshot).
+const INSERT_BATCH: &str = "WITH input AS ( \
+       SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::TEXT[], \
+         $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[], $13::TEXT[], $14::BYTEA[]) \
+       WITH ORDINALITY AS i(delivery_id, event, action, repository, repository_github_id, repo_key, domain, \
+         hook_id, received_at, status, last_error, finished_at, body_codec, body, ord)), \
+     fresh AS ( \
+       SELECT DISTINCT ON (i.delivery_id) i.* FROM input i \
+       WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.delivery_id = i.delivery_id) \
+       ORDER BY i.delivery_id, i.ord), \
+     numbered AS ( \
+       SELECT f.*, \
+         CASE WHEN f.status = 'queued' \
+           THEN row_number() OVER (PARTITION BY f.domain, f.status = 'queued' ORDER BY f.ord) END AS rank, \
+         count(*) FILTER (WHERE f.status = 'queued') OVER (PARTITION BY f.domain) AS queued \
+       FROM fresh f), \
+     counters AS ( \
+       INSERT INTO queue_domains AS q (domain, next_position, pending, turn) \
+       SELECT g.domain, g.queued, g.queued, nextval('queue_turns') \
+       FROM (SELECT DISTINCT domain, queued FROM numbered WHERE rank IS NOT NULL) g ORDER BY g.domain \
+       ON CONFLICT (domain) DO UPDATE SET next_position = q.next_position + excluded.next_position, \
+         pending = q.pending + excluded.pending, \
+         turn = CASE WHEN q.pending = 0 THEN excluded.turn ELSE q.turn END \
+       RETURNING q.domain, q.next_position), \
+     stored AS ( \
+       INSERT INTO deliveries (delivery_id, event, action, repository, repository_github_id, repo_key, domain, \
+         position, hook_id, received_at, status, last_error, finished_at, body_codec, body) \
+       SELECT n.delivery_id, n.event, n.action, n.repository, n.repository_github_id, n.repo_key, n.domain, \
+         c.next_position - n.queued + n.rank, n.hook_id, n.received_at, n.status, n.last_error, n.finished_at, \
+         n.body_codec, n.body \
+       FROM numbered n LEFT JOIN counters c ON c.domain = n.domain AND n.rank IS NOT NULL \
+       ORDER BY n.ord \
+       ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id) \
+     SELECT n.delivery_id, n.domain, n.rank IS NOT NULL, s.delivery_id IS NOT NULL \
+     FROM numbered n LEFT JOIN stored s ON s.delivery_id = n.delivery_id";
+
+/// Writes a batch with `INSERT_BATCH`: each delivery's outcome, in batch order.
 async fn insert_batch(db: &PgDb, batch: Vec<NewDelivery>) -> StoreResult<Vec<EnqueueOutcome>> {
     let mut outcomes = vec![EnqueueOutcome::Duplicate; batch.len()];
-    let mut client = db.client().await?;
-    let tx = client.transaction().await?;
-    let ids: Vec<&str> = batch.iter().map(|d| d.delivery_id.as_str()).collect();
-    let stored: HashSet<String> = tx
-        .query("SELECT delivery_id FROM deliveries WHERE delivery_id = ANY($1)", &[&ids])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut seen = HashSet::new();
-    let fresh: Vec<usize> = (0..batch.len()).filter(|&i| !stored.contains(ids[i]) && seen.insert(ids[i])).collect();
-    let domains: Vec<Option<String>> = batch
-        .iter()
-        .map(|d| repo_key(d.repository_github_id, d.repository.as_deref()).map(|k| ordering_domain(&k, &d.event)))
-        .collect();
-    let mut per_domain: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for &i in &fresh {
-        if batch[i].initial == InitialStatus::Queued {
-            let domain = domains[i]
-                .as_deref()
-                .ok_or_else(|| StoreError::Conflict("a queued delivery needs a repository".into()))?;
-            per_domain.entry(domain).or_default().push(i);
-        }
-    }
-    let mut positions: Vec<Option<i64>> = vec![None; batch.len()];
-    for (domain, members) in &per_domain {
-        let count = members.len() as i64;
-        let last: i64 = tx.query_one(ENTER_DOMAIN, &[domain, &count]).await?.get(0);
-        for (offset, &i) in members.iter().enumerate() {
-            positions[i] = Some(last - count + 1 + offset as i64);
-        }
-    }
-    let column = |f: &dyn Fn(usize) -> Option<String>| fresh.iter().map(|&i| f(i)).collect::<Vec<_>>();
-    let number = |f: &dyn Fn(usize) -> Option<u64>| -> StoreResult<Vec<Option<i64>>> {
-        fresh.iter().map(|&i| f(i).map(to_db).transpose()).collect()
+    let client = db.client().await?;
+    let statement = client.prepare_cached(INSERT_BATCH).await?;
+    let keys: Vec<Option<String>> =
+        batch.iter().map(|d| repo_key(d.repository_github_id, d.repository.as_deref())).collect();
+    let domains: Vec<Option<String>> =
+        batch.iter().zip(&keys).map(|(d, key)| key.as_deref().map(|k| ordering_domain(k, &d.event))).collect();
+    let text = |f: &dyn Fn(&NewDelivery) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
+    let number = |f: &dyn Fn(&NewDelivery) -> Option<u64>| -> StoreResult<Vec<Option<i64>>> {
+        batch.iter().map(|d| f(d).map(to_db).transpose()).collect()
     };
     let status = |d: &NewDelivery| match &d.initial {
         InitialStatus::Queued => ("queued", None, None),
         InitialStatus::Ignored(reason) => ("ignored", Some(reason.clone()), Some(d.received_at_ms)),
         InitialStatus::Done => ("done", None, Some(d.received_at_ms)),
     };
-    let inserted: HashSet<String> = tx
+    let rows = client
         .query(
-            "INSERT INTO deliveries (delivery_id, event, action, repository, repository_github_id, repo_key, \
-             domain, position, hook_id, received_at, status, last_error, finished_at, body_codec, body) \
-             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], \
-               $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[], \
-               $14::TEXT[], $15::BYTEA[]) \
-             ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+            &statement,
             &[
-                &column(&|i| Some(ids[i].to_owned())),
-                &column(&|i| Some(batch[i].event.clone())),
-                &column(&|i| batch[i].action.clone()),
-                &column(&|i| batch[i].repository.clone()),
-                &number(&|i| batch[i].repository_github_id)?,
-                &column(&|i| repo_key(batch[i].repository_github_id, batch[i].repository.as_deref())),
-                &column(&|i| domains[i].clone()),
-                &fresh.iter().map(|&i| positions[i]).collect::<Vec<_>>(),
-                &number(&|i| batch[i].hook_id)?,
-                &fresh.iter().map(|&i| batch[i].received_at_ms).collect::<Vec<_>>(),
-                &column(&|i| Some(status(&batch[i]).0.to_owned())),
-                &column(&|i| status(&batch[i]).1),
-                &fresh.iter().map(|&i| status(&batch[i]).2).collect::<Vec<_>>(),
-                &column(&|i| Some(batch[i].body.codec().to_owned())),
-                &fresh.iter().map(|&i| batch[i].body.bytes()).collect::<Vec<_>>(),
+                &text(&|d| Some(d.delivery_id.as_str().to_owned())),
+                &text(&|d| Some(d.event.clone())),
+                &text(&|d| d.action.clone()),
+                &text(&|d| d.repository.clone()),
+                &number(&|d| d.repository_github_id)?,
+                &keys,
+                &domains,
+                &number(&|d| d.hook_id)?,
+                &batch.iter().map(|d| d.received_at_ms).collect::<Vec<_>>(),
+                &text(&|d| Some(status(d).0.to_owned())),
+                &text(&|d| status(d).1),
+                &batch.iter().map(|d| status(d).2).collect::<Vec<_>>(),
+                &text(&|d| Some(d.body.codec().to_owned())),
+                &batch.iter().map(|d| d.body.bytes()).collect::<Vec<_>>(),
             ],
         )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    // Another process stored one of these between the check and the insert: a duplicate
-    // after all, and its domain's pending count goes back down.
-    let mut lost: BTreeMap<&str, i64> = BTreeMap::new();
-    for &i in &fresh {
-        if inserted.contains(ids[i]) {
-            outcomes[i] = EnqueueOutcome::Stored;
-        } else if let (InitialStatus::Queued, Some(domain)) = (&batch[i].initial, domains[i].as_deref()) {
+        .await?;
+    // A delivery's first place in the batch gets its outcome; a later copy is a duplicate.
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in batch.iter().enumerate() {
+        first.entry(d.delivery_id.as_str()).or_insert(i);
+    }
+    let mut lost: BTreeMap<String, i64> = BTreeMap::new();
+    for row in rows {
+        let (id, domain, queued, inserted): (&str, Option<String>, bool, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if inserted {
+            if let Some(&i) = first.get(id) {
+                outcomes[i] = EnqueueOutcome::Stored;
+            }
+        } else if let (true, Some(domain)) = (queued, domain) {
+            // Another process stored it since this statement's snapshot: a duplicate
+            // after all, and the pending count it added goes back down.
             *lost.entry(domain).or_default() += 1;
         }
     }
     for (domain, count) in lost {
-        tx.execute("UPDATE queue_domains SET pending = pending - $2 WHERE domain = $1", &[&domain, &count]).await?;
+        client.execute("UPDATE queue_domains SET pending = pending - $2 WHERE domain = $1", &[&domain, &count]).await?;
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -223,32 +287,18 @@ impl PgQueue {
         // Ready domains in turn order: those whose oldest pending delivery is queued, or
         // waits for a retry that is due. Domains another claimer (or an enqueue) holds
         // right now are skipped, not waited for.
-        let domains = tx
-            .query(
-                &format!(
-                    "SELECT q.domain FROM queue_domains q WHERE q.pending > 0 AND EXISTS ( \
-                       SELECT 1 FROM (SELECT d.status, d.next_attempt_at FROM deliveries d \
-                         WHERE d.domain = q.domain AND d.status IN {PENDING} ORDER BY d.position LIMIT 1) h \
-                       WHERE h.status = 'queued' OR (h.status = 'retrying' AND h.next_attempt_at <= $1)) \
-                     ORDER BY q.turn LIMIT $2 FOR UPDATE OF q SKIP LOCKED"
-                ),
-                &[&now, &(max_lanes as i64)],
-            )
-            .await?;
+        let domains = tx.query(&tx.prepare_cached(&READY_DOMAINS).await?, &[&now, &(max_lanes as i64)]).await?;
+        let (run_of, claim, next_turn) = (
+            tx.prepare_cached(&DOMAIN_RUN).await?,
+            tx.prepare_cached(CLAIM_RUN).await?,
+            tx.prepare_cached("UPDATE queue_domains SET turn = nextval('queue_turns') WHERE domain = $1").await?,
+        );
         let mut lanes = Vec::new();
         for row in domains {
             let domain: String = row.get(0);
             // Read again under the domain's lock: the run is the head and the queued
             // deliveries right behind it.
-            let run = tx
-                .query(
-                    &format!(
-                        "SELECT id, status, next_attempt_at FROM deliveries \
-                         WHERE domain = $1 AND status IN {PENDING} ORDER BY position LIMIT $2"
-                    ),
-                    &[&domain, &(per_lane as i64)],
-                )
-                .await?;
+            let run = tx.query(&run_of, &[&domain, &(per_lane as i64)]).await?;
             let Some(head) = run.first() else { continue };
             let ready = match head.get::<_, &str>(1) {
                 "queued" => true,
@@ -260,14 +310,7 @@ impl PgQueue {
             }
             let mut ids: Vec<i64> = vec![head.get(0)];
             ids.extend(run[1..].iter().take_while(|r| r.get::<_, &str>(1) == "queued").map(|r| r.get::<_, i64>(0)));
-            let claimed = tx
-                .query(
-                    "UPDATE deliveries SET status = 'processing' WHERE id = ANY($1) \
-                     RETURNING id, delivery_id, event, action, repository, repository_github_id, hook_id, \
-                     received_at, attempts, body_codec, body, position",
-                    &[&ids],
-                )
-                .await?;
+            let claimed = tx.query(&claim, &[&ids]).await?;
             let mut lane: Vec<(i64, ClaimedDelivery)> = Vec::with_capacity(claimed.len());
             for r in claimed {
                 let codec: String = r.get(9);
@@ -288,60 +331,39 @@ impl PgQueue {
                 ));
             }
             lane.sort_unstable_by_key(|(position, _)| *position);
-            tx.execute("UPDATE queue_domains SET turn = nextval('queue_turns') WHERE domain = $1", &[&domain]).await?;
+            tx.execute(&next_turn, &[&domain]).await?;
             lanes.push(lane.into_iter().map(|(_, d)| d).collect());
         }
         tx.commit().await?;
         Ok(lanes)
     }
 
-    async fn apply_completions(&self, mut results: Vec<(ClaimHandle, Completion)>) -> StoreResult<u64> {
+    async fn apply_completions(&self, results: Vec<(ClaimHandle, Completion)>) -> StoreResult<u64> {
         let now = now_ms();
-        // One lock order for every writer: deliveries by id, then their domains.
-        results.sort_unstable_by_key(|(handle, _)| handle.raw());
-        let mut client = self.db.client().await?;
-        let tx = client.transaction().await?;
-        let mut finished: Vec<String> = Vec::new();
+        let mut ids = Vec::with_capacity(results.len());
+        let mut statuses = Vec::with_capacity(results.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(results.len());
+        let mut next_attempts = Vec::with_capacity(results.len());
         for (handle, completion) in &results {
-            let id = handle.raw();
-            let finishes = |status: &str| {
-                format!(
-                    "UPDATE deliveries SET status = '{status}', attempts = attempts + 1, last_error = $3, \
-                     finished_at = $2 WHERE id = $1 AND status = 'processing' RETURNING domain"
-                )
-            };
-            let changed = match completion {
-                Completion::Done => tx.query_opt(&finishes("done"), &[&id, &now, &None::<String>]).await?,
-                Completion::Ignored(reason) => tx.query_opt(&finishes("ignored"), &[&id, &now, reason]).await?,
-                Completion::Dead { error } => tx.query_opt(&finishes("dead"), &[&id, &now, error]).await?,
+            let (status, error, next) = match completion {
+                Completion::Done => ("done", None, 0),
+                Completion::Ignored(reason) => ("ignored", Some(reason.as_str()), 0),
+                Completion::Dead { error } => ("dead", Some(error.as_str()), 0),
                 Completion::Retry { error, next_attempt_at_ms } => {
-                    tx.execute(
-                        "UPDATE deliveries SET status = 'retrying', attempts = attempts + 1, last_error = $3, \
-                         next_attempt_at = $2 WHERE id = $1 AND status = 'processing'",
-                        &[&id, next_attempt_at_ms, error],
-                    )
-                    .await?;
-                    None
+                    ("retrying", Some(error.as_str()), *next_attempt_at_ms)
                 }
-                Completion::Release => {
-                    tx.execute(
-                        "UPDATE deliveries SET status = 'queued' WHERE id = $1 AND status = 'processing'",
-                        &[&id],
-                    )
-                    .await?;
-                    None
-                }
+                Completion::Release => ("queued", None, 0),
             };
-            if let Some(domain) = changed.and_then(|row| row.get::<_, Option<String>>(0)) {
-                finished.push(domain);
-            }
+            ids.push(handle.raw());
+            statuses.push(status);
+            errors.push(error);
+            next_attempts.push(next);
         }
-        finished.sort();
-        for domain in &finished {
-            tx.execute("UPDATE queue_domains SET pending = pending - 1 WHERE domain = $1", &[domain]).await?;
-        }
-        tx.commit().await?;
-        Ok(finished.len() as u64)
+        let client = self.db.client().await?;
+        let statement = client.prepare_cached(COMPLETE).await?;
+        let finished: i64 =
+            client.query_one(&statement, &[&ids, &statuses, &errors, &next_attempts, &now]).await?.get(0);
+        Ok(u64::try_from(finished).unwrap_or(0))
     }
 
     async fn replay_one(&self, delivery_id: String) -> StoreResult<DeliveryRecord> {
