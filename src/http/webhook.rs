@@ -1,6 +1,7 @@
 //! `POST /webhook/github`: PRODUCT.md's eight steps, in order. The only way to build a
 //! [`NewDelivery`] with `Queued` status here is past the signature check.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -324,7 +325,18 @@ fn form_payload(body: &[u8]) -> Option<Bytes> {
 }
 
 fn unavailable(e: StoreError) -> Rejection {
-    tracing::error!(error = %e, "Could not store a delivery; answering 503");
+    // While the database is away every request lands here: one line a second, with the
+    // number of requests answered 503 since the last one.
+    static LAST_LOGGED_MS: AtomicI64 = AtomicI64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let now = crate::time::now_ms();
+    let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
+    if now - last >= 1000 && LAST_LOGGED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        let also = SINCE.swap(0, Ordering::Relaxed);
+        tracing::error!(error = %e, also_refused = also, "Could not store a delivery; answering 503");
+    } else {
+        SINCE.fetch_add(1, Ordering::Relaxed);
+    }
     Rejection::new(
         StatusCode::SERVICE_UNAVAILABLE,
         ReceiveOutcome::Unavailable,
