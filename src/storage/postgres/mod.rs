@@ -43,15 +43,7 @@ impl PgDb {
     /// Connects, creates the schema when asked for one, and brings the tables up to date.
     /// A wrong password, an unknown database or an unreachable server is one clear error.
     pub async fn open(url: &str, options: PostgresOptions) -> anyhow::Result<Self> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| anyhow::anyhow!("the PostgreSQL URL is not valid: {e}"))?;
-        if let Some(schema) = &options.schema {
-            if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
-                bail!("the PostgreSQL schema '{schema}' must be letters, digits and underscores");
-            }
-            config.options(format!("-c search_path={schema}"));
-        }
-        config.application_name("futurnal");
+        let config = connect_config(url, options.schema.as_deref())?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(2))
@@ -78,6 +70,41 @@ impl PgDb {
     pub fn close(&self) {
         self.pool.close();
     }
+}
+
+/// The connection settings of `url`, with the tables' schema (when one is configured) as
+/// the search path.
+fn connect_config(url: &str, schema: Option<&str>) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config =
+        tokio_postgres::Config::from_str(url).map_err(|e| anyhow::anyhow!("the PostgreSQL URL is not valid: {e}"))?;
+    if let Some(schema) = schema {
+        if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
+            bail!("the PostgreSQL schema '{schema}' must be letters, digits and underscores");
+        }
+        config.options(format!("-c search_path={schema}"));
+    }
+    config.application_name("futurnal");
+    Ok(config)
+}
+
+/// One connection of its own, outside any pool (`db migrate` holds it for one long
+/// transaction), with the same settings as the pool's.
+pub(crate) async fn connect(url: &str, schema: Option<&str>) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = connect_config(url, schema)?.connect(NoTls).await.map_err(|e| {
+        let (url, why) = (crate::config::redact_url(url), error::describe(&e));
+        anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %error::describe(&e), "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The server's own message for a failed statement, on one line (no URL, no password).
+pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
+    error::describe(e)
 }
 
 async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
