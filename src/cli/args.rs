@@ -60,12 +60,19 @@ pub enum DbCommand {
     Migrate(MigrateArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct MigrateArgs {
     /// The PostgreSQL database to copy into (postgres://…); it must hold no futurnal data.
     /// Its tables go in the `[postgres] schema` of the configuration, when one is set.
     #[arg(long, value_name = "URL")]
     pub to: String,
+}
+
+/// By hand: the URL may carry a password.
+impl std::fmt::Debug for MigrateArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrateArgs").field("to", &crate::config::redact_url(&self.to)).finish()
+    }
 }
 
 #[derive(Debug, Args)]

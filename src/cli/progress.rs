@@ -1,5 +1,5 @@
-//! Progress on stderr (`add`'s first sync, `db migrate`'s copy): a bar on a terminal,
-//! plain lines otherwise.
+//! Progress on stderr: `add`'s first sync (a bar with a spinner on a terminal, plain
+//! lines, at most one a second, otherwise) and `db migrate`'s copy (a bar on a terminal).
 
 use crate::sync::Progress as SyncProgress;
 
@@ -61,8 +61,8 @@ impl ProgressReporter {
     }
 }
 
-/// The progress of `db migrate` on stderr: a bar of rows copied on a terminal, a line
-/// per table otherwise.
+/// The progress of `db migrate` on stderr: a bar of rows copied, on a terminal only (the
+/// command prints its report when it is done; a script reads that).
 pub(super) struct MigrateReporter {
     bar: Option<indicatif::ProgressBar>,
 }
@@ -104,9 +104,8 @@ impl MigrateReporter {
                 return;
             }
         };
-        match &self.bar {
-            Some(bar) => bar.set_message(message),
-            None => eprintln!("{message}"),
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
         }
     }
 
