@@ -70,12 +70,9 @@ pub(super) struct MigrateReporter {
 impl MigrateReporter {
     pub(super) fn new() -> Self {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} rows")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
+            // A spinner until the snapshot says how many rows there are.
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message("opening the databases");
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
@@ -87,6 +84,11 @@ impl MigrateReporter {
         let message = match progress {
             Progress::Started { rows } => {
                 if let Some(bar) = &self.bar {
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} rows")
+                            .expect("valid template")
+                            .progress_chars("=> "),
+                    );
                     bar.set_length(rows);
                 }
                 return;
