@@ -235,17 +235,29 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
 }
 
-/// A URL with its password (`scheme://user:password@host`) replaced.
+/// A URL with its password (`scheme://user:password@host`, or a `password=` parameter as
+/// PostgreSQL URLs may carry) replaced.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
         Some((user_info, host)) if user_info.contains(':') => {
             let user = user_info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:<redacted>@{host}{tail}")
+            format!("{user}:<redacted>@{host}")
         }
-        _ => url.to_owned(),
-    }
+        _ => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let parameters: Vec<&str> = query
+                .split('&')
+                .map(|p| if p.split('=').next() == Some("password") { "password=<redacted>" } else { p })
+                .collect();
+            format!("{path}?{}", parameters.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -610,6 +622,11 @@ mod tests {
         assert!(printed.contains("<redacted>") && printed.contains("db.example"), "{printed}");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://u:p@h/db?x=@"), "postgres://u:<redacted>@h/db?x=@");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=disable&password=p2&x=1"),
+            "postgres://u@h/db?sslmode=disable&password=<redacted>&x=1"
+        );
+        assert_eq!(redact_url("postgres://u:p@h?password=p2"), "postgres://u:<redacted>@h?password=<redacted>");
     }
 
     #[test]

@@ -46,6 +46,33 @@ pub enum Command {
         #[command(subcommand)]
         source: SourceCommand,
     },
+    /// The database itself.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy the embedded SQLite database into an empty PostgreSQL database, verify the copy,
+    /// and say what to change in the configuration.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The PostgreSQL database to copy into (postgres://…); it must hold no futurnal data.
+    /// Its tables go in the `[postgres] schema` of the configuration, when one is set.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+}
+
+/// By hand: the URL may carry a password.
+impl std::fmt::Debug for MigrateArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrateArgs").field("to", &crate::config::redact_url(&self.to)).finish()
+    }
 }
 
 #[derive(Debug, Args)]

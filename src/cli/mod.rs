@@ -3,6 +3,7 @@
 //! the runtime and logging and dispatches; each command lives in its own file.
 
 pub mod args;
+mod db;
 mod deliveries;
 mod enable;
 mod hooks;
@@ -23,7 +24,7 @@ use crate::storage::backend::{Backend, Purpose};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let serve_args = match &cli.command {
         Command::Serve(args) => Some(args),
-        Command::Sources { .. } => None,
+        Command::Sources { .. } | Command::Db { .. } => None,
     };
     let config = Config::load(&cli.global, serve_args)?;
     init_logging(serve_args.is_some());
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sources { source: SourceCommand::Github { command } } => {
             runtime(false)?.block_on(github(config, command))
         }
+        Command::Db { command } => runtime(false)?.block_on(db::db(config, cli.global.config.as_deref(), command)),
     }
 }
 

@@ -1,8 +1,8 @@
 //! `POST /webhook/github`: PRODUCT.md's eight steps, in order. The only way to build a
 //! [`NewDelivery`] with `Queued` status here is past the signature check.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};

@@ -1,9 +1,11 @@
 //! Storage: the traits the rest of the program sees (`Queue`, `Registry`, `CopyStore`),
 //! their record types and the rules every backend keeps, with one folder per database
-//! beside them (`sqlite/`). Nothing outside this module knows which database it talks to.
+//! beside them (`sqlite/`, `postgres/`), and `migrate.rs`, which copies the first into the
+//! second. Nothing outside this module knows which database it talks to.
 
 pub mod backend;
 pub mod copy;
+pub mod migrate;
 pub mod postgres;
 pub mod queue;
 pub mod registry;

@@ -9,6 +9,7 @@ mod fake_github;
 mod helpers;
 mod hooks;
 mod keychain;
+mod migrate;
 mod payloads;
 mod poll;
 mod receiver;

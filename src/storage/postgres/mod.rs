@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
+use tokio_postgres_rustls::MakeRustlsConnect;
+
 use crate::storage::{StoreError, StoreResult};
 use migrations::MIGRATIONS;
 
@@ -64,27 +66,7 @@ impl PgDb {
     /// Connects, creates the schema when asked for one, and brings the tables up to date.
     /// A wrong password, an unknown database or an unreachable server is one clear error.
     pub async fn open(url: &str, options: PostgresOptions) -> anyhow::Result<Self> {
-        let (driver_url, tls) = tls::split_url(url)
-            .map_err(|e| anyhow::anyhow!("the PostgreSQL URL {} is not valid: {e}", crate::config::redact_url(url)))?;
-        let mut config = tokio_postgres::Config::from_str(&driver_url)
-            .map_err(|e| anyhow::anyhow!("the PostgreSQL URL {} is not valid: {e}", crate::config::redact_url(url)))?;
-        config.ssl_mode(tls.driver_mode());
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        // A server that vanished without closing the connection (host down, network cut)
-        // is noticed within about a minute, not after the kernel's two hours.
-        config.keepalives_idle(Duration::from_secs(30));
-        if let Some(schema) = &options.schema {
-            if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
-                bail!("the PostgreSQL schema '{schema}' must be letters, digits and underscores");
-            }
-            config.options(format!("-c search_path={schema}"));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("futurnal");
-        }
-        let connector = tls.connector()?;
+        let (config, connector) = connect_config(url, options.schema.as_deref())?;
         let manager =
             Manager::from_config(config, connector, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -158,6 +140,54 @@ impl PgDb {
     pub fn close(&self) {
         self.pool.close();
     }
+}
+
+/// The connection settings of `url` and its TLS connector (`sslmode`, `sslrootcert`:
+/// see `tls`), with the tables' schema (when one is configured) as the search path.
+fn connect_config(url: &str, schema: Option<&str>) -> anyhow::Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("the PostgreSQL URL {} is not valid: {e}", crate::config::redact_url(url))
+    };
+    let (driver_url, tls) = tls::split_url(url).map_err(|e| invalid(&e))?;
+    let mut config = tokio_postgres::Config::from_str(&driver_url).map_err(|e| invalid(&e))?;
+    config.ssl_mode(tls.driver_mode());
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    // A server that vanished without closing the connection (host down, network cut)
+    // is noticed within about a minute, not after the kernel's two hours.
+    config.keepalives_idle(Duration::from_secs(30));
+    if let Some(schema) = schema {
+        if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
+            bail!("the PostgreSQL schema '{schema}' must be letters, digits and underscores");
+        }
+        config.options(format!("-c search_path={schema}"));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("futurnal");
+    }
+    Ok((config, tls.connector()?))
+}
+
+/// One connection of its own, outside any pool (`db migrate` holds it for one long
+/// transaction), with the same settings as the pool's.
+pub(crate) async fn connect(url: &str, schema: Option<&str>) -> anyhow::Result<tokio_postgres::Client> {
+    let (config, connector) = connect_config(url, schema)?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| {
+        let (url, why) = (crate::config::redact_url(url), error::describe(&e));
+        anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %error::describe(&e), "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The server's own message for a failed statement, on one line (no URL, no password).
+pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
+    error::describe(e)
 }
 
 async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {

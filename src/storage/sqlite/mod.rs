@@ -30,6 +30,8 @@ const MAX_BATCH: usize = 1024;
 const CHANNEL_BOUND: usize = 16 * 1024;
 const READERS: usize = 3;
 const PAGE_SIZE: i64 = 16 * 1024;
+/// The schema version this binary writes (`PRAGMA user_version` once migrated).
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
