@@ -180,9 +180,7 @@ async fn sync_waits_for_another_process_syncing_the_same_repository() {
     remote.push("main");
 
     let held = futurnal::sync::lock_repository_everywhere(&d, id).await.unwrap();
-    let mut child = bin()
-        .arg("--data-dir")
-        .arg(&d)
+    let mut child = bin_in(&d)
         .args(["sources", "github", "sync", "octo/hello"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -10,6 +10,7 @@ mod helpers;
 mod hooks;
 mod keychain;
 mod payloads;
+mod pg_mode;
 mod poll;
 mod receiver;
 mod scheduling;
