@@ -6,7 +6,8 @@
 //! built or the binary started for that dir, and found again by the dir's path: a second
 //! app, the CLI and a restarted daemon in the same dir see the same data. The schema is
 //! dropped when the test's thread ends (the test has returned: its apps, daemons and
-//! runtime are gone), also when it failed.
+//! runtime are gone), also when it failed. A test about the SQLite file itself returns
+//! early in that run, saying so ([`skip_unless_sqlite`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -44,7 +45,10 @@ pub fn postgres_mode() -> bool {
 /// the test returns early.
 pub fn skip_unless_sqlite(reason: &str) -> bool {
     if postgres_mode() {
-        eprintln!("SKIPPED on PostgreSQL (FUTURNAL_TEST_BACKEND=postgres): {reason}");
+        // Straight to the process's stderr, past the test harness's capture: in the log.
+        use std::io::Write;
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let _ = writeln!(std::io::stderr(), "SKIPPED on PostgreSQL: {test}: {reason}");
         return true;
     }
     false
@@ -110,6 +114,11 @@ pub fn schema_for(dir: &Path) -> Option<Arc<DirSchema>> {
     let config_file = config_dir.path().join("postgres.toml");
     let entry = Arc::new(DirSchema { url, schema, config_file, _config_dir: config_dir });
     std::fs::write(&entry.config_file, entry.toml()).unwrap();
+    // A tripwire: should anything still open the SQLite file of this dir, it fails loudly
+    // (a directory is no database) instead of passing on the wrong backend.
+    if dir.is_dir() {
+        std::fs::create_dir_all(dir.join("futurnal.db")).unwrap();
+    }
     map.insert(key.clone(), entry.clone());
     drop(guard);
     CLEANUP.with(|c| c.borrow_mut().0.push(key));
