@@ -48,6 +48,9 @@ pub struct AppOptions {
     pub track: Vec<&'static str>,
     /// `receiver` queues without processing (a backlog for a later app in the same dir).
     pub role: futurnal::cli::Role,
+    /// A database of the test's own (a `postgres://` URL, default schema) instead of the
+    /// run's backend.
+    pub database_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -59,6 +62,7 @@ impl Default for AppOptions {
             handler: None,
             track: vec!["octo/hello"],
             role: futurnal::cli::Role::All,
+            database_url: None,
         }
     }
 }
@@ -115,7 +119,14 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
 
 pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestApp {
     futurnal::install_tls_provider();
-    let mut config = config_for(dir.path(), &options.toml);
+    let mut config = match &options.database_url {
+        None => config_for(dir.path(), &options.toml),
+        Some(url) => {
+            let mut config = sqlite_config_for(dir.path(), &options.toml);
+            config.database = futurnal::config::DatabaseUrl::parse(url).unwrap();
+            config
+        }
+    };
     if let Some(listen) = options.listen {
         config.serve.listen = listen;
     }
