@@ -337,6 +337,7 @@ fn postgresql_startup_errors_are_one_clear_line_exit_1_and_never_show_the_passwo
         for args in [&["sources", "github", "list"][..], &serve[..]] {
             let out = run_against(dir.path(), url, args, limit);
             let line = out.stderr.trim_end();
+            eprintln!("{what}, {}: {line}", args[0]);
             assert_eq!(out.code, 1, "{what}, {args:?}: {line}");
             assert_eq!(line.lines().count(), 1, "{what}, {args:?}: one line: {line}");
             assert!(
