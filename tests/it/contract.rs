@@ -36,11 +36,11 @@ impl Fresh {
 
 async fn backends() -> Vec<Fresh> {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::open(&config_for(dir.path(), ""), Purpose::Command).await.unwrap();
+    let backend = Backend::open(&sqlite_config_for(dir.path(), ""), Purpose::Command).await.unwrap();
     let mut all = vec![Fresh { name: "sqlite", backend, _dir: dir, schema: None }];
     if let Some(schema) = PgSchema::new().await {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config_for(dir.path(), "");
+        let mut config = sqlite_config_for(dir.path(), "");
         config.database = futurnal::config::DatabaseUrl::Postgres(schema.url.clone());
         config.postgres.schema = Some(schema.schema.clone());
         let backend = Backend::open(&config, Purpose::Command).await.unwrap();

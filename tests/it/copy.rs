@@ -88,8 +88,7 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
         Some("nothing tracked changed")
     );
     // Track feature/* and main explicitly, then the branch appears.
-    let store = rusqlite::Connection::open(app.dir.path().join("futurnal.db")).unwrap();
-    store.execute("UPDATE repositories SET branches = '[\"main\", \"feature\"]'", []).unwrap();
+    set_tracked_branches_by_hand(app.dir.path(), REPO, &["main", "feature"]).await;
     // The handlers trust a "tracked" answer for a second: a push sent again until one is
     // handled with the new patterns (each attempt is a full delivery; none may fail).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -130,8 +129,8 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
     git(&remote.work, &["push", "-q", "origin", "v1.0"]);
     let id = push(&app, "refs/tags/v1.0", ZERO, &second).await;
     app.wait_for_status(&id, DeliveryStatus::Done).await;
-    let tag: String = store.query_row("SELECT sha FROM tags WHERE name = 'v1.0'", [], |r| r.get(0)).unwrap();
-    assert_eq!(tag, second);
+    let tags = app.copy.tags(repo.id).await.unwrap();
+    assert_eq!(tags, vec![("v1.0".to_owned(), Some(second.clone()))]);
     let mut delete: Value =
         serde_json::from_slice(&std::fs::read(fixture("payloads/delete/payload.json")).unwrap()).unwrap();
     delete["ref"] = "v1.0".into();
@@ -140,14 +139,12 @@ async fn pushes_forced_pushes_skipped_deliveries_and_branch_and_tag_lifecycle() 
     delete["repository"]["full_name"] = REPO.into();
     let id = deliver(&app, "delete", serde_json::to_vec(&delete).unwrap()).await;
     app.wait_for_status(&id, DeliveryStatus::Done).await;
-    let tags: i64 = store.query_row("SELECT COUNT(*) FROM tags", [], |r| r.get(0)).unwrap();
-    assert_eq!(tags, 0);
+    assert!(app.copy.tags(repo.id).await.unwrap().is_empty());
     // The tag deleted on the remote too, then a late push delivery of its creation.
     git(&remote.work, &["push", "-q", "origin", "--delete", "v1.0"]);
     let id = push(&app, "refs/tags/v1.0", ZERO, &second).await;
     app.wait_for_status(&id, DeliveryStatus::Done).await;
-    let tags: i64 = store.query_row("SELECT COUNT(*) FROM tags", [], |r| r.get(0)).unwrap();
-    assert_eq!(tags, 0, "a tag gone from the remote stays gone");
+    assert!(app.copy.tags(repo.id).await.unwrap().is_empty(), "a tag gone from the remote stays gone");
 
     // The same delivery again changes nothing.
     let before = branch_shas(&app, "main").await;

@@ -48,6 +48,9 @@ pub struct AppOptions {
     pub track: Vec<&'static str>,
     /// `receiver` queues without processing (a backlog for a later app in the same dir).
     pub role: futurnal::cli::Role,
+    /// A database of the test's own (a `postgres://` URL, default schema) instead of the
+    /// run's backend.
+    pub database_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -59,6 +62,7 @@ impl Default for AppOptions {
             handler: None,
             track: vec!["octo/hello"],
             role: futurnal::cli::Role::All,
+            database_url: None,
         }
     }
 }
@@ -75,7 +79,19 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The test config for data dir `dir`, on the backend of this run: SQLite in the dir, or
+/// (`FUTURNAL_TEST_BACKEND=postgres`) the dir's own PostgreSQL schema.
 pub fn config_for(dir: &Path, extra_toml: &str) -> Config {
+    let mut config = sqlite_config_for(dir, extra_toml);
+    if let Some(pg) = crate::pg_mode::schema_for(dir) {
+        config.database = futurnal::config::DatabaseUrl::Postgres(pg.url.clone());
+        config.postgres.schema = Some(pg.schema.clone());
+    }
+    config
+}
+
+/// The test config for data dir `dir` with the SQLite file in it, whatever the run.
+pub fn sqlite_config_for(dir: &Path, extra_toml: &str) -> Config {
     // Never GitHub: should a token be in the environment, API calls go to a closed local port.
     let global = GlobalArgs {
         data_dir: Some(dir.to_owned()),
@@ -103,7 +119,14 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
 
 pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestApp {
     futurnal::install_tls_provider();
-    let mut config = config_for(dir.path(), &options.toml);
+    let mut config = match &options.database_url {
+        None => config_for(dir.path(), &options.toml),
+        Some(url) => {
+            let mut config = sqlite_config_for(dir.path(), &options.toml);
+            config.database = futurnal::config::DatabaseUrl::parse(url).unwrap();
+            config
+        }
+    };
     if let Some(listen) = options.listen {
         config.serve.listen = listen;
     }
@@ -138,6 +161,30 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: AppOptions) -> TestAp
     let overrides = Overrides { handler: options.handler, github: options.github.map(Arc::new), ..Default::default() };
     let task = tokio::spawn(futurnal::serve::run(config, backend, listeners, overrides, shutdown.clone()));
     TestApp { webhook, admin, dir, client: reqwest::Client::new(), queue, registry, copy, shutdown, task: Some(task) }
+}
+
+/// Changes the branch patterns of a tracked repository behind the daemon's back (no
+/// command does that yet, nor a storage trait): SQL on the database of this run.
+pub async fn set_tracked_branches_by_hand(dir: &Path, full_name: &str, branches: &[&str]) {
+    let json = serde_json::to_string(branches).unwrap();
+    match crate::pg_mode::schema_for(dir) {
+        None => {
+            let store = rusqlite::Connection::open(dir.join("futurnal.db")).unwrap();
+            let changed = store
+                .execute("UPDATE repositories SET branches = ?1 WHERE full_name = ?2", (&json, full_name))
+                .unwrap();
+            assert_eq!(changed, 1, "{full_name} is tracked");
+        }
+        Some(pg) => {
+            let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+            let connection = tokio::spawn(connection);
+            let sql = format!("UPDATE {}.repositories SET branches = $1 WHERE full_name = $2", pg.schema);
+            let changed = client.execute(&sql, &[&json, &full_name]).await.unwrap();
+            assert_eq!(changed, 1, "{full_name} is tracked");
+            drop(client);
+            let _ = connection.await;
+        }
+    }
 }
 
 /// How to build a test delivery.
@@ -277,8 +324,27 @@ impl CliOutput {
     }
 }
 
+/// The binary with `--data-dir dir`, on the backend of this run: in the PostgreSQL run,
+/// `FUTURNAL_DATABASE_URL` and a config file (`FUTURNAL_CONFIG`) with the dir's schema.
+/// A test that passes its own `--config` writes it with [`write_config`].
+pub fn bin_in(dir: &Path) -> Command {
+    let mut command = bin();
+    command.arg("--data-dir").arg(dir);
+    if let Some(pg) = crate::pg_mode::schema_for(dir) {
+        command.env("FUTURNAL_DATABASE_URL", &pg.url).env("FUTURNAL_CONFIG", &pg.config_file);
+    }
+    command
+}
+
+/// Writes a config file for the binary run on data dir `dir` (`toml`, plus the dir's
+/// PostgreSQL schema in the PostgreSQL run, as `--config` replaces `FUTURNAL_CONFIG`).
+pub fn write_config(dir: &Path, path: &Path, toml: &str) {
+    let schema = crate::pg_mode::schema_for(dir).map(|pg| pg.toml()).unwrap_or_default();
+    std::fs::write(path, format!("{toml}{schema}")).unwrap();
+}
+
 pub fn futurnal(data_dir: &Path, args: &[&str]) -> CliOutput {
-    let output = bin().arg("--data-dir").arg(data_dir).args(args).stdin(Stdio::null()).output().unwrap();
+    let output = bin_in(data_dir).args(args).stdin(Stdio::null()).output().unwrap();
     CliOutput {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -298,9 +364,7 @@ pub fn start_daemon(data_dir: &Path, envs: &[(&str, &str)]) -> Daemon {
     use std::io::{BufRead, BufReader};
     let stderr_path = data_dir.join(format!("daemon-{}.log", new_id()));
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut child = bin()
-        .arg("--data-dir")
-        .arg(data_dir)
+    let mut child = bin_in(data_dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .envs(envs.iter().copied())
         .stdin(Stdio::null())

@@ -21,10 +21,8 @@ fn futurnal_with(dir: &Path, api: &str, token: &str, args: &[&str]) -> CliOutput
 
 fn futurnal_with_toml(dir: &Path, api: &str, token: &str, extra_toml: &str, args: &[&str]) -> CliOutput {
     let config = dir.join("cli.toml");
-    std::fs::write(&config, format!("[webhook]\nallow_loopback_hook_urls = true\n{extra_toml}")).unwrap();
-    let output = bin()
-        .arg("--data-dir")
-        .arg(dir)
+    write_config(dir, &config, &format!("[webhook]\nallow_loopback_hook_urls = true\n{extra_toml}"));
+    let output = bin_in(dir)
         .arg("--config")
         .arg(&config)
         .args(["--github-api-url", api])
@@ -43,6 +41,8 @@ fn futurnal_with_toml(dir: &Path, api: &str, token: &str, extra_toml: &str, args
 
 /// `futurnal_with` off the async threads (the daemon under test shares the runtime).
 async fn cli(dir: &Path, api: &str, args: &[&str]) -> CliOutput {
+    // The dir's PostgreSQL schema (in that run) belongs to the test's thread, not the blocking one.
+    crate::pg_mode::schema_for(dir);
     let (dir, api) = (dir.to_owned(), api.to_owned());
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {

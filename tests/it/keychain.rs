@@ -122,10 +122,8 @@ impl Drop for PrivateKeychain {
 
 fn run(dir: &Path, envs: &[(&str, String)], stdin: &str, args: &[&str]) -> CliOutput {
     let config = dir.join("cli.toml");
-    std::fs::write(&config, "[webhook]\nallow_loopback_hook_urls = true\n").unwrap();
-    let mut child = bin()
-        .arg("--data-dir")
-        .arg(dir)
+    write_config(dir, &config, "[webhook]\nallow_loopback_hook_urls = true\n");
+    let mut child = bin_in(dir)
         .arg("--config")
         .arg(&config)
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
@@ -145,6 +143,8 @@ fn run(dir: &Path, envs: &[(&str, String)], stdin: &str, args: &[&str]) -> CliOu
 }
 
 async fn run_async(dir: &Path, envs: &[(&'static str, String)], stdin: &str, args: &[&str]) -> CliOutput {
+    // The dir's PostgreSQL schema (in that run) belongs to the test's thread, not the blocking one.
+    crate::pg_mode::schema_for(dir);
     let (dir, envs, stdin) = (dir.to_owned(), envs.to_vec(), stdin.to_owned());
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
