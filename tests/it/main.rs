@@ -14,6 +14,7 @@ mod payloads;
 mod pg_faults;
 mod pg_mode;
 mod pg_server;
+mod pg_tls;
 mod poll;
 mod receiver;
 mod scheduling;

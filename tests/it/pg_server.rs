@@ -152,6 +152,36 @@ impl PrivatePostgres {
         self.start_again();
     }
 
+    /// Turns TLS on with this certificate chain and key (PEM files, copied into the
+    /// server's directory and owned by its user) and restarts the server.
+    pub fn enable_tls(&mut self, cert: &Path, key: &Path) {
+        let dir = self.dir.as_ref().unwrap().path().to_owned();
+        let (server_cert, server_key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::copy(cert, &server_cert).unwrap();
+        std::fs::copy(key, &server_key).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if self.as_postgres_user {
+            let (uid, gid) = postgres_ids();
+            for path in [&server_cert, &server_key] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let settings = format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            server_cert.display(),
+            server_key.display()
+        );
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .unwrap()
+            .write_all(settings.as_bytes())
+            .unwrap();
+        self.restart();
+    }
+
     /// Ends every session of futurnal (`application_name = 'futurnal'`) with
     /// pg_terminate_backend, from a connection of its own; returns how many it ended.
     pub async fn terminate_backends(&self) -> u64 {

@@ -84,7 +84,9 @@ async fn polling_picks_up_commits_and_pull_requests_and_costs_no_quota_when_noth
         commits.first().is_some_and(|c| c.sha == newer) && pulls[0].title == "First, edited"
     })
     .await;
-    assert!(started.elapsed() < Duration::from_secs(3), "within about one interval: {:?}", started.elapsed());
+    // The interval is 1 s; the margin is for a loaded two-core CI machine (3.3 s seen),
+    // well below anything slower than polling (reconciles, the quiet window).
+    assert!(started.elapsed() < Duration::from_secs(6), "within a few intervals: {:?}", started.elapsed());
     app.stop().await;
 }
 
@@ -119,7 +121,9 @@ async fn a_hook_deleted_on_github_sends_the_repository_back_to_polling() {
 /// back to polling, and it returns to webhook mode once pings arrive again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_mode_needs_recent_pings_or_deliveries() {
-    const QUIET_SECS: u64 = 4;
+    // Four reconciles (each asks for a ping) fit in the window, so a slow ping on a loaded
+    // machine does not end webhook mode.
+    const QUIET_SECS: u64 = 8;
     let fake = FakeGitHub::start().await;
     fake.add_repo(REPO, 4242);
     let new_client = || GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
@@ -149,7 +153,7 @@ async fn webhook_mode_needs_recent_pings_or_deliveries() {
     // GitHub can no longer reach us: back to polling within the quiet window.
     let path = format!("/repos/{REPO}/hooks/{hook}/config");
     client.patch(&path, json!({"url": "http://127.0.0.1:9/webhook/github"})).await.unwrap();
-    wait_until(Duration::from_secs(20), "polling mode", || async { mode().await == "polling" }).await;
+    wait_until(Duration::from_secs(30), "polling mode", || async { mode().await == "polling" }).await;
     assert!(fake.deliveries(hook).iter().any(|d| d["event"] == "ping" && d["status"] != "OK"), "a ping failed");
 
     // Reachable again: the next ping puts it back in webhook mode.
