@@ -9,6 +9,7 @@
 #   bench/receiver.sh [DURATION_SECONDS] [CONNECTIONS]
 #   env: FUTURNAL_BENCH_CONFIG=extra TOML appended to the config (e.g. [queue] compression = "none")
 #        FUTURNAL_BENCH_BIN=a futurnal binary to measure instead of building this checkout's
+#        FUTURNAL_BENCH_ROLE=receiver runs the daemon without workers (default: all)
 #        FUTURNAL_DATABASE_URL=postgres://… measures PostgreSQL (a fresh schema `futurnal_bench_<pid>`,
 #        dropped afterwards) instead of the SQLite file
 set -euo pipefail
@@ -42,8 +43,10 @@ if [[ "${FUTURNAL_DATABASE_URL:-}" == postgres* ]]; then
 fi
 export FUTURNAL_CONFIG="$data/config.toml"
 
-"$bin" --data-dir "$data" sources github add Codertocat/Hello-World --no-sync >/dev/null
-"$bin" --data-dir "$data" serve --no-poll --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$data/banner" 2>"$data/log" &
+# The workers' git fetches go to an empty local repository, never to GitHub.
+git init -q --bare "$data/remote.git"
+"$bin" --data-dir "$data" sources github add Codertocat/Hello-World --no-sync --clone-url "file://$data/remote.git" >/dev/null
+"$bin" --data-dir "$data" serve --no-poll --role "${FUTURNAL_BENCH_ROLE:-all}" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$data/banner" 2>"$data/log" &
 pid=$!
 for _ in $(seq 100); do [ -s "$data/banner" ] && break; sleep 0.05; done
 webhook=$(sed -n 's/.*webhook=\([^ ]*\).*/\1/p' "$data/banner")
@@ -52,7 +55,7 @@ admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$data/banner")
 sig=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$secret" "$payload")
 export FUT_BODY="$payload" FUT_SIG="$sig"
 
-echo "futurnal receiver benchmark: $(nproc) cores, wrk -t2 -c$connections -d${duration}s, body $(stat -c %s "$payload") bytes, synchronous=FULL"
+echo "futurnal receiver benchmark: role ${FUTURNAL_BENCH_ROLE:-all}, $(nproc) cores, wrk -t2 -c$connections -d${duration}s, body $(stat -c %s "$payload") bytes, synchronous=FULL"
 FUT_RUN="warm-$$" wrk -t2 -c"$connections" -d3s --timeout 10s -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/warm.txt"
 FUT_RUN="run-$$" wrk -t2 -c"$connections" -d"${duration}s" --timeout 10s --latency -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/run.txt"
 cat "$data/run.txt"

@@ -13,7 +13,7 @@
 //! take one domain; `queue_domains.pending` counts each domain's pending deliveries so the
 //! claim reads only domains with work, in turn order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -177,9 +177,10 @@ async fn batch_writer(db: Arc<PgDb>, mut jobs: mpsc::Receiver<Job>) {
 /// its own transaction): deliveries stored before, or twice in the batch, are told apart;
 /// each domain's counter moves once, by its number of new queued deliveries, in domain
 /// order (one lock order for every writer), and they take its numbers in batch order;
-/// one multi-row insert. Returns, for each new delivery, whether it was queued and
-/// whether it was inserted (not, when another process stored it since the statement's
-/// snapshot).
+/// one multi-row insert. Returns the deliveries inserted (`true`), and the new queued ones
+/// with their domains (`false`): one of those not inserted was stored by another process
+/// since the statement's snapshot. (Two lists, not a join of them: a join of two CTEs
+/// is a nested loop over both, quadratic in the batch.)
 const INSERT_BATCH: &str = "WITH input AS ( \
        SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::TEXT[], \
          $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::BIGINT[], $13::TEXT[], $14::BYTEA[]) \
@@ -212,8 +213,8 @@ const INSERT_BATCH: &str = "WITH input AS ( \
        FROM numbered n LEFT JOIN counters c ON c.domain = n.domain AND n.rank IS NOT NULL \
        ORDER BY n.ord \
        ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id) \
-     SELECT n.delivery_id, n.domain, n.rank IS NOT NULL, s.delivery_id IS NOT NULL \
-     FROM numbered n LEFT JOIN stored s ON s.delivery_id = n.delivery_id";
+     SELECT delivery_id, NULL, true FROM stored \
+     UNION ALL SELECT delivery_id, domain, false FROM numbered WHERE rank IS NOT NULL";
 
 /// Writes a batch with `INSERT_BATCH`: each delivery's outcome, in batch order.
 async fn insert_batch(db: &PgDb, batch: Vec<NewDelivery>) -> StoreResult<Vec<EnqueueOutcome>> {
@@ -259,17 +260,24 @@ async fn insert_batch(db: &PgDb, batch: Vec<NewDelivery>) -> StoreResult<Vec<Enq
     for (i, d) in batch.iter().enumerate() {
         first.entry(d.delivery_id.as_str()).or_insert(i);
     }
-    let mut lost: BTreeMap<String, i64> = BTreeMap::new();
-    for row in rows {
-        let (id, domain, queued, inserted): (&str, Option<String>, bool, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        if inserted {
+    let mut inserted: HashSet<&str> = HashSet::new();
+    let mut queued: Vec<(&str, String)> = Vec::new();
+    for row in &rows {
+        if row.get::<_, bool>(2) {
+            let id: &str = row.get(0);
+            inserted.insert(id);
             if let Some(&i) = first.get(id) {
                 outcomes[i] = EnqueueOutcome::Stored;
             }
-        } else if let (true, Some(domain)) = (queued, domain) {
-            // Another process stored it since this statement's snapshot: a duplicate
-            // after all, and the pending count it added goes back down.
+        } else {
+            queued.push((row.get(0), row.get(1)));
+        }
+    }
+    // Another process stored these since this statement's snapshot: duplicates after
+    // all, and the pending counts they added go back down.
+    let mut lost: BTreeMap<String, i64> = BTreeMap::new();
+    for (id, domain) in queued {
+        if !inserted.contains(id) {
             *lost.entry(domain).or_default() += 1;
         }
     }
