@@ -94,9 +94,9 @@ async fn migrate(config: &Config, config_file: Option<&Path>, args: MigrateArgs)
     }
     println!();
     println!(
-        "Keep the data dir ({}) with the host that runs the workers: hook secrets stay in the OS keychain or \
-         its hook-secrets/, and the git mirrors in its mirrors/; none of that is in the database. The SQLite \
-         file is left as it was.",
+        "Keep the data dir ({}): hook secrets stay in the OS keychain or its hook-secrets/, which the \
+         receiver needs and the database does not hold. Its git mirrors are a cache: a host without them \
+         clones each repository when it first needs it. The SQLite file is left as it was.",
         config.data_dir.display()
     );
     Ok(())
