@@ -218,7 +218,7 @@ impl WorkerPool {
                     return;
                 }
                 // The first failure, then one line in ten: a long outage is not a flood.
-                Err(e) if failures % 10 == 0 => {
+                Err(e) if failures.is_multiple_of(10) => {
                     tracing::error!(error = %e, deliveries = results.len(), "Recording delivery results failed; retrying")
                 }
                 Err(_) => {}
