@@ -329,7 +329,7 @@ fn unavailable(e: StoreError) -> Rejection {
     // number of requests answered 503 since the last one.
     static LAST_LOGGED_MS: AtomicI64 = AtomicI64::new(0);
     static SINCE: AtomicU64 = AtomicU64::new(0);
-    let now = crate::time::now_ms();
+    let now = now_ms();
     let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
     if now - last >= 1000 && LAST_LOGGED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
         let also = SINCE.swap(0, Ordering::Relaxed);

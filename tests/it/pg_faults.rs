@@ -100,15 +100,7 @@ impl Burst {
 
     /// Waits until at least `n` answers are `which`, or fails after `limit`.
     async fn wait_for(&self, what: &str, limit: Duration, n: usize, which: impl Fn(&Answer) -> bool) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let seen = self.count(&which);
-            if seen >= n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {seen} of {n} after {limit:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(limit, &format!("{n} {what}"), || async { self.count(&which) >= n }).await;
     }
 
     async fn finish(self) -> Vec<Answer> {
@@ -127,16 +119,9 @@ async fn health(app: &TestApp) -> (u16, Value) {
 }
 
 async fn wait_for_health_ok(app: &TestApp, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, body) = health(app).await;
-        if status == 200 {
-            assert_eq!(body["database"], "reachable", "{body}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "/health never became ok again: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(limit, "/health to be ok again", || async { health(app).await.0 == 200 }).await;
+    let (_, body) = health(app).await;
+    assert_eq!(body["database"], "reachable", "{body}");
 }
 
 async fn assert_health_unreachable(app: &TestApp) {

@@ -81,7 +81,6 @@ fn record(row: &Row) -> StoreResult<DeliveryRecord> {
     })
 }
 
-/// Moves a domain to the back of the line when it gains work after having none.
 /// Takes `$2` numbers from a domain's counter (returns the last) and counts them pending;
 /// a domain that gains work after having none goes to the back of the line.
 const ENTER_DOMAIN: &str = "INSERT INTO queue_domains (domain, next_position, pending, turn) \
@@ -229,11 +228,15 @@ async fn insert_batch(db: &PgDb, batch: Vec<NewDelivery>) -> StoreResult<Vec<Enq
     let number = |f: &dyn Fn(&NewDelivery) -> Option<u64>| -> StoreResult<Vec<Option<i64>>> {
         batch.iter().map(|d| f(d).map(to_db).transpose()).collect()
     };
-    let status = |d: &NewDelivery| match &d.initial {
-        InitialStatus::Queued => ("queued", None, None),
-        InitialStatus::Ignored(reason) => ("ignored", Some(reason.clone()), Some(d.received_at_ms)),
-        InitialStatus::Done => ("done", None, Some(d.received_at_ms)),
-    };
+    // Each delivery's status, reason and finish time, worked out once.
+    let states: Vec<(&str, Option<&str>, Option<i64>)> = batch
+        .iter()
+        .map(|d| match &d.initial {
+            InitialStatus::Queued => ("queued", None, None),
+            InitialStatus::Ignored(reason) => ("ignored", Some(reason.as_str()), Some(d.received_at_ms)),
+            InitialStatus::Done => ("done", None, Some(d.received_at_ms)),
+        })
+        .collect();
     let rows = client
         .query(
             &statement,
@@ -247,9 +250,9 @@ async fn insert_batch(db: &PgDb, batch: Vec<NewDelivery>) -> StoreResult<Vec<Enq
                 &domains,
                 &number(&|d| d.hook_id)?,
                 &batch.iter().map(|d| d.received_at_ms).collect::<Vec<_>>(),
-                &text(&|d| Some(status(d).0.to_owned())),
-                &text(&|d| status(d).1),
-                &batch.iter().map(|d| status(d).2).collect::<Vec<_>>(),
+                &states.iter().map(|s| s.0).collect::<Vec<_>>(),
+                &states.iter().map(|s| s.1).collect::<Vec<_>>(),
+                &states.iter().map(|s| s.2).collect::<Vec<_>>(),
                 &text(&|d| Some(d.body.codec().to_owned())),
                 &batch.iter().map(|d| d.body.bytes()).collect::<Vec<_>>(),
             ],
