@@ -161,7 +161,14 @@ fn connect_config(url: &str, schema: Option<&str>) -> anyhow::Result<(tokio_post
         if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
             bail!("the PostgreSQL schema '{schema}' must be letters, digits and underscores");
         }
-        config.options(format!("-c search_path={schema}"));
+        // Added to the URL's own `options` (server settings such as
+        // `-c statement_timeout=…`), not in their place.
+        let search_path = format!("-c search_path={schema}");
+        let options = match config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {search_path}"),
+            _ => search_path,
+        };
+        config.options(options);
     }
     if config.get_application_name().is_none() {
         config.application_name("futurnal");
@@ -221,4 +228,20 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
     result?;
     unlocked.context("failed to unlock after migrations")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_config;
+
+    #[test]
+    fn the_schema_joins_the_urls_own_server_options() {
+        let url = "postgres://u@127.0.0.1/db?sslmode=disable&options=-c%20statement_timeout%3D5000";
+        let (config, _) = connect_config(url, Some("futurnal")).unwrap();
+        assert_eq!(config.get_options(), Some("-c statement_timeout=5000 -c search_path=futurnal"));
+        let (config, _) = connect_config("postgres://u@127.0.0.1/db?sslmode=disable", Some("s1")).unwrap();
+        assert_eq!(config.get_options(), Some("-c search_path=s1"));
+        let (config, _) = connect_config(url, None).unwrap();
+        assert_eq!(config.get_options(), Some("-c statement_timeout=5000"));
+    }
 }

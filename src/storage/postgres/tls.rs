@@ -136,20 +136,27 @@ pub fn split_url(url: &str) -> anyhow::Result<(String, TlsSettings)> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), settings));
     };
-    let mut rest = form_urlencoded::Serializer::new(String::new());
-    let mut kept = 0;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*key {
-            "sslmode" => settings.mode = SslMode::parse(&value)?,
-            "sslrootcert" if value == "system" => settings.roots = Roots::System,
-            "sslrootcert" => settings.roots = Roots::File(PathBuf::from(&*value)),
-            _ => {
-                rest.append_pair(&key, &value);
-                kept += 1;
+    // Pairs other than these two go to the driver exactly as written: libpq URLs are
+    // percent-encoded, and a `+` is a plus, not a space as in HTML forms.
+    let mut rest: Vec<&str> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = || -> anyhow::Result<String> {
+            Ok(percent_encoding::percent_decode_str(value)
+                .decode_utf8()
+                .map_err(|_| anyhow::anyhow!("{key} is not UTF-8"))?
+                .into_owned())
+        };
+        match key {
+            "sslmode" => settings.mode = SslMode::parse(&value()?)?,
+            "sslrootcert" => {
+                let value = value()?;
+                settings.roots = if value == "system" { Roots::System } else { Roots::File(PathBuf::from(value)) };
             }
+            _ => rest.push(pair),
         }
     }
-    let url = if kept == 0 { base.to_owned() } else { format!("{base}?{}", rest.finish()) };
+    let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
     Ok((url, settings))
 }
 
@@ -258,6 +265,9 @@ mod tests {
         assert_eq!(tls.effective_mode(), SslMode::VerifyCa, "require with a root file checks the chain, as libpq");
         let (_, tls) = split_url("postgres://u@h/db?sslmode=disable").unwrap();
         assert_eq!(tls.driver_mode(), tokio_postgres::config::SslMode::Disable);
+        // The other pairs reach the driver as written: `%20` and a literal `+` stay what they are.
+        let (url, _) = split_url("postgres://u@h/db?options=-c%20a%3Db+c&sslmode=disable&password=p%2Bq").unwrap();
+        assert_eq!(url, "postgres://u@h/db?options=-c%20a%3Db+c&password=p%2Bq");
         let e = split_url("postgres://u@h/db?sslmode=always").unwrap_err().to_string();
         assert!(e.contains("'always'") && e.contains("verify-full"), "{e}");
     }
