@@ -7,7 +7,11 @@
 # wrk abandoned in flight when its clock ran out (at most one per connection per run).
 #
 #   bench/receiver.sh [DURATION_SECONDS] [CONNECTIONS]
-#   env: FUTURNAL_BENCH_CONFIG=extra TOML appended to the config (e.g. [queue] compression = "none")
+#   env: FUTURNAL_BENCH_RATE=N offers N requests/s at a constant rate with wrk2 (latency
+#        corrected for coordinated omission: a stall counts against every request that
+#        should have been sent during it) instead of as fast as wrk can; FUTURNAL_WRK2=path
+#        (default `wrk2` on the PATH; build: git clone https://github.com/giltene/wrk2 && make)
+#        FUTURNAL_BENCH_CONFIG=extra TOML appended to the config (e.g. [queue] compression = "none")
 #        FUTURNAL_BENCH_BIN=a futurnal binary to measure instead of building this checkout's
 #        FUTURNAL_BENCH_ROLE=receiver runs the daemon without workers (default: all)
 #        FUTURNAL_DATABASE_URL=postgres://… measures PostgreSQL (a fresh schema `futurnal_bench_<pid>`,
@@ -19,6 +23,11 @@ duration=${1:-20}
 connections=${2:-128}
 payload="$root/tests/fixtures/github-webhooks/payloads/push/payload.json"
 command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+rate=${FUTURNAL_BENCH_RATE:-}
+wrk2=${FUTURNAL_WRK2:-wrk2}
+if [ -n "$rate" ]; then
+  command -v "$wrk2" >/dev/null || { echo "bench: FUTURNAL_BENCH_RATE needs wrk2 ($wrk2 not found; git clone https://github.com/giltene/wrk2 && make, then FUTURNAL_WRK2=path)" >&2; exit 1; }
+fi
 [ -f "$payload" ] || { echo "bench: $payload not found" >&2; exit 1; }
 
 if [ -n "${FUTURNAL_BENCH_BIN:-}" ]; then
@@ -55,9 +64,14 @@ admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$data/banner")
 sig=$(python3 -c 'import hmac,hashlib,sys; print("sha256="+hmac.new(sys.argv[1].encode(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' "$secret" "$payload")
 export FUT_BODY="$payload" FUT_SIG="$sig"
 
-echo "futurnal receiver benchmark: role ${FUTURNAL_BENCH_ROLE:-all}, $(nproc) cores, wrk -t2 -c$connections -d${duration}s, body $(stat -c %s "$payload") bytes, synchronous=FULL"
+if [ -n "$rate" ]; then load="wrk2 -t2 -c$connections -d${duration}s -R$rate (constant rate)"; else load="wrk -t2 -c$connections -d${duration}s (as fast as it can)"; fi
+echo "futurnal receiver benchmark: role ${FUTURNAL_BENCH_ROLE:-all}, $(nproc) cores, $load, body $(stat -c %s "$payload") bytes, synchronous=FULL"
 FUT_RUN="warm-$$" wrk -t2 -c"$connections" -d3s --timeout 10s -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/warm.txt"
-FUT_RUN="run-$$" wrk -t2 -c"$connections" -d"${duration}s" --timeout 10s --latency -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/run.txt"
+if [ -n "$rate" ]; then
+  FUT_RUN="run-$$" "$wrk2" -t2 -c"$connections" -d"${duration}s" -R"$rate" --timeout 10s --latency -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/run.txt"
+else
+  FUT_RUN="run-$$" wrk -t2 -c"$connections" -d"${duration}s" --timeout 10s --latency -s "$here/push.lua" "http://$webhook/webhook/github" >"$data/run.txt"
+fi
 cat "$data/run.txt"
 
 count2xx() { # requests minus non-2xx minus... wrk prints "N requests in", and "Non-2xx or 3xx responses: M"
@@ -82,13 +96,14 @@ else
   stored=$(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("select count(*) from deliveries").fetchone()[0])' "$data/futurnal.db")
 fi
 rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$data/run.txt")
-p50=$(awk '/Latency Distribution/{f=1} f&&$1=="50%"{print $2; exit}' "$data/run.txt")
-p99=$(awk '/Latency Distribution/{f=1} f&&$1=="99%"{print $2; exit}' "$data/run.txt")
+# wrk prints "99%", wrk2 "99.000%".
+p50=$(awk '/Latency Distribution/{f=1} f&&($1=="50%"||$1=="50.000%"){print $2; exit}' "$data/run.txt")
+p99=$(awk '/Latency Distribution/{f=1} f&&($1=="99%"||$1=="99.000%"){print $2; exit}' "$data/run.txt")
 echo
 echo "health at the end of the run: $health"
 [ -n "$errors" ] && echo "wrk: $errors"
 echo "workers, after the load: $drain deliveries/s processed (one repository, so strictly in order)"
-echo "RESULT requests_per_sec=$rps p50=$p50 p99=$p99 server_2xx=$sent_2xx wrk_read_2xx=$ok stored=$stored"
+echo "RESULT ${rate:+offered=$rate }requests_per_sec=$rps p50=$p50 p99=$p99 server_2xx=$sent_2xx wrk_read_2xx=$ok stored=$stored"
 if [ "$sent_2xx" != "$stored" ]; then
   echo "MISMATCH: the server acknowledged $sent_2xx deliveries but $stored are stored" >&2
   exit 1

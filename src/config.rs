@@ -415,7 +415,9 @@ impl Config {
                 .join("futurnal"),
         };
         let data_dir = absolute(&data_dir)?;
-        let database = match global.database_url.clone().or(file.database_url) {
+        // Empty means unset (`FUTURNAL_DATABASE_URL=` left blank in a compose file).
+        let given = global.database_url.clone().filter(|u| !u.trim().is_empty());
+        let database = match given.or(file.database_url) {
             None => DatabaseUrl::Sqlite(data_dir.join("futurnal.db")),
             Some(url) => DatabaseUrl::parse(&url)?,
         };
@@ -599,6 +601,13 @@ mod tests {
             github_api_url: None,
             json: false,
         }
+    }
+
+    #[test]
+    fn an_empty_database_url_means_the_default() {
+        let blank = GlobalArgs { database_url: Some(String::new()), ..global() };
+        let c = Config::resolve(&blank, None, FileConfig::default(), |_| None).unwrap();
+        assert!(matches!(&c.database, DatabaseUrl::Sqlite(p) if p.ends_with("futurnal.db")), "{:?}", c.database);
     }
 
     #[test]
