@@ -100,6 +100,8 @@ pub struct FileServe {
     pub admin_listen: Option<SocketAddr>,
     pub role: Option<Role>,
     pub shutdown_grace_secs: Option<u64>,
+    /// This process's name among the instances sharing a database.
+    pub instance: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -144,6 +146,11 @@ pub struct FileWorkers {
     pub retry_base_ms: Option<u64>,
     pub retry_cap_ms: Option<u64>,
     pub max_attempts: Option<u32>,
+    /// How long a claim holds without renewal (renewed every third of it).
+    pub lease_secs: Option<u64>,
+    /// For fault tests only: each handler waits this long before it starts, so a test
+    /// can stop the process while it holds a lease. Never set in production.
+    pub test_handler_delay_ms: Option<u64>,
 }
 
 /// SQLite's `synchronous` setting for the queue. `full` (the default) makes an
@@ -374,6 +381,8 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub max_attempts: u32,
+    pub lease: Duration,
+    pub test_handler_delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +392,9 @@ pub struct ServeConfig {
     pub role: Role,
     pub poll: bool,
     pub shutdown_grace: Duration,
+    /// Recorded on every claim (`worker` in `deliveries --json`) and in the instances
+    /// list: `--instance`, `FUTURNAL_INSTANCE`, `[serve] instance`, else host:pid.
+    pub instance: String,
 }
 
 impl Config {
@@ -494,6 +506,8 @@ impl Config {
             retry_base: Duration::from_millis(wk.retry_base_ms.unwrap_or(1_000)),
             retry_cap: Duration::from_millis(wk.retry_cap_ms.unwrap_or(300_000)),
             max_attempts: wk.max_attempts.unwrap_or(8).max(1),
+            lease: Duration::from_secs(wk.lease_secs.unwrap_or(30).max(1)),
+            test_handler_delay: wk.test_handler_delay_ms.map(Duration::from_millis),
         };
         let s = file.serve;
         let serve = ServeConfig {
@@ -510,6 +524,10 @@ impl Config {
             role: serve.and_then(|a| a.role).or(s.role).unwrap_or(Role::All),
             poll: !serve.is_some_and(|a| a.no_poll),
             shutdown_grace: Duration::from_secs(s.shutdown_grace_secs.unwrap_or(30)),
+            instance: match serve.and_then(|a| a.instance.clone()).or(env("FUTURNAL_INSTANCE")).or(s.instance) {
+                Some(name) if !name.trim().is_empty() => crate::instance::checked_name(name.trim())?,
+                _ => crate::instance::default_name(),
+            },
         };
         if !webhook.verify_signatures && !serve.listen.ip().is_loopback() {
             bail!(
@@ -690,6 +708,7 @@ mod tests {
             admin_listen: Some("127.0.0.1:3001".parse().unwrap()),
             role: None,
             no_poll: true,
+            instance: None,
         };
         let c = Config::resolve(&global(), Some(&serve), file, env).unwrap();
         assert_eq!(c.database, DatabaseUrl::Sqlite("/tmp/file.db".into()));

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod github;
 pub mod handlers;
 pub mod http;
+pub mod instance;
 pub mod keychain;
 pub mod metrics;
 pub mod output;

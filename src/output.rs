@@ -19,6 +19,9 @@ pub fn delivery_json(d: &DeliveryRecord) -> Value {
         "attempts": d.attempts,
         "next_attempt_at": rfc3339_opt(d.next_attempt_at_ms),
         "last_error": d.last_error,
+        "started_at": rfc3339_opt(d.started_at_ms),
+        "finished_at": rfc3339_opt(d.finished_at_ms),
+        "worker": d.worker,
     })
 }
 
@@ -81,12 +84,13 @@ pub fn delivery_row(d: &DeliveryRecord) -> Vec<String> {
         rfc3339(d.received_at_ms),
         d.status.to_string(),
         d.attempts.to_string(),
+        d.worker.clone().unwrap_or_default(),
         d.last_error.clone().unwrap_or_default(),
     ]
 }
 
-pub const DELIVERY_HEADERS: [&str; 8] =
-    ["DELIVERY", "EVENT", "ACTION", "REPOSITORY", "RECEIVED", "STATUS", "ATTEMPTS", "ERROR"];
+pub const DELIVERY_HEADERS: [&str; 9] =
+    ["DELIVERY", "EVENT", "ACTION", "REPOSITORY", "RECEIVED", "STATUS", "ATTEMPTS", "WORKER", "ERROR"];
 
 pub fn repository_row(r: &TrackedRepository, quiet: std::time::Duration) -> Vec<String> {
     vec![

@@ -88,7 +88,7 @@ pub async fn run(
     } else {
         tracing::warn!("Webhook signature verification is OFF (allowed on loopback only)");
     }
-    let recovered = backend.queue.recover().await?;
+    let recovered = backend.queue.recover(&config.serve.instance).await?;
     if recovered > 0 {
         tracing::warn!(deliveries = recovered, "Deliveries left processing by a previous run were queued again");
     }
@@ -132,12 +132,13 @@ pub async fn run(
             queue: backend.queue.clone(),
             handler: overrides.handler.unwrap_or_else(|| {
                 let sync = Arc::new(SyncEngine::new(&config, backend.copy.clone()).with_metrics(metrics.clone()));
-                Arc::new(EventHandlers::new(backend.registry.clone(), backend.copy.clone(), sync))
+                Arc::new(EventHandlers::new(backend.registry.clone(), sync))
             }),
             config: config.workers.clone(),
             metrics: metrics.clone(),
             work_available,
             shutdown_grace: config.serve.shutdown_grace,
+            instance: config.serve.instance.clone(),
         };
         tasks.spawn(pool.run(shutdown.clone()));
     }

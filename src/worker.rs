@@ -4,6 +4,11 @@
 //! and jitter, holding back the later deliveries of its domain (only those) so order is
 //! kept, until it succeeds or is marked dead. A run of git deliveries of one repository is
 //! served by one sync when the handler can.
+//!
+//! Every claim holds a lease, renewed while the lane runs; the changes a handler makes
+//! are stored with the delivery's result, in one transaction that first checks the claim
+//! is still current. A worker that lost its lease (it was stopped, or cut off from the
+//! database, for longer than the lease) stops its lane and stores nothing more.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,10 +19,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
-use crate::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
+use crate::handlers::{DeliveryHandler, Handled, HandlerError, HandlerOutcome, Hold};
 use crate::metrics::{Metrics, ProcessOutcome};
-use crate::storage::queue::{ClaimHandle, ClaimedDelivery, Completion, Lane, Queue};
-use crate::time::now_ms;
+use crate::storage::queue::{ClaimHandle, ClaimedDelivery, Claimer, Completion, Lane, Queue, Report};
+use crate::storage::StoreError;
 
 /// How often idle workers look for work that no notification announced (retries that
 /// came due, replays from another process).
@@ -31,6 +36,8 @@ pub struct WorkerPool {
     pub work_available: Arc<Notify>,
     /// How long in-flight lanes may run after shutdown starts.
     pub shutdown_grace: Duration,
+    /// This instance's name, recorded on what it claims.
+    pub instance: String,
 }
 
 /// Deliveries claimed by this process and not yet reported, so a forced stop can
@@ -44,6 +51,7 @@ impl WorkerPool {
         let in_flight: InFlight = Arc::default();
         let mut lanes = JoinSet::new();
         let mut claim_failures = 0u32;
+        let claimer = Claimer { instance: this.instance.clone(), lease_ms: this.config.lease.as_millis() as i64 };
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -51,7 +59,7 @@ impl WorkerPool {
             let free = permits.available_permits();
             let mut claimed_any = false;
             if free > 0 {
-                match this.queue.claim(free, this.config.batch_per_repository).await {
+                match this.queue.claim_as(&claimer, free, this.config.batch_per_repository).await {
                     Ok(claimed) => {
                         claim_failures = 0;
                         claimed_any = !claimed.is_empty();
@@ -107,31 +115,62 @@ impl WorkerPool {
 
     async fn run_lane(&self, lane: Lane, in_flight: &InFlight, shutdown: &CancellationToken) {
         let handles: Vec<ClaimHandle> = lane.iter().map(|d| d.handle).collect();
-        let mut results = Vec::with_capacity(lane.len());
+        let lease = Lease::new(handles.clone());
+        let renewal = tokio::spawn(lease.clone().keep(self.queue.clone(), self.config.lease));
+        self.serve_lane(&lane, &lease, shutdown).await;
+        renewal.abort();
+        let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for handle in handles {
+            set.remove(&handle);
+        }
+    }
+
+    /// Handles a lane's deliveries in order, storing results (with their changes) at the
+    /// end, or at once after a unit that holds a lock until its changes are stored.
+    async fn serve_lane(&self, lane: &[ClaimedDelivery], lease: &Lease, shutdown: &CancellationToken) {
+        let mut reports: Vec<Report> = Vec::with_capacity(lane.len());
         let mut held_back = false;
         let mut next = 0;
         while next < lane.len() {
+            if lease.lost.is_cancelled() {
+                return;
+            }
             if held_back || shutdown.is_cancelled() {
-                results.extend(lane[next..].iter().map(|d| (d.handle, Completion::Release)));
+                reports.extend(lane[next..].iter().map(|d| Report::from((d.handle, Completion::Release))));
                 break;
+            }
+            if let Some(delay) = self.config.test_handler_delay {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = lease.lost.cancelled() => return,
+                }
             }
             // Consecutive deliveries the handler can serve as one (a run of git deliveries:
             // one sync of the refs they name). If that fails, they go one by one as usual,
             // so order, retries and dead letters are exactly those of single deliveries.
             let together = self.handler.can_handle_together(&lane[next..]);
+            let mut hold: Option<Hold> = None;
+            let mut served = false;
             if together > 1 {
                 let run = &lane[next..next + together];
                 let (handler, owned) = (self.handler.clone(), run.to_vec());
                 // In a task of its own, like single deliveries: a panic fails only this try.
-                let joined = tokio::spawn(async move { handler.handle_together(&owned).await }).await;
+                let task = tokio::spawn(async move { handler.handle_together(&owned).await });
+                let Some(joined) = lease.unless_lost(task).await else { return };
                 let answer = joined.unwrap_or_else(|e| Err(HandlerError::Transient(panic_message(e))));
                 match answer {
-                    Ok(outcomes) if outcomes.len() == run.len() => {
-                        for (delivery, outcome) in run.iter().zip(outcomes) {
-                            results.push((delivery.handle, self.finish(delivery, Ok(outcome))));
+                    Ok(handled) if handled.outcome.len() == run.len() => {
+                        let Handled { outcome, mut changes, hold: run_hold } = handled;
+                        let last = run.len() - 1;
+                        for (i, (delivery, outcome)) in run.iter().zip(outcome).enumerate() {
+                            // The run's changes are stored with its newest delivery.
+                            let changes = if i == last { changes.take() } else { None };
+                            let completion = self.finish(delivery, Ok(outcome));
+                            reports.push(Report { handle: delivery.handle, completion, changes });
                         }
                         next += together;
-                        continue;
+                        hold = run_hold;
+                        served = true;
                     }
                     Ok(_) => tracing::error!("A handler answered for the wrong number of deliveries; one by one"),
                     Err(e) => tracing::debug!(
@@ -139,28 +178,53 @@ impl WorkerPool {
                     ),
                 }
             }
-            let delivery = &lane[next];
-            let completion = self.process(delivery).await;
-            held_back = matches!(completion, Completion::Retry { .. });
-            results.push((delivery.handle, completion));
-            next += 1;
+            if !served {
+                let delivery = &lane[next];
+                let Some((report, unit_hold)) = self.process(delivery, lease).await else { return };
+                held_back = matches!(report.completion, Completion::Retry { .. });
+                reports.push(report);
+                next += 1;
+                hold = unit_hold;
+            }
+            if hold.is_some() {
+                // Stored before the lock is let go: the next sync plans from these heads.
+                if !self.report(std::mem::take(&mut reports), lease, shutdown).await {
+                    return;
+                }
+                drop(hold);
+            }
         }
-        self.report(results, shutdown).await;
-        let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        for handle in handles {
-            set.remove(&handle);
+        if !reports.is_empty() {
+            self.report(reports, lease, shutdown).await;
         }
     }
 
-    async fn process(&self, delivery: &ClaimedDelivery) -> Completion {
+    /// Runs one delivery's handler; `None` when the lease was lost meanwhile.
+    async fn process(&self, delivery: &ClaimedDelivery, lease: &Lease) -> Option<(Report, Option<Hold>)> {
+        if delivery.attempts >= self.config.max_attempts {
+            // Claimed again after leases that expired, attempt after attempt: whatever it
+            // does stops its worker before it can report. Not tried again.
+            let error = format!(
+                "gave up after {} attempts: the last ones ended without a result (their worker stopped)",
+                delivery.attempts
+            );
+            let completion = self.finish(delivery, Err(HandlerError::Permanent(error)));
+            return Some((Report { handle: delivery.handle, completion, changes: None }, None));
+        }
         // Each delivery runs in a task of its own so a panicking handler fails only it.
         let handler = self.handler.clone();
         let owned = delivery.clone();
-        let result = tokio::spawn(async move { handler.handle(&owned).await }).await.unwrap_or_else(|join_error| {
+        let task = tokio::spawn(async move { handler.handle(&owned).await });
+        let result = lease.unless_lost(task).await?.unwrap_or_else(|join_error| {
             let message = panic_message(join_error);
             Err(HandlerError::Transient(format!("handler panicked: {message}")))
         });
-        self.finish(delivery, result)
+        let (result, changes, hold) = match result {
+            Ok(Handled { outcome, changes, hold }) => (Ok(outcome), changes, hold),
+            Err(e) => (Err(e), None, None),
+        };
+        let completion = self.finish(delivery, result);
+        Some((Report { handle: delivery.handle, completion, changes }, hold))
     }
 
     /// Turns a handler's answer into the delivery's completion, counted and logged.
@@ -177,8 +241,7 @@ impl WorkerPool {
             ),
             Err(HandlerError::Transient(error)) => {
                 let delay = backoff_delay(attempt, self.config.retry_base, self.config.retry_cap, random_unit());
-                let next_attempt_at_ms = now_ms() + delay.as_millis() as i64;
-                (Completion::Retry { error, next_attempt_at_ms }, ProcessOutcome::Retry)
+                (Completion::Retry { error, delay_ms: delay.as_millis() as i64 }, ProcessOutcome::Retry)
             }
         };
         self.metrics.processed(outcome);
@@ -189,9 +252,9 @@ impl WorkerPool {
             Completion::Ignored(reason) => {
                 tracing::info!(delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), reason = %reason, "Delivery ignored")
             }
-            Completion::Retry { error, next_attempt_at_ms } => tracing::warn!(
+            Completion::Retry { error, delay_ms } => tracing::warn!(
                 delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), attempt,
-                retry_in_ms = next_attempt_at_ms - now_ms(), error = %error, "Delivery failed; will retry"
+                retry_in_ms = delay_ms, error = %error, "Delivery failed; will retry"
             ),
             Completion::Dead { error } => tracing::error!(
                 delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), attempt,
@@ -202,43 +265,135 @@ impl WorkerPool {
         completion
     }
 
-    /// Reports results, retrying while the database is unavailable (a restart or a
-    /// failover of PostgreSQL can take a while) until it answers or shutdown starts; a
-    /// result never recorded leaves its deliveries `processing`, queued again by the
-    /// next start.
-    async fn report(&self, results: Vec<(ClaimHandle, Completion)>, shutdown: &CancellationToken) {
+    /// Stores results, retrying while the database is unavailable (a restart or a
+    /// failover of PostgreSQL can take a while) until it answers, the lease is lost, or
+    /// shutdown starts; a result never recorded leaves its deliveries `processing`, claimed
+    /// again when their lease expires (or queued again by the next start). Returns whether
+    /// the results were stored.
+    async fn report(&self, reports: Vec<Report>, lease: &Lease, shutdown: &CancellationToken) -> bool {
         let mut pause = Duration::from_millis(100);
         let mut failures = 0u32;
+        let count = reports.len();
         loop {
-            match self.queue.complete(results.clone()).await {
+            // One at a time with the renewal, so it never counts a delivery this is
+            // finishing as lost.
+            let stored = {
+                let mut outstanding = lease.outstanding.lock().await;
+                let stored = self.queue.finish(reports.clone()).await;
+                if stored.is_ok() {
+                    outstanding.retain(|h| !reports.iter().any(|r| r.handle == *h));
+                }
+                stored
+            };
+            match stored {
                 Ok(()) => {
                     if failures > 0 {
-                        tracing::info!(deliveries = results.len(), failures, "Delivery results recorded after all");
+                        tracing::info!(deliveries = count, failures, "Delivery results recorded after all");
                     }
-                    return;
+                    return true;
+                }
+                Err(StoreError::LeaseLost(why)) => {
+                    lease.lose(&why);
+                    return false;
+                }
+                // Changes the local copy refuses (a rename onto a name another tracked
+                // repository has): retrying cannot help, so the delivery that made them
+                // is dead, and the others are stored as they are.
+                Err(StoreError::Conflict(_)) if reports.len() > 1 => {
+                    for report in reports {
+                        if !Box::pin(self.report(vec![report], lease, shutdown)).await {
+                            return false;
+                        }
+                    }
+                    return true;
+                }
+                Err(StoreError::Conflict(why)) if reports[0].changes.is_some() => {
+                    let report = &reports[0];
+                    tracing::error!(error = %why, "A delivery's changes were refused by the local copy; marked dead");
+                    let dead =
+                        Report { handle: report.handle, completion: Completion::Dead { error: why }, changes: None };
+                    return Box::pin(self.report(vec![dead], lease, shutdown)).await;
                 }
                 // The first failure, then one line in ten: a long outage is not a flood.
                 Err(e) if failures.is_multiple_of(10) => {
-                    tracing::error!(error = %e, deliveries = results.len(), "Recording delivery results failed; retrying")
+                    tracing::error!(error = %e, deliveries = count, "Recording delivery results failed; retrying")
                 }
                 Err(_) => {}
             }
             failures += 1;
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
+                () = lease.lost.cancelled() => return false,
                 () = shutdown.cancelled() => {
                     // One last try: the database may be back by now.
-                    if self.queue.complete(results.clone()).await.is_ok() {
-                        return;
+                    if self.queue.finish(reports.clone()).await.is_ok() {
+                        return true;
                     }
                     tracing::error!(
-                        deliveries = results.len(),
-                        "Shutting down before delivery results could be recorded; the next start processes them again"
+                        deliveries = count,
+                        "Shutting down before delivery results could be recorded; they are processed again later"
                     );
-                    return;
+                    return false;
                 }
             }
             pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A lane's claim: the deliveries not reported yet, renewed every third of the lease,
+/// and a token cancelled when the claim is found lost.
+#[derive(Clone)]
+struct Lease {
+    outstanding: Arc<tokio::sync::Mutex<Vec<ClaimHandle>>>,
+    lost: CancellationToken,
+}
+
+impl Lease {
+    fn new(handles: Vec<ClaimHandle>) -> Self {
+        Self { outstanding: Arc::new(tokio::sync::Mutex::new(handles)), lost: CancellationToken::new() }
+    }
+
+    fn lose(&self, why: &str) {
+        if !self.lost.is_cancelled() {
+            tracing::warn!(reason = %why, "This worker's lease was lost; its lane stops and stores nothing more");
+            self.lost.cancel();
+        }
+    }
+
+    /// Waits for a handler's task, or abandons it (aborted) when the lease is lost.
+    async fn unless_lost<T>(&self, mut task: tokio::task::JoinHandle<T>) -> Option<Result<T, tokio::task::JoinError>> {
+        tokio::select! {
+            joined = &mut task => Some(joined),
+            () = self.lost.cancelled() => {
+                task.abort();
+                None
+            }
+        }
+    }
+
+    /// Renews until aborted or lost. A renewal that fails (the database away) is tried
+    /// again at the next tick: the lease may still be held when it answers again.
+    async fn keep(self, queue: Arc<dyn Queue>, lease: Duration) {
+        let every = lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let outstanding = self.outstanding.lock().await;
+            if outstanding.is_empty() {
+                return;
+            }
+            match queue.renew(outstanding.clone(), lease.as_millis() as i64).await {
+                Ok(held) if held < outstanding.len() => {
+                    self.lose(&format!(
+                        "{} of {} deliveries were claimed by another worker",
+                        outstanding.len() - held,
+                        outstanding.len()
+                    ));
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Renewing a lease failed; trying again"),
+            }
         }
     }
 }

@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Do not poll GitHub for repositories without a working webhook.
     #[arg(long)]
     pub no_poll: bool,
+    /// This process's name among the instances sharing a database (default host:pid).
+    #[arg(long, value_name = "NAME", env = "FUTURNAL_INSTANCE")]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

@@ -1,7 +1,8 @@
 //! What a delivery does to the local copy. Each event family turns its payload into
 //! store effects (`normalize.rs` for the payload-is-the-data events, `git.rs` for the
-//! events that move refs and are answered from the mirror), and the effects are applied
-//! in one transaction, idempotently.
+//! events that move refs and are answered from the mirror). Handlers do not write the
+//! effects themselves: they hand them back, and the worker stores them with the
+//! delivery's result, in one transaction checked against the claim's fencing token.
 
 mod git;
 pub mod normalize;
@@ -16,8 +17,8 @@ use futurnal_github::payload::{
 use futurnal_github::WebhookEventType;
 use serde::de::DeserializeOwned;
 
-use crate::storage::copy::{CopyStore, Effect};
-use crate::storage::queue::ClaimedDelivery;
+use crate::storage::copy::Effect;
+use crate::storage::queue::{Changes, ClaimedDelivery};
 use crate::storage::registry::{Registry, TrackedRepository};
 use crate::storage::BoxFuture;
 use crate::sync::SyncEngine;
@@ -27,6 +28,24 @@ pub enum HandlerOutcome {
     Done,
     /// Nothing to do, and why.
     Ignored(String),
+}
+
+/// Something held until a delivery's changes are stored (a repository's git sync lock:
+/// the next sync must plan from the heads this one stores).
+pub type Hold = Box<dyn Send + Sync>;
+
+/// What a handler did: its outcome (one per delivery, for a run), the changes to store
+/// with it, and what to hold until they are stored.
+pub struct Handled<T = HandlerOutcome> {
+    pub outcome: T,
+    pub changes: Option<Changes>,
+    pub hold: Option<Hold>,
+}
+
+impl<T> From<T> for Handled<T> {
+    fn from(outcome: T) -> Self {
+        Self { outcome, changes: None, hold: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +66,7 @@ impl HandlerError {
 
 /// Processes deliveries. The worker pool calls it; tests substitute their own.
 pub trait DeliveryHandler: Send + Sync {
-    fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>>;
+    fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<Handled, HandlerError>>;
 
     /// How many of the first deliveries of a lane `handle_together` can serve as one
     /// (0 or 1: none, handle them one by one).
@@ -56,12 +75,12 @@ pub trait DeliveryHandler: Send + Sync {
     }
 
     /// Serves consecutive deliveries of one domain at once, with one outcome per delivery
-    /// and the same end state as handling them one by one. An error means "not served":
-    /// nothing was stored, and the worker handles them one by one instead.
+    /// and the same end state as handling them one by one. An error means "not served",
+    /// and the worker handles them one by one instead.
     fn handle_together<'a>(
         &'a self,
         deliveries: &'a [ClaimedDelivery],
-    ) -> BoxFuture<'a, Result<Vec<HandlerOutcome>, HandlerError>> {
+    ) -> BoxFuture<'a, Result<Handled<Vec<HandlerOutcome>>, HandlerError>> {
         let _ = deliveries;
         Box::pin(async { Err(HandlerError::Transient("this handler serves deliveries one by one".into())) })
     }
@@ -77,14 +96,13 @@ type RepositoryKey = (Option<u64>, Option<String>);
 /// The real handlers.
 pub struct EventHandlers {
     registry: Arc<dyn Registry>,
-    copy: Arc<dyn CopyStore>,
     sync: Arc<SyncEngine>,
     recently_tracked: Mutex<HashMap<RepositoryKey, (Instant, TrackedRepository)>>,
 }
 
 impl EventHandlers {
-    pub fn new(registry: Arc<dyn Registry>, copy: Arc<dyn CopyStore>, sync: Arc<SyncEngine>) -> Self {
-        Self { registry, copy, sync, recently_tracked: Mutex::default() }
+    pub fn new(registry: Arc<dyn Registry>, sync: Arc<SyncEngine>) -> Self {
+        Self { registry, sync, recently_tracked: Mutex::default() }
     }
 
     /// The tracked repository the delivery is about, recording the delivery on it.
@@ -111,7 +129,7 @@ impl EventHandlers {
         Ok(found)
     }
 
-    async fn dispatch(&self, delivery: &ClaimedDelivery) -> Result<HandlerOutcome, HandlerError> {
+    async fn dispatch(&self, delivery: &ClaimedDelivery) -> Result<Handled, HandlerError> {
         let json = delivery.body.json().map_err(HandlerError::Permanent)?;
         let kind = WebhookEventType::parse(&delivery.event);
         // Shape first: a payload its event cannot use fails for good, before any effect.
@@ -126,21 +144,21 @@ impl EventHandlers {
             WebhookEventType::Repository => Parsed::Repository(parse::<RepositoryEvent>(&json)?),
             WebhookEventType::Ping => {
                 parse::<PingEvent>(&json)?;
-                return Ok(HandlerOutcome::Done);
+                return Ok(HandlerOutcome::Done.into());
             }
             WebhookEventType::Other(name) => {
-                return Ok(HandlerOutcome::Ignored(format!("no handler for event '{name}'")))
+                return Ok(HandlerOutcome::Ignored(format!("no handler for event '{name}'")).into())
             }
         };
         let Some(repo) = self.tracked(delivery).await? else {
-            return Ok(HandlerOutcome::Ignored("repository is no longer tracked".into()));
+            return Ok(HandlerOutcome::Ignored("repository is no longer tracked".into()).into());
         };
         let permanent = HandlerError::Permanent;
         // Git events read the mirror and the stored heads: one such sync per repository
         // at a time, until its effects are stored (the poller takes the same lock).
-        let _git_sync = match &parsed {
+        let git_sync: Option<Hold> = match &parsed {
             Parsed::Push(_) | Parsed::Create(_) | Parsed::Delete(_) => {
-                Some(self.sync.lock(repo.id).await.map_err(HandlerError::transient)?)
+                Some(Box::new(self.sync.lock(repo.id).await.map_err(HandlerError::transient)?))
             }
             _ => None,
         };
@@ -159,13 +177,13 @@ impl EventHandlers {
             }
         };
         if effects.is_empty() {
-            return Ok(HandlerOutcome::Ignored("nothing tracked changed".into()));
+            return Ok(HandlerOutcome::Ignored("nothing tracked changed".into()).into());
         }
-        self.copy.apply(repo.id, effects).await.map_err(|e| match e {
-            crate::storage::StoreError::Conflict(message) => HandlerError::Permanent(message),
-            other => HandlerError::transient(other),
-        })?;
-        Ok(HandlerOutcome::Done)
+        Ok(Handled {
+            outcome: HandlerOutcome::Done,
+            changes: Some(Changes { repo_id: repo.id, effects }),
+            hold: git_sync,
+        })
     }
 }
 
@@ -185,7 +203,7 @@ impl EventHandlers {
     /// is fetched in one connection, and the last delivery naming a ref decides what
     /// happens to it (a deletion as the payload says, else the mirror's state), as if each
     /// had been handled in turn. All effects are stored in one transaction.
-    async fn dispatch_git_run(&self, run: &[ClaimedDelivery]) -> Result<Vec<HandlerOutcome>, HandlerError> {
+    async fn dispatch_git_run(&self, run: &[ClaimedDelivery]) -> Result<Handled<Vec<HandlerOutcome>>, HandlerError> {
         let mut named = Vec::with_capacity(run.len());
         for delivery in run {
             let json = delivery.body.json().map_err(HandlerError::Permanent)?;
@@ -198,14 +216,11 @@ impl EventHandlers {
         }
         let newest = run.last().expect("a run is never empty");
         let Some(repo) = self.tracked(newest).await? else {
-            return Ok(vec![HandlerOutcome::Ignored("repository is no longer tracked".into()); run.len()]);
+            return Ok(vec![HandlerOutcome::Ignored("repository is no longer tracked".into()); run.len()].into());
         };
-        let _git_sync = self.sync.lock(repo.id).await.map_err(HandlerError::transient)?;
+        let git_sync = self.sync.lock(repo.id).await.map_err(HandlerError::transient)?;
         let effects = git::sync_run(&self.sync, &repo, &named).await?;
-        if !effects.is_empty() {
-            self.copy.apply(repo.id, effects).await.map_err(HandlerError::transient)?;
-        }
-        Ok(named
+        let outcome = named
             .iter()
             .map(|r| {
                 if git::RefChange::relevant(r.as_ref(), &repo) {
@@ -214,12 +229,17 @@ impl EventHandlers {
                     HandlerOutcome::Ignored("nothing tracked changed".into())
                 }
             })
-            .collect())
+            .collect();
+        Ok(Handled {
+            outcome,
+            changes: (!effects.is_empty()).then_some(Changes { repo_id: repo.id, effects }),
+            hold: Some(Box::new(git_sync)),
+        })
     }
 }
 
 impl DeliveryHandler for EventHandlers {
-    fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>> {
+    fn handle<'a>(&'a self, delivery: &'a ClaimedDelivery) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(self.dispatch(delivery))
     }
 
@@ -237,7 +257,7 @@ impl DeliveryHandler for EventHandlers {
     fn handle_together<'a>(
         &'a self,
         deliveries: &'a [ClaimedDelivery],
-    ) -> BoxFuture<'a, Result<Vec<HandlerOutcome>, HandlerError>> {
+    ) -> BoxFuture<'a, Result<Handled<Vec<HandlerOutcome>>, HandlerError>> {
         Box::pin(self.dispatch_git_run(deliveries))
     }
 }

@@ -28,6 +28,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A write with a claim that is no longer current: its lease expired and another
+    /// worker took the delivery. Nothing was written.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

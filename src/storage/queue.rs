@@ -90,19 +90,69 @@ pub enum EnqueueOutcome {
 
 /// What a worker reports a claimed delivery's end with: opaque, only the backend that
 /// handed it out knows what it stands for. Order is the queue's business, never a number
-/// a caller compares.
+/// a caller compares. It carries the claim's fencing token: a write made with a handle
+/// whose claim is no longer current (its lease expired and another worker claimed the
+/// delivery) changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClaimHandle(i64);
+pub struct ClaimHandle {
+    id: i64,
+    fence: i64,
+}
 
 impl ClaimHandle {
-    /// For backends: wraps their own row identity.
-    pub(crate) fn new(raw: i64) -> Self {
-        Self(raw)
+    /// For backends: wraps their own row identity and the claim's token.
+    pub(crate) fn new(id: i64, fence: i64) -> Self {
+        Self { id, fence }
     }
 
     /// For backends: the row identity they wrapped.
     pub(crate) fn raw(self) -> i64 {
-        self.0
+        self.id
+    }
+
+    /// For backends: the claim's fencing token.
+    pub(crate) fn fence(self) -> i64 {
+        self.fence
+    }
+}
+
+/// Who claims, and for how long: the instance's name is recorded on what it claims
+/// (`deliveries --json` shows it as `worker`), and the claim holds for `lease_ms` of the
+/// database's clock unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimer {
+    pub instance: String,
+    pub lease_ms: i64,
+}
+
+/// The default lease: long enough for a slow git fetch between two renewals.
+pub const DEFAULT_LEASE_MS: i64 = 30_000;
+
+impl Default for Claimer {
+    fn default() -> Self {
+        Self { instance: "local".into(), lease_ms: DEFAULT_LEASE_MS }
+    }
+}
+
+/// Changes a handler made to one repository's local copy, stored in the same transaction
+/// as the result of the delivery that caused them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub repo_id: i64,
+    pub effects: Vec<crate::storage::copy::Effect>,
+}
+
+/// A claimed delivery's result, with what it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub handle: ClaimHandle,
+    pub completion: Completion,
+    pub changes: Option<Changes>,
+}
+
+impl From<(ClaimHandle, Completion)> for Report {
+    fn from((handle, completion): (ClaimHandle, Completion)) -> Self {
+        Self { handle, completion, changes: None }
     }
 }
 
@@ -132,10 +182,10 @@ pub enum Completion {
     Done,
     /// Handled, but there was nothing to do (repository no longer tracked, say).
     Ignored(String),
-    /// Failed; try again at this time.
+    /// Failed; try again after this long (by the database's clock).
     Retry {
         error: String,
-        next_attempt_at_ms: i64,
+        delay_ms: i64,
     },
     /// Failed for good; kept for inspection and `replay`.
     Dead {
@@ -211,6 +261,10 @@ pub struct DeliveryRecord {
     pub attempts: u32,
     pub next_attempt_at_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// When the latest attempt started, by whom, and when the delivery finished.
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub worker: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -246,15 +300,36 @@ pub trait Queue: Send + Sync {
     fn enqueue(&self, delivery: NewDelivery) -> BoxFuture<'_, StoreResult<EnqueueOutcome>>;
     /// Claims up to `max_lanes` lanes of up to `per_lane` deliveries each, in the order
     /// they were acknowledged within each domain (whatever order commits reach the
-    /// database in, for a backend with concurrent writers), marking them
-    /// processing. A domain with a delivery processing, or whose oldest pending delivery
-    /// waits for a retry, yields no lane. Ready domains take turns: one that got a lane
-    /// goes to the back of the line.
-    fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>>;
-    /// Records how claimed deliveries ended, in one transaction.
-    fn complete(&self, results: Vec<(ClaimHandle, Completion)>) -> BoxFuture<'_, StoreResult<()>>;
-    /// Queues again what a previous process left `processing` (it crashed or was killed).
-    fn recover(&self) -> BoxFuture<'_, StoreResult<u64>>;
+    /// database in, for a backend with concurrent writers), marking them processing
+    /// under a lease of `claimer.lease_ms` and a fencing token that grows with every
+    /// claim. A domain with a delivery processing under a live lease, or whose oldest
+    /// pending delivery waits for a retry, yields no lane; one whose lease expired is
+    /// claimed again (its attempt counted, its error saying so). Ready domains take
+    /// turns: one that got a lane goes to the back of the line.
+    fn claim_as(&self, claimer: &Claimer, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>>;
+    /// `claim_as` with the default claimer.
+    fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>> {
+        Box::pin(async move { self.claim_as(&Claimer::default(), max_lanes, per_lane).await })
+    }
+    /// Extends the lease of these claimed deliveries to `lease_ms` from now. Returns how
+    /// many are still held under their token (fewer: the others finished, or their lease
+    /// was lost to another worker).
+    fn renew(&self, handles: Vec<ClaimHandle>, lease_ms: i64) -> BoxFuture<'_, StoreResult<usize>>;
+    /// Records how claimed deliveries ended, and applies the changes they made to the
+    /// local copy, in one transaction, in order. A report whose claim is no longer
+    /// current changes nothing; if any report that carries changes is in that state, the
+    /// whole transaction is rolled back and the answer is [`StoreError::LeaseLost`].
+    fn finish(&self, reports: Vec<Report>) -> BoxFuture<'_, StoreResult<()>>;
+    /// `finish` for results that changed nothing in the local copy.
+    fn complete(&self, results: Vec<(ClaimHandle, Completion)>) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move { self.finish(results.into_iter().map(Report::from).collect()).await })
+    }
+    /// Queues again what a previous process left `processing` (it crashed or was
+    /// killed), at the start of `instance`. Where one process owns the database (SQLite):
+    /// everything processing. Where several instances share it: what this instance left
+    /// under its own name, or a stopped process of this host (see
+    /// [`crate::instance::is_gone`]); the rest is claimed again when its lease expires.
+    fn recover(&self, instance: &str) -> BoxFuture<'_, StoreResult<u64>>;
     /// Queues a stored delivery again on purpose, whatever its status (unless it is
     /// being processed right now).
     fn replay(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<DeliveryRecord>>;

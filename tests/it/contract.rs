@@ -14,6 +14,7 @@ use futurnal::storage::queue::{
 use futurnal::storage::registry::{HookRef, NewRepository, PollWatermarks, RepoRef};
 use futurnal::storage::StoreError;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -189,15 +190,19 @@ async fn queue_order_per_domain_retry_holds_back_its_domain_dead_lets_it_go_repl
         assert_eq!(git_lane[0].delivery_id, git[0], "{name}: the oldest first");
         let meta_lane = lanes.iter().find(|l| l[0].event == "issues").unwrap();
         assert_eq!(meta_lane[0].delivery_id, meta_id);
-        let far = futurnal::time::now_ms() + 3_600_000;
+        let hour = 3_600_000;
+        let before = futurnal::time::now_ms();
         q.complete(vec![
-            (git_lane[0].handle, Completion::Retry { error: "remote down".into(), next_attempt_at_ms: far }),
+            (git_lane[0].handle, Completion::Retry { error: "remote down".into(), delay_ms: hour }),
             (meta_lane[0].handle, Completion::Done),
         ])
         .await
         .unwrap();
         let retrying = q.get(&git[0]).await.unwrap().unwrap();
-        assert_eq!((retrying.status, retrying.next_attempt_at_ms), (DeliveryStatus::Retrying, Some(far)), "{name}");
+        assert_eq!(retrying.status, DeliveryStatus::Retrying, "{name}");
+        // By the database's clock, which is this host's here (give or take a second).
+        let at = retrying.next_attempt_at_ms.unwrap();
+        assert!((before + hour - 1_000..=futurnal::time::now_ms() + hour + 1_000).contains(&at), "{name}: {at}");
         assert_eq!(retrying.last_error.as_deref(), Some("remote down"));
         assert!(q.claim(4, 8).await.unwrap().is_empty(), "{name}: a retry not due holds back its domain");
 
@@ -236,7 +241,7 @@ async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
         let lanes = q.claim(4, 2).await.unwrap();
         assert_eq!(lanes[0].len(), 2, "{name}");
         // A crash: what was processing is queued again at the next start.
-        assert_eq!(q.recover().await.unwrap(), 2, "{name}");
+        assert_eq!(q.recover("local").await.unwrap(), 2, "{name}");
         assert_eq!(q.get(&ids[0]).await.unwrap().unwrap().status, DeliveryStatus::Queued);
         let backlog = q.repository_backlog(Some(1), "o/r").await.unwrap();
         assert_eq!((backlog.queue_depth, backlog.failures), (5, 0), "{name}");
@@ -373,4 +378,78 @@ async fn queue_concurrent_enqueues_with_duplicates_store_each_delivery_once_in_o
         assert_eq!(unique.len(), 205, "{name}");
     }
     cleanup(keep).await;
+}
+
+/// Leases and fencing: a claim whose lease ran out is claimed again by another worker
+/// under a higher token; from then on every write made with the old claim (renewal,
+/// result, changes) is refused, and changes it carried are not stored. A worker's own
+/// live claim is renewed and finished as usual, with its changes, in one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_to_another_worker_and_the_old_claim_writes_nothing() {
+    use futurnal::storage::queue::{Changes, Claimer, Report};
+    for fresh in backends().await {
+        let (name, backend) = (fresh.name, &fresh.backend);
+        let (q, copy) = (&backend.queue, &backend.copy);
+        let repo = backend.registry.add(new_repo("o/r", Some(1)), vec![]).await.unwrap();
+        let first = queued("o/r", 1, "issues");
+        let second = queued("o/r", 1, "issues");
+        let (first_id, second_id) = (first.delivery_id.to_string(), second.delivery_id.to_string());
+        q.enqueue(first).await.unwrap();
+        q.enqueue(second).await.unwrap();
+
+        // Worker a claims both under a lease that is over at once.
+        let a = Claimer { instance: "worker-a".into(), lease_ms: 0 };
+        let a_lane = q.claim_as(&a, 4, 8).await.unwrap().remove(0);
+        assert_eq!(a_lane.len(), 2, "{name}");
+        let record = q.get(&first_id).await.unwrap().unwrap();
+        assert_eq!((record.status, record.worker.as_deref()), (DeliveryStatus::Processing, Some("worker-a")), "{name}");
+        assert!(record.started_at_ms.is_some() && record.finished_at_ms.is_none(), "{name}");
+        // Wait until the database's clock has moved past a's lease (same millisecond at first).
+        let b = Claimer { instance: "worker-b".into(), lease_ms: 60_000 };
+        let b_lane = wait_for(Duration::from_secs(10), "the expired lease to be claimed again", || async {
+            q.claim_as(&b, 4, 8).await.unwrap().into_iter().next()
+        })
+        .await;
+        assert_eq!(
+            b_lane.iter().map(|d| d.delivery_id.clone()).collect::<Vec<_>>(),
+            [first_id.clone(), second_id.clone()]
+        );
+        assert_eq!(b_lane[0].attempts, 1, "{name}: the abandoned attempt counts");
+        let record = q.get(&first_id).await.unwrap().unwrap();
+        assert_eq!(record.worker.as_deref(), Some("worker-b"), "{name}");
+        assert!(record.last_error.as_deref().unwrap_or("").contains("lease of worker worker-a expired"), "{record:?}");
+        assert!(q.claim_as(&a, 4, 8).await.unwrap().is_empty(), "{name}: b's live lease holds the domain");
+
+        // a wakes up: its renewal holds nothing, its changes and results are refused.
+        let handles = |lane: &[futurnal::storage::queue::ClaimedDelivery]| lane.iter().map(|d| d.handle).collect();
+        assert_eq!(q.renew(handles(&a_lane), 60_000).await.unwrap(), 0, "{name}: a's renewal is refused");
+        let stale = Report {
+            handle: a_lane[0].handle,
+            completion: Completion::Done,
+            changes: Some(Changes { repo_id: repo.id, effects: vec![Effect::Issue(issue(1, 1_000, "from a"))] }),
+        };
+        let refused = q.finish(vec![stale, Report::from((a_lane[1].handle, Completion::Done))]).await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost(_))), "{name}: {refused:?}");
+        assert!(copy.issues(repo.id, IssueState::All, 10).await.unwrap().is_empty(), "{name}: a's change rolled back");
+        assert_eq!(q.get(&second_id).await.unwrap().unwrap().status, DeliveryStatus::Processing, "{name}: rolled back");
+        // A result alone with the old token changes nothing either.
+        q.complete(vec![(a_lane[1].handle, Completion::Dead { error: "from a".into() })]).await.unwrap();
+        assert_eq!(q.get(&second_id).await.unwrap().unwrap().status, DeliveryStatus::Processing, "{name}");
+
+        // b renews and finishes, with its changes, under its own token.
+        assert_eq!(q.renew(handles(&b_lane), 60_000).await.unwrap(), 2, "{name}");
+        let mine = Report {
+            handle: b_lane[0].handle,
+            completion: Completion::Done,
+            changes: Some(Changes { repo_id: repo.id, effects: vec![Effect::Issue(issue(1, 2_000, "from b"))] }),
+        };
+        q.finish(vec![mine, Report::from((b_lane[1].handle, Completion::Done))]).await.unwrap();
+        let stored = copy.issues(repo.id, IssueState::All, 10).await.unwrap();
+        assert_eq!(stored.iter().map(|i| i.title.as_str()).collect::<Vec<_>>(), ["from b"], "{name}");
+        let record = q.get(&first_id).await.unwrap().unwrap();
+        assert_eq!((record.status, record.attempts), (DeliveryStatus::Done, 2), "{name}");
+        assert!(record.finished_at_ms >= record.started_at_ms, "{name}: {record:?}");
+        assert_eq!(q.stats().await.unwrap().depth, 0, "{name}");
+        fresh.done().await;
+    }
 }

@@ -105,6 +105,7 @@ pub fn sqlite_config_for(dir: &Path, extra_toml: &str) -> Config {
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         role: None,
         no_poll: true,
+        instance: None,
     };
     let toml = format!("[webhook]\nsecret = \"{SECRET}\"\n{extra_toml}");
     let file: FileConfig = toml::from_str(&toml).expect("test config parses");
@@ -294,6 +295,22 @@ where
 {
     let deadline = Instant::now() + limit;
     while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `attempt` until it yields a value, failing the test after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futurnal::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
+use futurnal::handlers::{DeliveryHandler, Handled, HandlerError, HandlerOutcome};
 use futurnal::storage::queue::{ClaimedDelivery, DeliveryStatus};
 use futurnal::storage::BoxFuture;
 use serde_json::Value;
@@ -30,10 +30,10 @@ struct Counting {
 }
 
 impl DeliveryHandler for Counting {
-    fn handle<'a>(&'a self, d: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>> {
+    fn handle<'a>(&'a self, d: &'a ClaimedDelivery) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             *self.calls.lock().unwrap().entry(d.delivery_id.clone()).or_default() += 1;
-            Ok(HandlerOutcome::Done)
+            Ok(HandlerOutcome::Done.into())
         })
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futurnal::domain::DeliveryId;
-use futurnal::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
+use futurnal::handlers::{DeliveryHandler, Handled, HandlerError, HandlerOutcome};
 use futurnal::storage::backend::{Backend, Purpose};
 use futurnal::storage::queue::{ClaimedDelivery, Completion, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
 use futurnal::storage::registry::RepoRef;
@@ -74,13 +74,13 @@ struct Failing {
 }
 
 impl DeliveryHandler for Failing {
-    fn handle<'a>(&'a self, d: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>> {
+    fn handle<'a>(&'a self, d: &'a ClaimedDelivery) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             if self.fail.lock().unwrap().contains(&d.delivery_id) {
                 return Err(HandlerError::Transient("scripted failure".into()));
             }
             self.done.lock().unwrap().push(d.delivery_id.clone());
-            Ok(HandlerOutcome::Done)
+            Ok(HandlerOutcome::Done.into())
         })
     }
 }

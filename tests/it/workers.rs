@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futurnal::domain::DeliveryId;
-use futurnal::handlers::{DeliveryHandler, HandlerError, HandlerOutcome};
+use futurnal::handlers::{DeliveryHandler, Handled, HandlerError, HandlerOutcome};
 use futurnal::storage::backend::{Backend, Purpose};
-use futurnal::storage::queue::{ClaimedDelivery, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
+use futurnal::storage::queue::{ClaimedDelivery, Claimer, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
 use futurnal::storage::BoxFuture;
 
 use crate::helpers::*;
@@ -45,7 +45,7 @@ impl Scripted {
 }
 
 impl DeliveryHandler for Scripted {
-    fn handle<'a>(&'a self, d: &'a ClaimedDelivery) -> BoxFuture<'a, Result<HandlerOutcome, HandlerError>> {
+    fn handle<'a>(&'a self, d: &'a ClaimedDelivery) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if Self::take(&self.panic, &d.delivery_id) {
@@ -55,7 +55,7 @@ impl DeliveryHandler for Scripted {
                 return Err(HandlerError::Transient("scripted failure".into()));
             }
             self.seen.lock().unwrap().push((d.repository.clone().unwrap_or_default(), d.delivery_id.clone()));
-            Ok(HandlerOutcome::Done)
+            Ok(HandlerOutcome::Done.into())
         })
     }
 }
@@ -172,7 +172,14 @@ async fn work_left_processing_by_a_crash_is_queued_again_at_start() {
         })
         .await
         .unwrap();
-    let lanes = backend.queue.claim(4, 8).await.unwrap();
+    // Claimed by a process of this host that has exited since (as a crashed daemon's
+    // claims are), under a lease far longer than the test: the next start must queue it
+    // again at once, not wait for the lease.
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    let pid = exited.id();
+    exited.wait().unwrap();
+    let claimer = Claimer { instance: format!("{}:{pid}", futurnal::instance::hostname()), lease_ms: 3_600_000 };
+    let lanes = backend.queue.claim_as(&claimer, 4, 8).await.unwrap();
     assert_eq!(lanes.len(), 1);
     assert_eq!(backend.queue.get(id.as_str()).await.unwrap().unwrap().status, DeliveryStatus::Processing);
     backend.close();

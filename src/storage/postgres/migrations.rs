@@ -190,4 +190,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ALTER COLUMN body SET STORAGE EXTERNAL;
     ALTER TABLE deliveries SET (toast_tuple_target = 8160);
     "#,
+    // 4: leases with fencing tokens: who claimed a delivery, when, until when (the
+    // database's clock), under which token (`claim_fences` only grows).
+    r#"
+    ALTER TABLE deliveries ADD COLUMN fence BIGINT, ADD COLUMN lease_until BIGINT,
+        ADD COLUMN worker TEXT, ADD COLUMN started_at BIGINT;
+    CREATE SEQUENCE claim_fences;
+    "#,
 ];

@@ -142,6 +142,10 @@ impl PgDb {
     }
 }
 
+/// Asks the kernel to start writing back every 256 kB a session writes (PostgreSQL's
+/// `backend_flush_after`, off by default).
+const BACKEND_FLUSH_AFTER: &str = "-c backend_flush_after=256kB";
+
 /// The connection settings of `url` and its TLS connector (`sslmode`, `sslrootcert`:
 /// see `tls`), with the tables' schema (when one is configured) as the search path.
 fn connect_config(url: &str, schema: Option<&str>) -> anyhow::Result<(tokio_postgres::Config, MakeRustlsConnect)> {
@@ -157,19 +161,28 @@ fn connect_config(url: &str, schema: Option<&str>) -> anyhow::Result<(tokio_post
     // A server that vanished without closing the connection (host down, network cut)
     // is noticed within about a minute, not after the kernel's two hours.
     config.keepalives_idle(Duration::from_secs(30));
+    // Session settings, added to the URL's own `options` (server settings such as
+    // `-c statement_timeout=…`), which win where they name the same one.
+    let given = config.get_options().unwrap_or_default().trim().to_owned();
+    let mut options = Vec::new();
+    if !given.contains("backend_flush_after") {
+        // The queue appends tens of megabytes a second. Without this, the kernel holds
+        // what the sessions write back for up to 30 s (hundreds of megabytes here), and
+        // the checkpoint's fsync of it stalls every commit behind it for 100-250 ms;
+        // asking for write-back every 256 kB keeps that fsync, and the stall, small
+        // (see ARCHITECTURE.md). A user setting, no privilege needed.
+        options.push(BACKEND_FLUSH_AFTER.to_owned());
+    }
+    if !given.is_empty() {
+        options.push(given);
+    }
     if let Some(schema) = schema {
         if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
             bail!("the PostgreSQL schema '{schema}' must be letters, digits and underscores");
         }
-        // Added to the URL's own `options` (server settings such as
-        // `-c statement_timeout=…`), not in their place.
-        let search_path = format!("-c search_path={schema}");
-        let options = match config.get_options() {
-            Some(given) if !given.trim().is_empty() => format!("{given} {search_path}"),
-            _ => search_path,
-        };
-        config.options(options);
+        options.push(format!("-c search_path={schema}"));
     }
+    config.options(options.join(" "));
     if config.get_application_name().is_none() {
         config.application_name("futurnal");
     }
@@ -238,10 +251,15 @@ mod tests {
     fn the_schema_joins_the_urls_own_server_options() {
         let url = "postgres://u@127.0.0.1/db?sslmode=disable&options=-c%20statement_timeout%3D5000";
         let (config, _) = connect_config(url, Some("futurnal")).unwrap();
-        assert_eq!(config.get_options(), Some("-c statement_timeout=5000 -c search_path=futurnal"));
+        let flush = "-c backend_flush_after=256kB";
+        assert_eq!(config.get_options(), Some(&*format!("{flush} -c statement_timeout=5000 -c search_path=futurnal")));
         let (config, _) = connect_config("postgres://u@127.0.0.1/db?sslmode=disable", Some("s1")).unwrap();
-        assert_eq!(config.get_options(), Some("-c search_path=s1"));
+        assert_eq!(config.get_options(), Some(&*format!("{flush} -c search_path=s1")));
         let (config, _) = connect_config(url, None).unwrap();
-        assert_eq!(config.get_options(), Some("-c statement_timeout=5000"));
+        assert_eq!(config.get_options(), Some(&*format!("{flush} -c statement_timeout=5000")));
+        // The user's own value wins.
+        let mine = "postgres://u@127.0.0.1/db?options=-c%20backend_flush_after%3D0";
+        let (config, _) = connect_config(mine, None).unwrap();
+        assert_eq!(config.get_options(), Some("-c backend_flush_after=0"));
     }
 }

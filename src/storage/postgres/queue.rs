@@ -24,13 +24,17 @@ use super::error::{from_db, to_db};
 use super::PgDb;
 use crate::domain::{ordering_domain, repo_key};
 use crate::storage::queue::{
-    ClaimHandle, ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
-    InitialStatus, Lane, NewDelivery, Queue, QueueStats, RepositoryBacklog, StoredBody,
+    ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
+    InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
 };
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
 
 const PENDING: &str = "('queued', 'processing', 'retrying')";
+
+/// The database's clock in milliseconds since the epoch (the transaction's start): every
+/// lease and retry time is read and written by it, never by a host's clock.
+const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::BIGINT";
 
 pub struct PgQueue {
     db: Arc<PgDb>,
@@ -61,7 +65,7 @@ impl PgQueue {
 }
 
 const RECORD_COLUMNS: &str = "delivery_id, event, action, repository, repository_github_id, hook_id, received_at, \
-     status, attempts, next_attempt_at, last_error";
+     status, attempts, next_attempt_at, last_error, started_at, finished_at, worker";
 
 fn record(row: &Row) -> StoreResult<DeliveryRecord> {
     let status: DeliveryStatus = row.get::<_, String>(7).parse().map_err(StoreError::Unavailable)?;
@@ -78,6 +82,9 @@ fn record(row: &Row) -> StoreResult<DeliveryRecord> {
         attempts: u32::try_from(row.get::<_, i32>(8)).unwrap_or(0),
         next_attempt_at_ms: (status == DeliveryStatus::Retrying && next > 0).then_some(next),
         last_error: row.get(10),
+        started_at_ms: row.get(11),
+        finished_at_ms: row.get(12),
+        worker: row.get(13),
     })
 }
 
@@ -90,50 +97,70 @@ const ENTER_DOMAIN: &str = "INSERT INTO queue_domains (domain, next_position, pe
      turn = CASE WHEN queue_domains.pending = 0 THEN nextval('queue_turns') ELSE queue_domains.turn END \
      RETURNING next_position";
 
-/// Ready domains in turn order: those whose oldest pending delivery is queued, or waits
-/// for a retry that is due. Domains another claimer (or an enqueue) holds right now are
-/// skipped, not waited for.
+/// Ready domains in turn order: those whose oldest pending delivery is queued, waits for
+/// a retry that is due, or is processing under a lease that expired. Domains another
+/// claimer (or an enqueue) holds right now are skipped, not waited for.
 static READY_DOMAINS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT q.domain FROM queue_domains q WHERE q.pending > 0 AND EXISTS ( \
-           SELECT 1 FROM (SELECT d.status, d.next_attempt_at FROM deliveries d \
+        "SELECT q.domain, {NOW_MS} FROM queue_domains q WHERE q.pending > 0 AND EXISTS ( \
+           SELECT 1 FROM (SELECT d.status, d.next_attempt_at, d.lease_until FROM deliveries d \
              WHERE d.domain = q.domain AND d.status IN {PENDING} ORDER BY d.position LIMIT 1) h \
-           WHERE h.status = 'queued' OR (h.status = 'retrying' AND h.next_attempt_at <= $1)) \
-         ORDER BY q.turn LIMIT $2 FOR UPDATE OF q SKIP LOCKED"
+           WHERE h.status = 'queued' OR (h.status = 'retrying' AND h.next_attempt_at <= {NOW_MS}) \
+             OR (h.status = 'processing' AND COALESCE(h.lease_until, 0) < {NOW_MS})) \
+         ORDER BY q.turn LIMIT $1 FOR UPDATE OF q SKIP LOCKED"
     )
 });
 
 /// A domain's pending deliveries from its head, read under the domain's lock.
 static DOMAIN_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT id, status, next_attempt_at FROM deliveries \
+        "SELECT id, status, next_attempt_at, COALESCE(lease_until, 0) FROM deliveries \
          WHERE domain = $1 AND status IN {PENDING} ORDER BY position LIMIT $2"
     )
 });
 
-const CLAIM_RUN: &str = "UPDATE deliveries SET status = 'processing' WHERE id = ANY($1) \
-     RETURNING id, delivery_id, event, action, repository, repository_github_id, hook_id, \
-     received_at, attempts, body_codec, body, position";
+/// Claims a run under a new token; an abandoned delivery (its lease expired) has that
+/// attempt counted and says why.
+static CLAIM_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE deliveries SET status = 'processing', fence = $2, lease_until = {NOW_MS} + $3, worker = $4, \
+           started_at = {NOW_MS}, \
+           attempts = CASE WHEN status = 'processing' THEN attempts + 1 ELSE attempts END, \
+           last_error = CASE WHEN status = 'processing' \
+             THEN 'the lease of worker ' || COALESCE(worker, '?') || ' expired' ELSE last_error END \
+         WHERE id = ANY($1) \
+         RETURNING id, delivery_id, event, action, repository, repository_github_id, hook_id, \
+         received_at, attempts, body_codec, body, position"
+    )
+});
 
-/// Every result of a lane in one statement (its own transaction): each claimed delivery
-/// takes its new status (only if still `processing`: a result never lands twice); a
-/// release puts it back as it was, without counting an attempt; each domain's pending
-/// count goes down by its deliveries that finished. Returns how many finished.
-const COMPLETE: &str = "WITH changed AS ( \
-       UPDATE deliveries d SET status = u.status, \
-         attempts = CASE WHEN u.status = 'queued' THEN d.attempts ELSE d.attempts + 1 END, \
-         last_error = CASE WHEN u.status = 'queued' THEN d.last_error ELSE u.error END, \
-         next_attempt_at = CASE WHEN u.status = 'retrying' THEN u.next_attempt ELSE d.next_attempt_at END, \
-         finished_at = CASE WHEN u.status IN ('done', 'ignored', 'dead') THEN $5 ELSE d.finished_at END \
-       FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS u(id, status, error, next_attempt) \
-       WHERE d.id = u.id AND d.status = 'processing' \
-       RETURNING d.domain, u.status), \
-     finished AS ( \
-       SELECT domain, count(*) AS n FROM changed \
-       WHERE status IN ('done', 'ignored', 'dead') AND domain IS NOT NULL GROUP BY domain), \
-     counted AS ( \
-       UPDATE queue_domains q SET pending = q.pending - f.n FROM finished f WHERE q.domain = f.domain RETURNING f.n) \
-     SELECT COALESCE(SUM(n), 0)::BIGINT FROM counted";
+/// Every result of a lane in one statement (its own transaction, or part of the one that
+/// stores the lane's changes): each claimed delivery takes its new status, only if it is
+/// still `processing` under the same token (a result never lands twice, nor after
+/// another worker took over); a release puts it back as it was, without counting an
+/// attempt; each domain's pending count goes down by its deliveries that finished.
+/// Returns how many finished.
+static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH changed AS ( \
+           UPDATE deliveries d SET status = u.status, \
+             attempts = CASE WHEN u.status = 'queued' THEN d.attempts ELSE d.attempts + 1 END, \
+             last_error = CASE WHEN u.status = 'queued' THEN d.last_error ELSE u.error END, \
+             next_attempt_at = CASE WHEN u.status = 'retrying' THEN {NOW_MS} + u.delay ELSE d.next_attempt_at END, \
+             finished_at = CASE WHEN u.status IN ('done', 'ignored', 'dead') THEN {NOW_MS} ELSE d.finished_at END, \
+             lease_until = NULL \
+           FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[]) \
+             AS u(id, fence, status, error, delay) \
+           WHERE d.id = u.id AND d.fence = u.fence AND d.status = 'processing' \
+           RETURNING d.domain, u.status), \
+         finished AS ( \
+           SELECT domain, count(*) AS n FROM changed \
+           WHERE status IN ('done', 'ignored', 'dead') AND domain IS NOT NULL GROUP BY domain), \
+         counted AS ( \
+           UPDATE queue_domains q SET pending = q.pending - f.n FROM finished f WHERE q.domain = f.domain RETURNING f.n) \
+         SELECT COALESCE(SUM(n), 0)::BIGINT FROM counted"
+    )
+});
 
 /// How many enqueues one transaction takes at most.
 const MAX_BATCH: usize = 512;
@@ -291,44 +318,48 @@ async fn insert_batch(db: &PgDb, batch: Vec<NewDelivery>) -> StoreResult<Vec<Enq
 }
 
 impl PgQueue {
-    async fn claim_lanes(&self, max_lanes: usize, per_lane: usize) -> StoreResult<Vec<Lane>> {
-        let now = now_ms();
+    async fn claim_lanes(&self, claimer: &Claimer, max_lanes: usize, per_lane: usize) -> StoreResult<Vec<Lane>> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
-        // Ready domains in turn order: those whose oldest pending delivery is queued, or
-        // waits for a retry that is due. Domains another claimer (or an enqueue) holds
-        // right now are skipped, not waited for.
-        let domains = tx.query(&tx.prepare_cached(&READY_DOMAINS).await?, &[&now, &(max_lanes as i64)]).await?;
-        let (run_of, claim, next_turn) = (
+        let domains = tx.query(&tx.prepare_cached(&READY_DOMAINS).await?, &[&(max_lanes as i64)]).await?;
+        let (run_of, claim, next_turn, next_fence) = (
             tx.prepare_cached(&DOMAIN_RUN).await?,
-            tx.prepare_cached(CLAIM_RUN).await?,
+            tx.prepare_cached(&CLAIM_RUN).await?,
             tx.prepare_cached("UPDATE queue_domains SET turn = nextval('queue_turns') WHERE domain = $1").await?,
+            tx.prepare_cached("SELECT nextval('claim_fences')").await?,
         );
         let mut lanes = Vec::new();
         for row in domains {
-            let domain: String = row.get(0);
-            // Read again under the domain's lock: the run is the head and the queued
-            // deliveries right behind it.
+            let (domain, now): (String, i64) = (row.get(0), row.get(1));
+            // Read again under the domain's lock: the run is the head and the queued (or
+            // abandoned) deliveries right behind it.
             let run = tx.query(&run_of, &[&domain, &(per_lane as i64)]).await?;
+            let abandoned = |r: &Row| r.get::<_, &str>(1) == "processing" && r.get::<_, i64>(3) < now;
             let Some(head) = run.first() else { continue };
             let ready = match head.get::<_, &str>(1) {
                 "queued" => true,
                 "retrying" => head.get::<_, i64>(2) <= now,
-                _ => false,
+                _ => abandoned(head),
             };
             if !ready {
                 continue;
             }
             let mut ids: Vec<i64> = vec![head.get(0)];
-            ids.extend(run[1..].iter().take_while(|r| r.get::<_, &str>(1) == "queued").map(|r| r.get::<_, i64>(0)));
-            let claimed = tx.query(&claim, &[&ids]).await?;
+            ids.extend(
+                run[1..]
+                    .iter()
+                    .take_while(|r| r.get::<_, &str>(1) == "queued" || abandoned(r))
+                    .map(|r| r.get::<_, i64>(0)),
+            );
+            let fence: i64 = tx.query_one(&next_fence, &[]).await?.get(0);
+            let claimed = tx.query(&claim, &[&ids, &fence, &claimer.lease_ms, &claimer.instance]).await?;
             let mut lane: Vec<(i64, ClaimedDelivery)> = Vec::with_capacity(claimed.len());
             for r in claimed {
                 let codec: String = r.get(9);
                 lane.push((
                     r.get(11),
                     ClaimedDelivery {
-                        handle: ClaimHandle::new(r.get(0)),
+                        handle: ClaimHandle::new(r.get(0), fence),
                         delivery_id: r.get(1),
                         event: r.get(2),
                         action: r.get(3),
@@ -349,32 +380,76 @@ impl PgQueue {
         Ok(lanes)
     }
 
-    async fn apply_completions(&self, results: Vec<(ClaimHandle, Completion)>) -> StoreResult<u64> {
-        let now = now_ms();
-        let mut ids = Vec::with_capacity(results.len());
-        let mut statuses = Vec::with_capacity(results.len());
-        let mut errors: Vec<Option<&str>> = Vec::with_capacity(results.len());
-        let mut next_attempts = Vec::with_capacity(results.len());
-        for (handle, completion) in &results {
-            let (status, error, next) = match completion {
+    /// Stores reports: when any carries changes, in one transaction that first locks the
+    /// reported deliveries and checks each claim is still current, then applies the
+    /// changes in order, then the results; else in the one `COMPLETE` statement, which
+    /// checks each token itself.
+    async fn apply_reports(&self, reports: Vec<Report>) -> StoreResult<u64> {
+        let mut ids = Vec::with_capacity(reports.len());
+        let mut fences = Vec::with_capacity(reports.len());
+        let mut statuses = Vec::with_capacity(reports.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(reports.len());
+        let mut delays = Vec::with_capacity(reports.len());
+        for Report { handle, completion, .. } in &reports {
+            let (status, error, delay) = match completion {
                 Completion::Done => ("done", None, 0),
                 Completion::Ignored(reason) => ("ignored", Some(reason.as_str()), 0),
                 Completion::Dead { error } => ("dead", Some(error.as_str()), 0),
-                Completion::Retry { error, next_attempt_at_ms } => {
-                    ("retrying", Some(error.as_str()), *next_attempt_at_ms)
-                }
+                Completion::Retry { error, delay_ms } => ("retrying", Some(error.as_str()), *delay_ms),
                 Completion::Release => ("queued", None, 0),
             };
             ids.push(handle.raw());
+            fences.push(handle.fence());
             statuses.push(status);
             errors.push(error);
-            next_attempts.push(next);
+            delays.push(delay);
         }
-        let client = self.db.client().await?;
-        let statement = client.prepare_cached(COMPLETE).await?;
-        let finished: i64 =
-            client.query_one(&statement, &[&ids, &statuses, &errors, &next_attempts, &now]).await?.get(0);
+        let mut client = self.db.client().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&ids, &fences, &statuses, &errors, &delays];
+        if reports.iter().all(|r| r.changes.is_none()) {
+            let statement = client.prepare_cached(&COMPLETE).await?;
+            let finished: i64 = client.query_one(&statement, &params).await?.get(0);
+            return Ok(u64::try_from(finished).unwrap_or(0));
+        }
+        let tx = client.transaction().await?;
+        let (changing, changing_fences): (Vec<i64>, Vec<i64>) =
+            reports.iter().filter(|r| r.changes.is_some()).map(|r| (r.handle.raw(), r.handle.fence())).unzip();
+        let held = tx
+            .query(
+                "SELECT d.id FROM deliveries d JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, fence) \
+                 ON d.id = u.id AND d.fence = u.fence WHERE d.status = 'processing' ORDER BY d.id FOR UPDATE OF d",
+                &[&changing, &changing_fences],
+            )
+            .await?;
+        let held: HashSet<i64> = held.iter().map(|r| r.get(0)).collect();
+        if let Some(lost) = changing.iter().find(|id| !held.contains(id)) {
+            return Err(StoreError::LeaseLost(format!(
+                "delivery {lost} was claimed again after this worker's lease expired; its changes were not stored"
+            )));
+        }
+        for report in &reports {
+            if let Some(changes) = &report.changes {
+                super::copy::apply_effects(&tx, changes.repo_id, &changes.effects).await?;
+            }
+        }
+        let statement = tx.prepare_cached(&COMPLETE).await?;
+        let finished: i64 = tx.query_one(&statement, &params).await?.get(0);
+        tx.commit().await?;
         Ok(u64::try_from(finished).unwrap_or(0))
+    }
+
+    async fn renew_leases(&self, handles: Vec<ClaimHandle>, lease_ms: i64) -> StoreResult<usize> {
+        let (ids, fences): (Vec<i64>, Vec<i64>) = handles.iter().map(|h| (h.raw(), h.fence())).unzip();
+        let client = self.db.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "UPDATE deliveries d SET lease_until = {NOW_MS} + $3 \
+                 FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, fence) \
+                 WHERE d.id = u.id AND d.fence = u.fence AND d.status = 'processing'"
+            ))
+            .await?;
+        let held = client.execute(&statement, &[&ids, &fences, &lease_ms]).await?;
+        Ok(usize::try_from(held).unwrap_or(0))
     }
 
     async fn replay_one(&self, delivery_id: String) -> StoreResult<DeliveryRecord> {
@@ -485,26 +560,49 @@ impl Queue for PgQueue {
         })
     }
 
-    fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>> {
-        Box::pin(self.claim_lanes(max_lanes, per_lane.max(1)))
+    fn claim_as(&self, claimer: &Claimer, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>> {
+        let claimer = claimer.clone();
+        Box::pin(async move { self.claim_lanes(&claimer, max_lanes, per_lane.max(1)).await })
     }
 
-    fn complete(&self, results: Vec<(ClaimHandle, Completion)>) -> BoxFuture<'_, StoreResult<()>> {
+    fn renew(&self, handles: Vec<ClaimHandle>, lease_ms: i64) -> BoxFuture<'_, StoreResult<usize>> {
+        Box::pin(self.renew_leases(handles, lease_ms))
+    }
+
+    fn finish(&self, reports: Vec<Report>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
-            let finished = self.apply_completions(results).await?;
+            let finished = self.apply_reports(reports).await?;
             let _ =
                 self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(finished)));
             Ok(())
         })
     }
 
-    fn recover(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn recover(&self, instance: &str) -> BoxFuture<'_, StoreResult<u64>> {
+        let instance = instance.to_owned();
         Box::pin(async move {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
-            let requeued =
-                tx.execute("UPDATE deliveries SET status = 'queued' WHERE status = 'processing'", &[]).await?;
-            // The counts are derived data: made exact again from the deliveries.
+            // Other instances may be working: only what a stopped process of this host
+            // (or this instance under its own name) left processing is queued again now;
+            // the rest is claimed again when its lease runs out.
+            let workers: Vec<String> = tx
+                .query("SELECT DISTINCT worker FROM deliveries WHERE status = 'processing' AND worker IS NOT NULL", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let gone: Vec<String> = workers.into_iter().filter(|w| crate::instance::is_gone(w, &instance)).collect();
+            let requeued = tx
+                .execute(
+                    "UPDATE deliveries SET status = 'queued', lease_until = NULL \
+                     WHERE status = 'processing' AND worker = ANY($1)",
+                    &[&gone],
+                )
+                .await?;
+            // The counts are derived data: made exact again from the deliveries, each
+            // domain locked first so that the count reads every enqueue committed to it.
+            tx.execute("SELECT 1 FROM queue_domains ORDER BY domain FOR UPDATE", &[]).await?;
             tx.execute(
                 &format!(
                     "UPDATE queue_domains q SET pending = (SELECT COUNT(*) FROM deliveries d \

@@ -196,4 +196,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         asked_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 7: leases with fencing tokens: who claimed a delivery, when, until when, under
+    // which token (the claim counter's value; it only grows).
+    r#"
+    ALTER TABLE deliveries ADD COLUMN fence INTEGER;
+    ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
+    ALTER TABLE deliveries ADD COLUMN worker TEXT;
+    ALTER TABLE deliveries ADD COLUMN started_at INTEGER;
+    CREATE TABLE claim_counter (id INTEGER PRIMARY KEY CHECK (id = 1), fence INTEGER NOT NULL);
+    INSERT INTO claim_counter (id, fence) VALUES (1, 0);
+    "#,
 ];

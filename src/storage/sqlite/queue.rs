@@ -16,8 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::domain::{ordering_domain, repo_key};
 use crate::storage::queue::{
-    ClaimHandle, ClaimedDelivery, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
-    InitialStatus, Lane, NewDelivery, Queue, QueueStats, RepositoryBacklog, StoredBody,
+    ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
+    InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
 };
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
@@ -54,12 +54,15 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(DeliveryRecord, String)> 
         attempts: row.get::<_, u32>(8)?,
         next_attempt_at_ms: row.get::<_, i64>(9).map(|v| (v > 0).then_some(v))?,
         last_error: row.get(10)?,
+        started_at_ms: row.get(11)?,
+        finished_at_ms: row.get(12)?,
+        worker: row.get(13)?,
     };
     Ok((record, status))
 }
 
 const RECORD_COLUMNS: &str = "delivery_id, event, action, repository, repository_github_id, hook_id, received_at, \
-     status, attempts, next_attempt_at, last_error";
+     status, attempts, next_attempt_at, last_error, started_at, finished_at, worker";
 
 fn finish_record((mut record, status): (DeliveryRecord, String)) -> StoreResult<DeliveryRecord> {
     record.status = status_from_db(&status)?;
@@ -134,7 +137,13 @@ fn enter_domain(c: &Connection, domain: &str) -> StoreResult<()> {
 /// Fair turns: domains are visited in the order of their turn (when they last got work,
 /// or joined the line), and each one that yields a lane goes to the back. A ready domain
 /// therefore waits at most one round of the others, whatever its key sorts to.
-fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> StoreResult<Vec<Lane>> {
+fn claim_lanes(
+    c: &Connection,
+    claimer: &Claimer,
+    max_lanes: usize,
+    per_lane: usize,
+    now: i64,
+) -> StoreResult<Vec<Lane>> {
     let domains: Vec<String> = c
         .prepare_cached("SELECT domain FROM queue_domains ORDER BY turn, domain")?
         .query_map([], |r| r.get(0))?
@@ -142,45 +151,57 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
     let mut lanes = Vec::new();
     let mut drained = Vec::new();
     let head_sql = format!(
-        "SELECT seq, status, next_attempt_at FROM deliveries WHERE domain = ?1 AND status IN {PENDING} \
-         ORDER BY seq LIMIT ?2"
+        "SELECT seq, status, next_attempt_at, COALESCE(lease_until, 0) FROM deliveries \
+         WHERE domain = ?1 AND status IN {PENDING} ORDER BY seq LIMIT ?2"
     );
     for domain in domains {
         if lanes.len() >= max_lanes {
             break;
         }
-        let run: Vec<(i64, String, i64)> = c
+        let run: Vec<(i64, String, i64, i64)> = c
             .prepare_cached(&head_sql)?
-            .query_map(params![domain, per_lane as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![domain, per_lane as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
-        let Some((_, head_status, head_next)) = run.first() else {
+        let Some((_, head_status, head_next, head_lease)) = run.first() else {
             drained.push(domain);
             continue;
         };
+        let abandoned = |status: &str, lease_until: i64| status == "processing" && lease_until < now;
         let ready = match head_status.as_str() {
             "queued" => true,
             "retrying" => *head_next <= now,
-            _ => false,
+            status => abandoned(status, *head_lease),
         };
         if !ready {
             continue;
         }
-        // The run: the head, then the queued deliveries right behind it. Between the first
-        // and the last there is no other pending delivery of this domain, so one range
-        // update claims exactly the run.
+        // The run: the head, then the queued (or abandoned) deliveries right behind it.
+        // Between the first and the last there is no other pending delivery of this
+        // domain, so one range update claims exactly the run.
         let first = run[0].0;
-        let last = run[1..].iter().take_while(|(_, s, _)| s == "queued").last().map_or(first, |(seq, _, _)| *seq);
+        let last = run[1..]
+            .iter()
+            .take_while(|(_, s, _, lease)| s == "queued" || abandoned(s, *lease))
+            .last()
+            .map_or(first, |(seq, ..)| *seq);
+        let fence: i64 = c
+            .prepare_cached("UPDATE claim_counter SET fence = fence + 1 RETURNING fence")?
+            .query_row([], |r| r.get(0))?;
         let mut lane: Vec<ClaimedDelivery> = c
             .prepare_cached(&format!(
-                "UPDATE deliveries SET status = 'processing' \
+                "UPDATE deliveries SET status = 'processing', fence = ?4, lease_until = ?5 + ?6, worker = ?7, \
+                 started_at = ?5, \
+                 attempts = CASE WHEN status = 'processing' THEN attempts + 1 ELSE attempts END, \
+                 last_error = CASE WHEN status = 'processing' \
+                   THEN 'the lease of worker ' || COALESCE(worker, '?') || ' expired' ELSE last_error END \
                  WHERE domain = ?1 AND seq BETWEEN ?2 AND ?3 AND status IN {PENDING} \
                  RETURNING seq, delivery_id, event, action, repository, repository_github_id, hook_id, \
                  received_at, attempts, body_codec, body"
             ))?
-            .query_map(params![domain, first, last], |r| {
+            .query_map(params![domain, first, last, fence, now, claimer.lease_ms, claimer.instance], |r| {
                 let codec: String = r.get(9)?;
                 Ok(ClaimedDelivery {
-                    handle: ClaimHandle::new(r.get(0)?),
+                    handle: ClaimHandle::new(r.get(0)?, fence),
                     delivery_id: r.get(1)?,
                     event: r.get(2)?,
                     action: r.get(3)?,
@@ -207,47 +228,82 @@ fn claim_lanes(c: &Connection, max_lanes: usize, per_lane: usize, now: i64) -> S
     Ok(lanes)
 }
 
-/// Applies completions; returns how many deliveries left the pending states.
-fn apply_completions(c: &Connection, results: &[(ClaimHandle, Completion)], now: i64) -> StoreResult<u64> {
+/// Whether `handle`'s claim is the current one.
+fn holds(c: &Connection, handle: ClaimHandle) -> StoreResult<bool> {
+    Ok(c.prepare_cached("SELECT 1 FROM deliveries WHERE seq = ?1 AND fence = ?2 AND status = 'processing'")?
+        .query_row(params![handle.raw(), handle.fence()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Applies reports (changes first, each under its claim's token); returns how many
+/// deliveries left the pending states. Called inside one transaction.
+fn apply_reports(c: &Connection, reports: &[Report], now: i64) -> StoreResult<u64> {
+    for report in reports {
+        if let Some(changes) = &report.changes {
+            if !holds(c, report.handle)? {
+                return Err(StoreError::LeaseLost(format!(
+                    "delivery {} was claimed again after this worker's lease expired; its changes were not stored",
+                    report.handle.raw()
+                )));
+            }
+            crate::storage::sqlite::copy::apply_effects(c, changes.repo_id, &changes.effects)?;
+        }
+    }
     let mut finished = 0;
-    for (handle, completion) in results {
-        let seq = handle.raw();
+    for Report { handle, completion, .. } in reports {
+        let (seq, fence) = (handle.raw(), handle.fence());
         let changed = match completion {
             Completion::Done => c
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, \
-                     finished_at = ?2 WHERE seq = ?1 AND status = 'processing'",
+                     finished_at = ?2, lease_until = NULL WHERE seq = ?1 AND fence = ?3 AND status = 'processing'",
                 )?
-                .execute(params![seq, now])?,
+                .execute(params![seq, now, fence])?,
             Completion::Ignored(reason) => c
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'ignored', attempts = attempts + 1, last_error = ?3, \
-                     finished_at = ?2 WHERE seq = ?1 AND status = 'processing'",
+                     finished_at = ?2, lease_until = NULL WHERE seq = ?1 AND fence = ?4 AND status = 'processing'",
                 )?
-                .execute(params![seq, now, reason])?,
+                .execute(params![seq, now, reason, fence])?,
             Completion::Dead { error } => c
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = ?3, \
-                     finished_at = ?2 WHERE seq = ?1 AND status = 'processing'",
+                     finished_at = ?2, lease_until = NULL WHERE seq = ?1 AND fence = ?4 AND status = 'processing'",
                 )?
-                .execute(params![seq, now, error])?,
-            Completion::Retry { error, next_attempt_at_ms } => {
+                .execute(params![seq, now, error, fence])?,
+            Completion::Retry { error, delay_ms } => {
                 c.prepare_cached(
                     "UPDATE deliveries SET status = 'retrying', attempts = attempts + 1, last_error = ?2, \
-                     next_attempt_at = ?3 WHERE seq = ?1 AND status = 'processing'",
+                     next_attempt_at = ?3, lease_until = NULL WHERE seq = ?1 AND fence = ?4 AND status = 'processing'",
                 )?
-                .execute(params![seq, error, next_attempt_at_ms])?;
+                .execute(params![seq, error, now + delay_ms, fence])?;
                 0
             }
             Completion::Release => {
-                c.prepare_cached("UPDATE deliveries SET status = 'queued' WHERE seq = ?1 AND status = 'processing'")?
-                    .execute([seq])?;
+                c.prepare_cached(
+                    "UPDATE deliveries SET status = 'queued', lease_until = NULL \
+                     WHERE seq = ?1 AND fence = ?2 AND status = 'processing'",
+                )?
+                .execute(params![seq, fence])?;
                 0
             }
         };
         finished += changed as u64;
     }
     Ok(finished)
+}
+
+fn renew_leases(c: &Connection, handles: &[ClaimHandle], lease_ms: i64, now: i64) -> StoreResult<usize> {
+    let mut held = 0;
+    for handle in handles {
+        held += c
+            .prepare_cached(
+                "UPDATE deliveries SET lease_until = ?3 WHERE seq = ?1 AND fence = ?2 AND status = 'processing'",
+            )?
+            .execute(params![handle.raw(), handle.fence(), now + lease_ms])?;
+    }
+    Ok(held)
 }
 
 fn count_pending(c: &Connection) -> StoreResult<u64> {
@@ -267,26 +323,33 @@ impl Queue for SqliteQueue {
         })
     }
 
-    fn claim(&self, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>> {
-        Box::pin(self.db.write(move |c| claim_lanes(c, max_lanes, per_lane.max(1), now_ms())))
+    fn claim_as(&self, claimer: &Claimer, max_lanes: usize, per_lane: usize) -> BoxFuture<'_, StoreResult<Vec<Lane>>> {
+        let claimer = claimer.clone();
+        Box::pin(self.db.write(move |c| claim_lanes(c, &claimer, max_lanes, per_lane.max(1), now_ms())))
     }
 
-    fn complete(&self, results: Vec<(ClaimHandle, Completion)>) -> BoxFuture<'_, StoreResult<()>> {
+    fn renew(&self, handles: Vec<ClaimHandle>, lease_ms: i64) -> BoxFuture<'_, StoreResult<usize>> {
+        Box::pin(self.db.write(move |c| renew_leases(c, &handles, lease_ms, now_ms())))
+    }
+
+    fn finish(&self, reports: Vec<Report>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
-            let finished = self.db.write(move |c| apply_completions(c, &results, now_ms())).await?;
+            let finished = self.db.write(move |c| apply_reports(c, &reports, now_ms())).await?;
             let _ =
                 self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(finished)));
             Ok(())
         })
     }
 
-    fn recover(&self) -> BoxFuture<'_, StoreResult<u64>> {
+    fn recover(&self, _instance: &str) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
             let (requeued, pending) = self
                 .db
                 .write(|c| {
-                    let requeued =
-                        c.execute("UPDATE deliveries SET status = 'queued' WHERE status = 'processing'", [])?;
+                    let requeued = c.execute(
+                        "UPDATE deliveries SET status = 'queued', lease_until = NULL WHERE status = 'processing'",
+                        [],
+                    )?;
                     let domains: Vec<String> = c
                         .prepare(&format!(
                             "SELECT DISTINCT domain FROM deliveries WHERE status IN {PENDING} AND domain IS NOT NULL"
