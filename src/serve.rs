@@ -128,6 +128,9 @@ pub async fn run(
     }
     tasks.spawn(http::serve(listeners.admin, http::admin_router(state.clone()), server_options, shutdown.clone()));
     if config.serve.role != Role::Receiver {
+        if let Some(listener) = backend.work_listener(work_available.clone(), shutdown.clone()) {
+            tasks.spawn(listener);
+        }
         let pool = WorkerPool {
             queue: backend.queue.clone(),
             handler: overrides.handler.unwrap_or_else(|| {

@@ -24,9 +24,9 @@ use crate::metrics::{Metrics, ProcessOutcome};
 use crate::storage::queue::{ClaimHandle, ClaimedDelivery, Claimer, Completion, Lane, Queue, Report};
 use crate::storage::StoreError;
 
-/// How often idle workers look for work that no notification announced (retries that
-/// came due, replays from another process).
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often idle workers look for work that no hint announced (retries that came due,
+/// leases that expired, a hint lost while the listener reconnected).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct WorkerPool {
     pub queue: Arc<dyn Queue>,

@@ -71,6 +71,19 @@ impl Backend {
         }
     }
 
+    /// What wakes this process's workers when another process enqueues work: PostgreSQL's
+    /// LISTEN/NOTIFY (a hint; the workers also poll). `None` for SQLite, where only this
+    /// process enqueues and tells its workers itself.
+    pub fn work_listener(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<crate::storage::BoxFuture<'static, ()>> {
+        let db = self.postgres.clone()?;
+        let wake: crate::storage::postgres::WakeFn = Arc::new(move |_| wake.notify_one());
+        Some(Box::pin(async move { db.listen_for_work(wake, shutdown).await }))
+    }
+
     /// Flushes pending writes and closes the database.
     pub fn close(&self) {
         if let Some(db) = &self.sqlite {

@@ -11,6 +11,7 @@ mod hooks;
 mod keychain;
 mod migrate;
 mod payloads;
+mod pg_cluster;
 mod pg_faults;
 mod pg_hosts;
 mod pg_mode;

@@ -10,13 +10,14 @@ pub mod registry;
 pub mod tls;
 
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::sync::CancellationToken;
 
 use crate::storage::{StoreError, StoreResult};
 use migrations::MIGRATIONS;
@@ -47,10 +48,28 @@ impl Default for PostgresOptions {
     }
 }
 
+/// Why the work listener wakes the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// It listens (again): hints sent meanwhile were missed, so look now.
+    Listening,
+    /// Another instance (or this one) said work is ready.
+    Hint,
+}
+
+/// What the work listener calls to wake the workers.
+pub type WakeFn = Arc<dyn Fn(Wake) + Send + Sync>;
+
 /// The database of this process, shared by its queue, registry and store.
 pub struct PgDb {
     pool: Pool,
     backoff: Mutex<Backoff>,
+    /// For connections of their own (the work listener), with the pool's settings.
+    config: tokio_postgres::Config,
+    connector: MakeRustlsConnect,
+    /// Where "work is ready" hints go: one channel per schema, so instances of other
+    /// schemas in the same database are not woken.
+    pub(crate) work_channel: String,
 }
 
 /// Whether the server answered the last attempt to connect, and if not, until when
@@ -67,8 +86,11 @@ impl PgDb {
     /// A wrong password, an unknown database or an unreachable server is one clear error.
     pub async fn open(url: &str, options: PostgresOptions) -> anyhow::Result<Self> {
         let (config, connector) = connect_config(url, options.schema.as_deref())?;
-        let manager =
-            Manager::from_config(config, connector, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            connector.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(2))
             .runtime(Runtime::Tokio1)
@@ -77,7 +99,11 @@ impl PgDb {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .context("failed to set up the PostgreSQL connection pool")?;
-        let db = Self { pool, backoff: Mutex::default() };
+        let work_channel = match &options.schema {
+            Some(schema) => format!("futurnal_work_{schema}"),
+            None => "futurnal_work".to_owned(),
+        };
+        let db = Self { pool, backoff: Mutex::default(), config, connector, work_channel };
         let mut client = db.pool.get().await.map_err(|e| {
             let (url, why) = (crate::config::redact_url(url), error::describe_pool(&e));
             anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")
@@ -134,6 +160,82 @@ impl PgDb {
 
     fn backoff_state(&self) -> std::sync::MutexGuard<'_, Backoff> {
         self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes this process's idle workers whenever another process (or this one) says work
+    /// is ready (`NOTIFY` on the schema's channel), until `shutdown`. Only a hint: the
+    /// workers also look every second. The listening connection is its own; when it
+    /// drops, it is opened again (with backoff), and the workers look at once, since a
+    /// hint may have been missed meanwhile.
+    pub async fn listen_for_work(&self, wake: WakeFn, shutdown: CancellationToken) {
+        let mut pause = FIRST_BACKOFF;
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            match self.listen_once(&wake, &shutdown).await {
+                Ok(()) => return,
+                Err(why) => {
+                    if failures.is_multiple_of(10) {
+                        tracing::warn!(error = %why, "The work listener lost its connection; opening it again");
+                    }
+                    failures += 1;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One listening session: `Ok` at shutdown, the error that ended it otherwise.
+    async fn listen_once(&self, wake: &WakeFn, shutdown: &CancellationToken) -> Result<(), String> {
+        let (client, mut connection) =
+            self.config.connect(self.connector.clone()).await.map_err(|e| error::describe(&e))?;
+        let (hints, mut hinted) = tokio::sync::mpsc::unbounded_channel();
+        let mut driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                        let _ = hints.send(());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                }
+            }
+        });
+        let listening = client.batch_execute(&format!("LISTEN {}", self.work_channel)).await;
+        if let Err(e) = listening {
+            driver.abort();
+            return Err(error::describe(&e));
+        }
+        // Hints may have been missed while this connection was being opened.
+        wake(Wake::Listening);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    driver.abort();
+                    return Ok(());
+                }
+                Some(()) = hinted.recv() => wake(Wake::Hint),
+                ended = &mut driver => {
+                    return Err(match ended {
+                        Ok(Err(e)) => error::describe(&e),
+                        _ => "the connection was closed".to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Says work is ready to every listening instance (and this one). Only a hint;
+    /// failures are not worth more than a debug line.
+    pub async fn hint_work(&self) {
+        let Ok(client) = self.client().await else { return };
+        if let Err(e) = client.execute("SELECT pg_notify($1, '')", &[&self.work_channel]).await {
+            tracing::debug!(error = %e, "Could not announce new work");
+        }
     }
 
     /// Closes the pool: new requests for a connection fail, open ones end when returned.

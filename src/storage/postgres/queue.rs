@@ -162,6 +162,9 @@ static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// The least time between two "work is ready" hints from one receiver.
+const HINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How many enqueues one transaction takes at most.
 const MAX_BATCH: usize = 512;
 
@@ -175,6 +178,7 @@ struct Job {
 /// commit: one commit (and one turn on each domain's counter row) for a whole wave of
 /// concurrent deliveries. Ends when the queue is dropped.
 async fn batch_writer(db: Arc<PgDb>, mut jobs: mpsc::Receiver<Job>) {
+    let mut last_hint: Option<std::time::Instant> = None;
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -186,8 +190,16 @@ async fn batch_writer(db: Arc<PgDb>, mut jobs: mpsc::Receiver<Job>) {
         let deliveries: Vec<NewDelivery> = batch.iter().map(|j| j.delivery.clone()).collect();
         match insert_batch(&db, deliveries).await {
             Ok(outcomes) => {
+                let mut new_work = false;
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    new_work |= job.delivery.initial == InitialStatus::Queued && outcome == EnqueueOutcome::Stored;
                     let _ = job.answer.send(Ok(outcome));
+                }
+                // After the answers, so no acknowledgement waits for it; at most one
+                // hint per interval (busy workers claim again without one).
+                if new_work && last_hint.is_none_or(|at| at.elapsed() >= HINT_INTERVAL) {
+                    last_hint = Some(std::time::Instant::now());
+                    db.hint_work().await;
                 }
             }
             Err(e) => {
@@ -571,7 +583,12 @@ impl Queue for PgQueue {
 
     fn finish(&self, reports: Vec<Report>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
+            let released = reports.iter().any(|r| r.completion == Completion::Release);
             let finished = self.apply_reports(reports).await?;
+            if released {
+                // Work put back (a worker shutting down): another instance may take it.
+                self.db.hint_work().await;
+            }
             let _ =
                 self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(finished)));
             Ok(())
@@ -622,6 +639,7 @@ impl Queue for PgQueue {
         Box::pin(async move {
             let record = self.replay_one(delivery_id).await?;
             self.pending.fetch_add(1, Ordering::Relaxed);
+            self.db.hint_work().await;
             Ok(record)
         })
     }
