@@ -64,3 +64,148 @@ async fn a_hint_from_another_instance_wakes_the_workers_and_the_listener_comes_b
     tokio::time::timeout(Duration::from_secs(10), listener).await.unwrap().unwrap();
     schema.drop_schema().await;
 }
+
+const REPO: &str = "octo/hello";
+const ZOMBIE_SECRET: &str = "zombie-test-secret";
+
+/// A delivery's record as `deliveries --json` prints it, read from the database.
+fn delivery_json(dir: &std::path::Path, env: &[(&str, &str)], id: &str) -> Option<serde_json::Value> {
+    let output = crate::helpers::bin()
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--json", "sources", "github", "webhook", "deliveries", "--limit", "100"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    all.as_array().unwrap().iter().find(|d| d["delivery_id"] == id).cloned()
+}
+
+/// A worker stopped (SIGSTOP) while it holds a lease: once the lease is over another
+/// instance claims the delivery. The first one runs again while the second still works
+/// on it (both see it `processing`, so only the token tells them apart): every write the
+/// first attempts is refused, it stops, and the second finishes undisturbed; the
+/// delivery has the second's result, and the local copy has no change from the first
+/// (the repository's `synced_at`, which every stored change moves, stays as the second
+/// worker left it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_loses_its_lease_and_can_write_nothing_when_it_runs_again() {
+    use crate::helpers::*;
+    let Some(schema) = PgSchema::new().await else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &std::path::Path, extra: &str| {
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            format!("[postgres]\nschema = \"{}\"\n[workers]\nlease_secs = 1\n{extra}", schema.schema),
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    // Each waits 3 s before a handler: long enough to be stopped, or resumed, while the
+    // other holds the delivery.
+    let delay = "test_handler_delay_ms = 3000\n";
+    let (config_a, config_b) = (config(dir_a.path(), delay), config(dir_b.path(), delay));
+    let env_a = [
+        ("FUTURNAL_DATABASE_URL", schema.url.as_str()),
+        ("FUTURNAL_CONFIG", config_a.as_str()),
+        ("FUTURNAL_WEBHOOK_SECRET", ZOMBIE_SECRET),
+        ("FUTURNAL_INSTANCE", "worker-a"),
+    ];
+    let env_b = [
+        ("FUTURNAL_DATABASE_URL", schema.url.as_str()),
+        ("FUTURNAL_CONFIG", config_b.as_str()),
+        ("FUTURNAL_WEBHOOK_SECRET", ZOMBIE_SECRET),
+        ("FUTURNAL_INSTANCE", "worker-b"),
+    ];
+    let added = bin()
+        .arg("--data-dir")
+        .arg(dir_a.path())
+        .args(["sources", "github", "add", REPO, "--no-sync", "--clone-url", "file:///nonexistent.git"])
+        .envs(env_a)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let a = start_daemon(dir_a.path(), &env_a);
+
+    let id = new_id();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "action": "opened",
+        "issue": {"number": 7, "title": "Seen by one worker", "state": "open",
+                  "updated_at": "2026-05-01T00:00:00Z", "user": {"login": "mona"}},
+        "repository": {"id": 4242, "full_name": REPO, "name": "hello"},
+    }))
+    .unwrap();
+    futurnal::install_tls_provider();
+    let answer = reqwest::Client::new()
+        .post(a.url())
+        .header("content-type", "application/json")
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", &id)
+        .header("x-hub-signature-256", signature(ZOMBIE_SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    let limit = Duration::from_secs(20);
+    let dir = dir_a.path().to_owned();
+    wait_until(limit, "worker-a to claim the delivery", || {
+        let record = delivery_json(&dir, &env_a, &id);
+        async move { record.is_some_and(|r| r["status"] == "processing" && r["worker"] == "worker-a") }
+    })
+    .await;
+    a.signal("STOP");
+
+    // B claims it once A's lease is over; A runs again while B works on it.
+    let b = start_daemon(dir_b.path(), &env_b);
+    let dir = dir_b.path().to_owned();
+    wait_until(limit, "worker-b to claim the delivery", || {
+        let record = delivery_json(&dir, &env_b, &id);
+        async move { record.is_some_and(|r| r["status"] == "processing" && r["worker"] == "worker-b") }
+    })
+    .await;
+    a.signal("CONT");
+    wait_until(limit, "worker-a to find its lease lost", || {
+        let log = a.stderr();
+        async move { log.contains("lease was lost") }
+    })
+    .await;
+    let done = wait_for(limit, "worker-b to finish the delivery", || {
+        let record = delivery_json(&dir, &env_b, &id);
+        async move { record.filter(|r| r["status"] == "done") }
+    })
+    .await;
+    assert_eq!(done["worker"], "worker-b", "{done}");
+    assert_eq!(done["attempts"], 2, "A's abandoned attempt counts: {done}");
+    assert!(!b.stderr().contains("lease was lost"), "B kept its lease: {}", b.stderr());
+    let show = |dir: &std::path::Path, env: &[(&str, &str)]| {
+        let output = bin()
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--json", "sources", "github", "show", REPO])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let synced_by_b = show(dir_b.path(), &env_b)["synced_at"].clone();
+    assert!(synced_by_b.is_string(), "B stored the change");
+    // Nothing from A afterwards either (its lane stopped when the lease was lost).
+    let again = delivery_json(dir_b.path(), &env_b, &id).unwrap();
+    assert_eq!(again, done, "the delivery keeps B's result");
+    assert_eq!(show(dir_b.path(), &env_b)["synced_at"], synced_by_b, "no change from A reached the local copy");
+    let issues = bin()
+        .arg("--data-dir")
+        .arg(dir_b.path())
+        .args(["--json", "sources", "github", "issues", REPO])
+        .envs(env_b)
+        .output()
+        .unwrap();
+    let issues: serde_json::Value = serde_json::from_slice(&issues.stdout).unwrap();
+    assert_eq!(issues.as_array().map(Vec::len), Some(1), "{issues}");
+    assert!(!a.stderr().contains(ZOMBIE_SECRET) && !b.stderr().contains(ZOMBIE_SECRET));
+    drop((a, b));
+    schema.drop_schema().await;
+}
