@@ -151,6 +151,9 @@ pub struct FileWorkers {
     /// For fault tests only: each handler waits this long before it starts, so a test
     /// can stop the process while it holds a lease. Never set in production.
     pub test_handler_delay_ms: Option<u64>,
+    /// For fault tests only (PostgreSQL): record every stored set of changes in the
+    /// `effect_audit` table. Never set in production.
+    pub test_effect_audit: Option<bool>,
 }
 
 /// SQLite's `synchronous` setting for the queue. `full` (the default) makes an
@@ -383,6 +386,7 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     pub lease: Duration,
     pub test_handler_delay: Option<Duration>,
+    pub test_effect_audit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -508,6 +512,7 @@ impl Config {
             max_attempts: wk.max_attempts.unwrap_or(8).max(1),
             lease: Duration::from_secs(wk.lease_secs.unwrap_or(30).max(1)),
             test_handler_delay: wk.test_handler_delay_ms.map(Duration::from_millis),
+            test_effect_audit: wk.test_effect_audit.unwrap_or(false),
         };
         let s = file.serve;
         let serve = ServeConfig {

@@ -61,7 +61,7 @@ impl Backend {
                 let options = PostgresOptions { schema: config.postgres.schema.clone(), pool_size };
                 let db = Arc::new(PgDb::open(url, options).await?);
                 Ok(Self {
-                    queue: Arc::new(PgQueue::new(db.clone())),
+                    queue: Arc::new(PgQueue::new(db.clone()).with_effect_audit(config.workers.test_effect_audit)),
                     registry: Arc::new(PgRegistry::new(db.clone())),
                     copy: Arc::new(PgCopyStore::new(db.clone())),
                     sqlite: None,

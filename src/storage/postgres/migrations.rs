@@ -197,4 +197,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         ADD COLUMN worker TEXT, ADD COLUMN started_at BIGINT;
     CREATE SEQUENCE claim_fences;
     "#,
+    // 5: for fault tests only (`[workers] test_effect_audit`): one row per stored set of
+    // changes, written in the transaction that stores them. Empty otherwise.
+    r#"
+    CREATE TABLE effect_audit (
+        id BIGSERIAL PRIMARY KEY,
+        delivery_id TEXT NOT NULL,
+        domain TEXT,
+        position BIGINT,
+        worker TEXT,
+        fence BIGINT NOT NULL,
+        applied_at BIGINT NOT NULL
+    );
+    "#,
 ];

@@ -40,6 +40,8 @@ pub struct PgQueue {
     db: Arc<PgDb>,
     pending: AtomicU64,
     writer: mpsc::Sender<Job>,
+    /// Fault tests: record every stored set of changes in `effect_audit`.
+    audit: bool,
 }
 
 impl PgQueue {
@@ -47,7 +49,14 @@ impl PgQueue {
     pub fn new(db: Arc<PgDb>) -> Self {
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(batch_writer(db.clone(), jobs));
-        Self { db, pending: AtomicU64::new(0), writer }
+        Self { db, pending: AtomicU64::new(0), writer, audit: false }
+    }
+
+    /// For fault tests: every stored set of changes also leaves a row in `effect_audit`
+    /// (delivery, domain, position, worker, token, database time), in the same transaction.
+    pub fn with_effect_audit(mut self, audit: bool) -> Self {
+        self.audit = audit;
+        self
     }
 
     async fn insert(&self, delivery: NewDelivery) -> StoreResult<EnqueueOutcome> {
@@ -443,6 +452,16 @@ impl PgQueue {
             if let Some(changes) = &report.changes {
                 super::copy::apply_effects(&tx, changes.repo_id, &changes.effects).await?;
             }
+        }
+        if self.audit {
+            tx.execute(
+                "INSERT INTO effect_audit (delivery_id, domain, position, worker, fence, applied_at) \
+                 SELECT delivery_id, domain, position, worker, fence, \
+                   (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT \
+                 FROM deliveries WHERE id = ANY($1) ORDER BY position",
+                &[&changing],
+            )
+            .await?;
         }
         let statement = tx.prepare_cached(&COMPLETE).await?;
         let finished: i64 = tx.query_one(&statement, &params).await?.get(0);
