@@ -102,6 +102,8 @@ pub struct FileServe {
     pub shutdown_grace_secs: Option<u64>,
     /// This process's name among the instances sharing a database.
     pub instance: Option<String>,
+    /// How long the leader's lease holds without a heartbeat.
+    pub leader_lease_secs: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -399,6 +401,9 @@ pub struct ServeConfig {
     /// Recorded on every claim (`worker` in `deliveries --json`) and in the instances
     /// list: `--instance`, `FUTURNAL_INSTANCE`, `[serve] instance`, else host:pid.
     pub instance: String,
+    /// The singletons move to another instance within about this long of the leader's
+    /// last heartbeat.
+    pub leader_lease: Duration,
 }
 
 impl Config {
@@ -533,6 +538,7 @@ impl Config {
                 Some(name) if !name.trim().is_empty() => crate::instance::checked_name(name.trim())?,
                 _ => crate::instance::default_name(),
             },
+            leader_lease: Duration::from_secs(s.leader_lease_secs.unwrap_or(10).max(1)),
         };
         if !webhook.verify_signatures && !serve.listen.ip().is_loopback() {
             bail!(

@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod http;
 pub mod instance;
 pub mod keychain;
+pub mod leader;
 pub mod metrics;
 pub mod output;
 pub mod poll;

@@ -94,14 +94,16 @@ pub async fn run(
     }
     let metrics = overrides.metrics.unwrap_or_default();
     let work_available = Arc::new(Notify::new());
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         &config,
         backend.queue.clone(),
         backend.registry.clone(),
         secrets,
         metrics.clone(),
         work_available.clone(),
-    ));
+    );
+    state.cluster = backend.cluster.clone();
+    let state = Arc::new(state);
     if let Err(e) = state.tracked.reload().await {
         tracing::warn!(error = %e, "Could not load tracked repositories yet");
     }
@@ -117,12 +119,6 @@ pub async fn run(
     });
     let webhook_port = listeners.webhook.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
     let mut tasks = JoinSet::new();
-    if let (Some(github), Some(port)) = (github.clone(), webhook_port) {
-        tasks.spawn(follow_ngrok(state.clone(), github, config.clone(), port, shutdown.clone()));
-    }
-    if let Some(port) = webhook_port {
-        tasks.spawn(follow_smee(state.clone(), config.clone(), port, shutdown.clone()));
-    }
     if let Some(listener) = listeners.webhook {
         tasks.spawn(http::serve(listener, http::webhook_router(state.clone()), server_options, shutdown.clone()));
     }
@@ -145,18 +141,48 @@ pub async fn run(
         };
         tasks.spawn(pool.run(shutdown.clone()));
     }
-    tasks.spawn(catch_up_loop(state.clone(), github.clone(), shutdown.clone()));
-    if config.serve.poll && config.serve.role != Role::Receiver {
-        let poller = crate::poll::Poller {
-            registry: backend.registry.clone(),
-            copy: backend.copy.clone(),
-            sync: Arc::new(SyncEngine::new(&config, backend.copy.clone()).with_metrics(metrics.clone())),
-            github: github.clone(),
-            config: config.poll.clone(),
-            metrics: metrics.clone(),
-        };
-        tasks.spawn(poller.run(shutdown.clone()));
-    }
+    // The singletons: on one instance at a time, the leader (always this one on SQLite).
+    let singletons = {
+        let (state, config, github) = (state.clone(), config.clone(), github.clone());
+        let (registry, copy, metrics) = (backend.registry.clone(), backend.copy.clone(), metrics.clone());
+        move |stop: CancellationToken| {
+            let mut set = JoinSet::new();
+            if let (Some(github), Some(port)) = (github.clone(), webhook_port) {
+                set.spawn(follow_ngrok(state.clone(), github, config.clone(), port, stop.clone()));
+            }
+            if let Some(port) = webhook_port {
+                set.spawn(follow_smee(state.clone(), config.clone(), port, stop.clone()));
+            }
+            set.spawn(catch_up_loop(state.clone(), github.clone(), stop.clone()));
+            if config.serve.poll {
+                let poller = crate::poll::Poller {
+                    registry: registry.clone(),
+                    copy: copy.clone(),
+                    sync: Arc::new(SyncEngine::new(&config, copy.clone()).with_metrics(metrics.clone())),
+                    github: github.clone(),
+                    config: config.poll.clone(),
+                    metrics: metrics.clone(),
+                };
+                set.spawn(poller.run(stop.clone()));
+            }
+            set.spawn(prune_loop(state.clone(), config.queue.retention, stop));
+            set
+        }
+    };
+    let leadership = crate::leader::Leadership {
+        cluster: backend.cluster.clone(),
+        me: crate::storage::cluster::InstanceInfo {
+            name: config.serve.instance.clone(),
+            role: state.role.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: now_ms(),
+            // The singletons poll and sync: an instance with workers leads.
+            may_lead: config.serve.role != Role::Receiver,
+        },
+        lease: config.serve.leader_lease,
+        leading: state.leading.clone(),
+    };
+    tasks.spawn(leadership.run(singletons, shutdown.clone()));
     tasks.spawn(maintenance(state, config.clone(), shutdown.clone()));
     for task in overrides.extra_tasks {
         tasks.spawn(task);
@@ -304,7 +330,6 @@ async fn catch_up_loop(state: Arc<AppState>, github: Option<Arc<GitHubClient>>, 
 /// Keeps the tracked-repository set and the queue depth fresh, prunes old deliveries and
 /// forgets idle rate-limit entries.
 async fn maintenance(state: Arc<AppState>, config: Config, shutdown: CancellationToken) {
-    let retention = config.queue.retention;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut ticks: u64 = 0;
     loop {
@@ -346,13 +371,22 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
             }
             state.unverified_limiter.retain_recent();
         }
-        if ticks % 1800 == 1 {
-            let cutoff = now_ms() - retention.as_millis() as i64;
-            match state.queue.prune(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deliveries = n, "Pruned finished deliveries past the retention period"),
-                Err(e) => tracing::warn!(error = %e, "Pruning old deliveries failed"),
-            }
+    }
+}
+
+/// Prunes finished deliveries past the retention period: at the start of each term,
+/// then hourly.
+async fn prune_loop(state: Arc<AppState>, retention: Duration, stop: CancellationToken) {
+    loop {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        match state.queue.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "Pruned finished deliveries past the retention period"),
+            Err(e) => tracing::warn!(error = %e, "Pruning old deliveries failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
 }

@@ -35,12 +35,38 @@ fn age_seconds(stats: &QueueStats) -> Option<f64> {
     stats.oldest_pending_received_at_ms.map(|at| (now_ms() - at).max(0) as f64 / 1000.0)
 }
 
+/// The instances seen in the last minute (this one alone on SQLite), when the database
+/// answers in time.
+async fn instances(state: &AppState) -> Option<Vec<crate::storage::cluster::InstanceRecord>> {
+    match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.cluster.instances(60_000)).await {
+        Ok(Ok(list)) => Some(list),
+        _ => None,
+    }
+}
+
 /// 200 with the queue's state when the database answers, 503 when it does not.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let stats = queue_stats(&state).await;
+    let instances = instances(&state).await.map(|list| {
+        list.iter()
+            .map(|i| {
+                json!({
+                    "name": i.name,
+                    "role": i.role,
+                    "version": i.version,
+                    "leader": i.leader,
+                    "started_at": crate::time::rfc3339(i.started_at_ms),
+                    "seen_at": crate::time::rfc3339(i.seen_at_ms),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
     let body = json!({
         "status": if stats.is_some() { "ok" } else { "degraded" },
         "role": state.role,
+        "instance": state.instance,
+        "leader": state.leading.load(std::sync::atomic::Ordering::Relaxed),
+        "instances": instances,
         "database": if stats.is_some() { "reachable" } else { "unreachable" },
         "queue_depth": stats.map_or(state.queue.approximate_depth(), |s| s.depth),
         "queue_cap": state.max_queued,
@@ -52,11 +78,23 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = queue_stats(&state).await;
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         stats.map_or(state.queue.approximate_depth(), |s| s.depth),
         state.max_queued,
         stats.as_ref().and_then(age_seconds),
     );
+    let label = state.instance.replace('\\', "\\\\").replace('"', "\\\"");
+    let leading = u8::from(state.leading.load(std::sync::atomic::Ordering::Relaxed));
+    text.push_str(
+        "# HELP futurnal_leader Whether this instance runs the singletons (polling, catch-up, tunnels, pruning).\n",
+    );
+    text.push_str("# TYPE futurnal_leader gauge\n");
+    text.push_str(&format!("futurnal_leader{{instance=\"{label}\"}} {leading}\n"));
+    if let Some(list) = instances(&state).await {
+        text.push_str("# HELP futurnal_instances Instances sharing the database seen in the last minute.\n");
+        text.push_str("# TYPE futurnal_instances gauge\n");
+        text.push_str(&format!("futurnal_instances {}\n", list.len()));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -49,6 +49,10 @@ pub struct AppState {
     /// Hooks whose rotated secret GitHub has been seen using; maintenance drops the old.
     pub rotation_confirmed: std::sync::Mutex<std::collections::HashSet<u64>>,
     pub role: &'static str,
+    /// The instances sharing the database, and whether this one leads.
+    pub cluster: Arc<dyn crate::storage::cluster::Cluster>,
+    pub instance: String,
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
     /// How long without a verified delivery or ping before a repository reads as polling.
     pub webhook_quiet: std::time::Duration,
     /// What the secrets are read from again when they change.
@@ -92,6 +96,9 @@ impl AppState {
             rotation_confirmed: Default::default(),
             secret_config: config.clone(),
             secrets_reload: tokio::sync::Mutex::new(None),
+            cluster: Arc::new(crate::storage::cluster::SingleInstance::new()),
+            instance: config.serve.instance.clone(),
+            leading: Arc::default(),
             role: match config.serve.role {
                 crate::cli::Role::All => "all",
                 crate::cli::Role::Receiver => "receiver",

@@ -48,6 +48,24 @@ pub async fn status_page(State(state): State<Arc<AppState>>) -> Response {
         stats.as_ref().map_or(state.queue.approximate_depth(), |s| s.depth),
         state.max_queued
     );
+    let instances = state.cluster.instances(60_000).await.unwrap_or_default();
+    page.push_str(
+        "<h2>Instances</h2><p>Seen in the last minute; the leader runs polling, catch-up, tunnels and pruning.</p>",
+    );
+    page.push_str("<table><tr><th>Instance</th><th>Role</th><th>Leader</th><th>Started</th><th>Last seen</th></tr>");
+    for i in &instances {
+        let _ = write!(
+            page,
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&i.name),
+            if i.name == state.instance { " (this one)" } else { "" },
+            escape(&i.role),
+            if i.leader { "leader" } else { "-" },
+            rfc3339(i.started_at_ms),
+            rfc3339(i.seen_at_ms),
+        );
+    }
+    page.push_str("</table>");
     page.push_str("<h2>Repositories</h2><table><tr><th>Repository</th><th>Mode</th><th>Hook</th><th>Last delivery</th><th>Synced</th></tr>");
     for r in &repos {
         let _ = write!(

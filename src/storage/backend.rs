@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use crate::config::{Config, DatabaseUrl};
+use crate::storage::cluster::{Cluster, SingleInstance};
 use crate::storage::copy::CopyStore;
+use crate::storage::postgres::cluster::PgCluster;
 use crate::storage::postgres::copy::PgCopyStore;
 use crate::storage::postgres::queue::PgQueue;
 use crate::storage::postgres::registry::PgRegistry;
@@ -24,6 +26,7 @@ pub enum Purpose {
 }
 
 pub struct Backend {
+    pub cluster: Arc<dyn Cluster>,
     pub queue: Arc<dyn Queue>,
     pub registry: Arc<dyn Registry>,
     pub copy: Arc<dyn CopyStore>,
@@ -45,6 +48,7 @@ impl Backend {
                     },
                 )?);
                 Ok(Self {
+                    cluster: Arc::new(SingleInstance::new()),
                     queue: Arc::new(SqliteQueue::new(db.clone())),
                     registry: Arc::new(SqliteRegistry::new(db.clone())),
                     copy: Arc::new(SqliteCopyStore::new(db.clone())),
@@ -61,6 +65,7 @@ impl Backend {
                 let options = PostgresOptions { schema: config.postgres.schema.clone(), pool_size };
                 let db = Arc::new(PgDb::open(url, options).await?);
                 Ok(Self {
+                    cluster: Arc::new(PgCluster::new(db.clone())),
                     queue: Arc::new(PgQueue::new(db.clone()).with_effect_audit(config.workers.test_effect_audit)),
                     registry: Arc::new(PgRegistry::new(db.clone())),
                     copy: Arc::new(PgCopyStore::new(db.clone())),

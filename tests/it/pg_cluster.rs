@@ -209,3 +209,108 @@ async fn a_stopped_worker_loses_its_lease_and_can_write_nothing_when_it_runs_aga
     drop((a, b));
     schema.drop_schema().await;
 }
+
+/// `/health` of one instance, or `None` while it does not answer.
+async fn health(admin: std::net::SocketAddr) -> Option<serde_json::Value> {
+    let response = reqwest::get(format!("http://{admin}/health")).await.ok()?;
+    response.json().await.ok()
+}
+
+/// The leader killed (kill -9): another instance takes the lease within one lease period
+/// (plus one heartbeat) and its singletons run there: polling syncs a commit pushed after
+/// the kill. Both instances list each other on `/health`, one of them as the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_dies_another_instance_leads_within_one_lease_and_polls() {
+    use crate::helpers::*;
+    let Some(schema) = PgSchema::new().await else { return };
+    futurnal::install_tls_provider();
+    let lease = Duration::from_secs(3);
+    let root = tempfile::tempdir().unwrap();
+    let remote = GitRemote::new(root.path(), REPO);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let configs: Vec<String> = dirs
+        .iter()
+        .map(|dir| {
+            let path = dir.path().join("config.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[postgres]\nschema = \"{}\"\n[serve]\nleader_lease_secs = {}\n[poll]\ninterval_secs = 1\n",
+                    schema.schema,
+                    lease.as_secs()
+                ),
+            )
+            .unwrap();
+            path.to_string_lossy().into_owned()
+        })
+        .collect();
+    let env = |i: usize| {
+        [
+            ("FUTURNAL_DATABASE_URL", schema.url.clone()),
+            ("FUTURNAL_CONFIG", configs[i].clone()),
+            ("FUTURNAL_INSTANCE", format!("node-{i}")),
+        ]
+    };
+    let with = |i: usize| env(i).map(|(k, v)| (k, v));
+    let envs: Vec<Vec<(&str, String)>> = (0..2).map(|i| with(i).to_vec()).collect();
+    let refs = |i: usize| envs[i].iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>();
+    let added = bin()
+        .arg("--data-dir")
+        .arg(dirs[0].path())
+        .args(["sources", "github", "add", REPO, "--clone-url", &remote.url()])
+        .envs(refs(0))
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let mut daemons: Vec<Option<Daemon>> = (0..2).map(|i| Some(start_daemon(dirs[i].path(), &refs(i)))).collect();
+    let admins: Vec<_> = daemons.iter().map(|d| d.as_ref().unwrap().admin).collect();
+    let limit = Duration::from_secs(20);
+
+    // One leader, and each instance lists both.
+    let leader = wait_for(limit, "one leader among two listed instances", || async {
+        let (a, b) = (health(admins[0]).await?, health(admins[1]).await?);
+        let listed = |h: &serde_json::Value| h["instances"].as_array().map_or(0, Vec::len) == 2;
+        match (a["leader"].as_bool()?, b["leader"].as_bool()?) {
+            (true, false) if listed(&a) && listed(&b) => Some(0),
+            (false, true) if listed(&a) && listed(&b) => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    let follower = 1 - leader;
+    let follower_log = daemons[follower].as_ref().unwrap().stderr_path.clone();
+    assert!(!std::fs::read_to_string(&follower_log).unwrap().contains("Leading:"), "the follower runs no singleton");
+
+    let mut dead = daemons[leader].take().unwrap();
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    wait_until(limit, "the follower to lead", || async {
+        health(admins[follower]).await.is_some_and(|h| h["leader"] == true)
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(took <= lease + lease / 5 + Duration::from_millis(700), "took over after {took:?} (lease {lease:?})");
+    assert!(std::fs::read_to_string(&follower_log).unwrap().contains("Leading:"));
+
+    // Its poller runs: a commit pushed now reaches the local copy.
+    let head = remote.commit("after.txt", "after the failover\n", "Pushed after the leader died");
+    remote.push("main");
+    let dir = dirs[follower].path().to_owned();
+    let follower_env = refs(follower);
+    wait_until(limit, "the new leader's poller to sync the new commit", || {
+        let output = bin()
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--json", "sources", "github", "branches", REPO])
+            .envs(follower_env.iter().copied())
+            .output()
+            .unwrap();
+        let head = head.clone();
+        async move { String::from_utf8_lossy(&output.stdout).contains(&head) }
+    })
+    .await;
+    eprintln!("leader failover took {took:?} with a {lease:?} lease");
+    drop(daemons);
+    schema.drop_schema().await;
+}

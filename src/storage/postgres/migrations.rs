@@ -210,4 +210,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
         applied_at BIGINT NOT NULL
     );
     "#,
+    // 6: the instances sharing the database (each one's last heartbeat), and the lease
+    // of the one that runs the singletons (polling, catch-up, tunnels, pruning).
+    r#"
+    CREATE TABLE instances (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        seen_at BIGINT NOT NULL
+    );
+    CREATE TABLE leadership (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        term BIGINT NOT NULL,
+        lease_until BIGINT NOT NULL
+    );
+    "#,
 ];

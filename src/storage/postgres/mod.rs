@@ -2,6 +2,7 @@
 //! under an advisory lock, and the backend's implementations of the storage traits. No
 //! state lives in the process: several processes may share the database.
 
+pub mod cluster;
 pub mod copy;
 mod error;
 mod migrations;
