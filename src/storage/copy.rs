@@ -141,7 +141,17 @@ pub enum IssueState {
     All,
 }
 
+/// Held while a repository's git sync runs (see [`CopyStore::lock_repository`]).
+pub type RepositoryGuard = Box<dyn Send + Sync>;
+
 pub trait CopyStore: Send + Sync {
+    /// The database's part of a repository's git sync lock, for instances on other hosts
+    /// (their lock files are not ours): `None` where one host owns the database (SQLite,
+    /// where the lock file suffices). Released when the guard is dropped.
+    fn lock_repository(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Option<RepositoryGuard>>> {
+        let _ = repo_id;
+        Box::pin(async { Ok(None) })
+    }
     /// Applies effects to repository `repo_id` in one transaction.
     fn apply(&self, repo_id: i64, effects: Vec<Effect>) -> BoxFuture<'_, StoreResult<()>>;
     fn branches(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<BranchRow>>>;

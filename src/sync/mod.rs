@@ -44,6 +44,8 @@ pub async fn lock_repository(repo_id: i64) -> tokio::sync::OwnedMutexGuard<()> {
 pub struct RepositoryLock {
     _in_process: tokio::sync::OwnedMutexGuard<()>,
     _file: std::fs::File,
+    /// PostgreSQL's advisory lock, for instances on other hosts.
+    _database: Option<crate::storage::copy::RepositoryGuard>,
 }
 
 fn lock_file_path(data_dir: &Path, repo_id: i64) -> PathBuf {
@@ -70,7 +72,7 @@ pub async fn lock_repository_everywhere(data_dir: &Path, repo_id: i64) -> anyhow
     })
     .await
     .context("locking the repository failed")??;
-    Ok(RepositoryLock { _in_process: in_process, _file: file })
+    Ok(RepositoryLock { _in_process: in_process, _file: file, _database: None })
 }
 
 /// Progress of a long sync, for the CLI's progress bar. `Mirrored` ends `add`'s first
@@ -133,10 +135,13 @@ impl SyncEngine {
         }
     }
 
-    /// One git sync of `repo_id` at a time, in this process and across processes: hold
-    /// it from reading the stored heads to storing the effects.
+    /// One git sync of `repo_id` at a time, in this process, across processes of this
+    /// host, and (on PostgreSQL) across hosts: hold it from reading the stored heads to
+    /// storing the effects.
     pub async fn lock(&self, repo_id: i64) -> anyhow::Result<RepositoryLock> {
-        lock_repository_everywhere(&self.data_dir, repo_id).await
+        let mut lock = lock_repository_everywhere(&self.data_dir, repo_id).await?;
+        lock._database = self.copy.lock_repository(repo_id).await?;
+        Ok(lock)
     }
 
     pub fn mirror_path(&self, repo_id: i64) -> PathBuf {

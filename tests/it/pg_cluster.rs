@@ -314,3 +314,42 @@ async fn when_the_leader_dies_another_instance_leads_within_one_lease_and_polls(
     drop(daemons);
     schema.drop_schema().await;
 }
+
+/// The git sync lock across hosts: a repository's advisory lock in the database, taken by
+/// one instance's store, refused to everyone else while held, handed to the next taker
+/// when the guard is dropped, and released by it in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repositorys_git_sync_lock_lives_in_the_database_for_every_host() {
+    use futurnal::storage::backend::{Backend, Purpose};
+    let Some(schema) = PgSchema::new().await else { return };
+    let open = || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::helpers::sqlite_config_for(dir.path(), "");
+        config.database = futurnal::config::DatabaseUrl::Postgres(schema.url.clone());
+        config.postgres.schema = Some(schema.schema.clone());
+        async move { (Backend::open(&config, Purpose::Command).await.unwrap(), dir) }
+    };
+    let ((host_a, _dir_a), (host_b, _dir_b)) = (open().await, open().await);
+    let (admin, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let held_elsewhere = || async {
+        // Granted to some session right now.
+        let key = "SELECT objid::INT FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = 7";
+        !admin.query(key, &[]).await.unwrap().is_empty()
+    };
+    let guard_a = host_a.copy.lock_repository(7).await.unwrap().expect("PostgreSQL locks in the database");
+    assert!(held_elsewhere().await, "the lock is in the database");
+    let copy_b = host_b.copy.clone();
+    let waiting = tokio::spawn(async move { copy_b.lock_repository(7).await.unwrap() });
+    let limit = Duration::from_secs(10);
+    // B keeps trying while A holds it; once A lets go, B has it.
+    assert!(!waiting.is_finished(), "B cannot have it while A holds it");
+    drop(guard_a);
+    let guard_b = tokio::time::timeout(limit, waiting).await.expect("B takes it once A let go").unwrap();
+    assert!(held_elsewhere().await, "now B holds it");
+    drop(guard_b);
+    wait_until(limit, "B's lock to be released", || async { !held_elsewhere().await }).await;
+    host_a.close();
+    host_b.close();
+    schema.drop_schema().await;
+}

@@ -465,7 +465,64 @@ impl PgCopyStore {
     }
 }
 
+/// A repository's advisory lock, held by one pooled session: unlocked when dropped (the
+/// session closed instead if that fails, which releases it too).
+struct AdvisoryLock {
+    client: Option<deadpool_postgres::Object>,
+    key: (i32, i32),
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        let (class, object) = self.key;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            drop(deadpool_postgres::Object::take(client));
+            return;
+        };
+        runtime.spawn(async move {
+            let unlocked = client.query_one("SELECT pg_advisory_unlock($1, $2)", &[&class, &object]).await;
+            if !matches!(unlocked.map(|r| r.get::<_, bool>(0)), Ok(true)) {
+                // Not back to the pool with the lock possibly held: closing the session frees it.
+                drop(deadpool_postgres::Object::take(client));
+            }
+        });
+    }
+}
+
+/// The advisory lock key of a repository's git sync: its id, in a class of this schema's
+/// own (another schema's repository with the same id then rarely shares the key; when it
+/// does, the only cost is waiting).
+fn sync_lock_key(db: &PgDb, repo_id: i64) -> (i32, i32) {
+    let class = db.work_channel.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    (class as i32, repo_id as i32)
+}
+
 impl CopyStore for PgCopyStore {
+    fn lock_repository(
+        &self,
+        repo_id: i64,
+    ) -> BoxFuture<'_, StoreResult<Option<crate::storage::copy::RepositoryGuard>>> {
+        Box::pin(async move {
+            let (class, object) = sync_lock_key(&self.db, repo_id);
+            let mut pause = std::time::Duration::from_millis(20);
+            // Tried, not waited for inside the database: a waiting session would hold a
+            // pooled connection the holder may need to store its changes.
+            loop {
+                let client = self.db.client().await?;
+                let taken: bool =
+                    client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&class, &object]).await?.get(0);
+                if taken {
+                    let guard = AdvisoryLock { client: Some(client), key: (class, object) };
+                    return Ok(Some(Box::new(guard) as crate::storage::copy::RepositoryGuard));
+                }
+                drop(client);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+        })
+    }
+
     fn apply(&self, repo_id: i64, effects: Vec<Effect>) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let mut client = self.db.client().await?;
