@@ -78,11 +78,11 @@ pub async fn status_page(State(state): State<Arc<AppState>>) -> Response {
             rfc3339_opt(r.synced_at_ms).unwrap_or_else(|| "-".into()),
         );
     }
-    page.push_str("</table><h2>Recent deliveries</h2><table><tr><th>Delivery</th><th>Event</th><th>Action</th><th>Repository</th><th>Received</th><th>Status</th><th>Attempts</th><th>Error</th></tr>");
+    page.push_str("</table><h2>Recent deliveries</h2><table><tr><th>Delivery</th><th>Event</th><th>Action</th><th>Repository</th><th>Received</th><th>Status</th><th>Attempts</th><th>Worker</th><th>Error</th></tr>");
     for d in &recent {
         let _ = write!(
             page,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(d.status.as_str()),
             escape(&d.delivery_id),
             escape(&d.event),
@@ -91,6 +91,7 @@ pub async fn status_page(State(state): State<Arc<AppState>>) -> Response {
             rfc3339(d.received_at_ms),
             escape(d.status.as_str()),
             d.attempts,
+            escape(d.worker.as_deref().unwrap_or("-")),
             escape(d.last_error.as_deref().unwrap_or("")),
         );
     }

@@ -458,6 +458,27 @@ async fn health_on_both_listeners_and_metrics_on_admin() {
     let page = app.client.get(format!("http://{}/", app.admin)).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("octo/hello") && page.contains("Recent deliveries") && page.contains("push"), "{page}");
     assert!(!page.contains(SECRET));
+    // Alone on its database, this instance leads: /health, /metrics and the page say so.
+    let health = || async {
+        let url = format!("http://{}/health", app.admin);
+        app.client.get(url).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    wait_until(Duration::from_secs(10), "the one instance to lead", || async { health().await["leader"] == true })
+        .await;
+    let h = health().await;
+    let me = h["instance"].as_str().unwrap().to_owned();
+    assert_eq!(h["instances"].as_array().unwrap().len(), 1, "{h}");
+    assert_eq!(
+        (h["instances"][0]["name"].as_str(), &h["instances"][0]["leader"]),
+        (Some(me.as_str()), &Value::Bool(true))
+    );
+    let metrics = app.client.get(format!("http://{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!("futurnal_leader{{instance=\"{me}\"}} 1")), "{metrics}");
+    let page = app.client.get(format!("http://{}/", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Instances") && page.contains(&format!("{me} (this one)")) && page.contains(">leader<"),
+        "{page}"
+    );
     app.stop().await;
 }
 
