@@ -848,3 +848,75 @@ async fn enqueues_racing_for_one_domain_from_three_receivers_are_numbered_in_com
     );
     cluster.finish().await;
 }
+
+/// An instance started again after its leases expired, while another instance takes one
+/// of its claims over: the start's recovery and the claim each wait for the other's locks
+/// in turn (the claim holds the domain's row and updates the delivery; the recovery
+/// must not hold the delivery while it waits for the domain), and neither is refused as
+/// a deadlock: the claim goes through, the start recovers, and the delivery stays with the
+/// instance that took it over. Driven step by step: this test's session plays the
+/// claimer, in the claim's own lock order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_recovering_while_another_instance_takes_over_its_claims_deadlocks_nobody() {
+    use futurnal::domain::DeliveryId;
+    use futurnal::storage::postgres::queue::PgQueue;
+    use futurnal::storage::postgres::{PgDb, PostgresOptions};
+    use futurnal::storage::queue::{Claimer, InitialStatus, NewDelivery, Queue, StoredBody};
+    let Some(cluster) = Cluster::new(&[], "").await else { return };
+    let options = PostgresOptions { schema: Some(cluster.schema.schema.clone()), pool_size: 2 };
+    let queue = Arc::new(PgQueue::new(Arc::new(PgDb::open(&cluster.url, options).await.unwrap())));
+    let delivery = NewDelivery {
+        delivery_id: DeliveryId::random(),
+        event: "issues".into(),
+        action: Some("edited".into()),
+        repository: Some(repo_name(0)),
+        repository_github_id: Some(GITHUB_ID),
+        hook_id: None,
+        received_at_ms: futurnal::time::now_ms(),
+        body: StoredBody::compress(&issue_body(0, 1)),
+        initial: InitialStatus::Queued,
+    };
+    let id = delivery.delivery_id.to_string();
+    queue.enqueue(delivery).await.unwrap();
+    let old = Claimer { instance: "restarted".into(), lease_ms: 0 };
+    assert_eq!(queue.claim_as(&old, 4, 8).await.unwrap().len(), 1);
+    let (deliveries, domains) = (cluster.table("deliveries"), cluster.table("queue_domains"));
+    let expired = format!(
+        "SELECT lease_until < (extract(epoch FROM now()) * 1000)::BIGINT FROM {deliveries} WHERE delivery_id = $1"
+    );
+    wait_until(Duration::from_secs(10), "the lease to expire by the database's clock", || async {
+        cluster.db.query_one(&expired, &[&id]).await.unwrap().get::<_, bool>(0)
+    })
+    .await;
+
+    // Another instance's claim has found the domain ready and holds its row.
+    let (mut claimer, connection) = tokio_postgres::connect(&cluster.schema.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let claim = claimer.transaction().await.unwrap();
+    claim.execute(&format!("SELECT 1 FROM {domains} WHERE domain = $1 FOR UPDATE"), &[&meta_domain(0)]).await.unwrap();
+    // The instance starts again and recovers: it waits for that row.
+    let recovery = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.recover("restarted").await }
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'";
+    wait_until(Duration::from_secs(10), "the recovery to wait for the domain's row", || async {
+        cluster.db.query_one(waiting, &[&cluster.application_name]).await.unwrap().get::<_, i64>(0) == 1
+    })
+    .await;
+    // The claim takes the delivery over, and commits.
+    let take_over = format!(
+        "UPDATE {deliveries} SET worker = 'took-over', fence = nextval('{}'), \
+         lease_until = (extract(epoch FROM now()) * 1000)::BIGINT + 60000 WHERE delivery_id = $1",
+        cluster.table("claim_fences")
+    );
+    let taken = tokio::time::timeout(Duration::from_secs(20), claim.execute(&take_over, &[&id])).await.unwrap();
+    assert_eq!(taken.map_err(|e| format!("{e:?}")), Ok(1), "the claim was refused");
+    claim.commit().await.unwrap();
+    let recovered = tokio::time::timeout(Duration::from_secs(20), recovery).await.unwrap().unwrap();
+    assert_eq!(recovered.map_err(|e| e.to_string()), Ok(0), "the start's recovery failed, or took the delivery back");
+    let row = cluster.stored_by_id().await.remove(&id).unwrap();
+    assert_eq!((row.status.as_str(), row.worker.as_deref()), ("processing", Some("took-over")), "{row:?}");
+    drop(queue);
+    cluster.finish().await;
+}
