@@ -378,11 +378,17 @@ pub struct Daemon {
 }
 
 pub fn start_daemon(data_dir: &Path, envs: &[(&str, &str)]) -> Daemon {
+    start_daemon_with(data_dir, envs, &[])
+}
+
+/// [`start_daemon`] with more `serve` arguments (e.g. `--no-poll`).
+pub fn start_daemon_with(data_dir: &Path, envs: &[(&str, &str)], args: &[&str]) -> Daemon {
     use std::io::{BufRead, BufReader};
     let stderr_path = data_dir.join(format!("daemon-{}.log", new_id()));
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let mut child = bin_in(data_dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

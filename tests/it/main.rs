@@ -12,6 +12,7 @@ mod keychain;
 mod migrate;
 mod payloads;
 mod pg_cluster;
+mod pg_cluster_faults;
 mod pg_faults;
 mod pg_hosts;
 mod pg_mode;

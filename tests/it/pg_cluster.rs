@@ -65,6 +65,50 @@ async fn a_hint_from_another_instance_wakes_the_workers_and_the_listener_comes_b
     schema.drop_schema().await;
 }
 
+/// However often the listening connection is killed, it is opened again at once (the
+/// backoff is for attempts that keep failing, not for a session that worked): the
+/// workers are woken within a moment every time, not after the longest pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_comes_back_at_once_however_often_its_connection_is_killed() {
+    let Some(schema) = PgSchema::new().await else { return };
+    let options = PostgresOptions { schema: Some(schema.schema.clone()), pool_size: 2 };
+    let listening = Arc::new(PgDb::open(&schema.url, options).await.unwrap());
+    let listens = Arc::new(AtomicUsize::new(0));
+    let wake: WakeFn = {
+        let listens = listens.clone();
+        Arc::new(move |why| {
+            if why == Wake::Listening {
+                listens.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let shutdown = CancellationToken::new();
+    let listener = tokio::spawn({
+        let (db, shutdown) = (listening.clone(), shutdown.clone());
+        async move { db.listen_for_work(wake, shutdown).await }
+    });
+    let (admin, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let channel = format!("LISTEN futurnal_work_{}", schema.schema);
+    wait_until(Duration::from_secs(10), "the listener to listen", || async { listens.load(Ordering::SeqCst) >= 1 })
+        .await;
+    // A backoff kept from one drop to the next would reach 1.6 s at the fifth and 3.2 s
+    // at the sixth; opened again at once, each takes a few milliseconds.
+    for kill in 1..=8 {
+        let killed = admin
+            .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = $1", &[&channel])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert_eq!(killed, 1, "one listening session");
+        let what = format!("the listener to listen again after kill {kill}");
+        wait_until(Duration::from_secs(2), &what, || async { listens.load(Ordering::SeqCst) > kill }).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), listener).await.unwrap().unwrap();
+    schema.drop_schema().await;
+}
+
 const REPO: &str = "octo/hello";
 const ZOMBIE_SECRET: &str = "zombie-test-secret";
 

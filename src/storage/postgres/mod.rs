@@ -73,6 +73,12 @@ pub struct PgDb {
     pub(crate) work_channel: String,
 }
 
+/// Why a listening session ended, and whether it had been listening.
+struct SessionEnd {
+    why: String,
+    listened: bool,
+}
+
 /// Whether the server answered the last attempt to connect, and if not, until when
 /// callers get "unavailable" without another attempt: while the server is away, a flood
 /// of requests costs no connection attempts, and each gets its 503 at once.
@@ -167,16 +173,22 @@ impl PgDb {
     /// is ready (`NOTIFY` on the schema's channel), until `shutdown`. Only a hint: the
     /// workers also look every second. The listening connection is its own; when it
     /// drops, it is opened again (with backoff), and the workers look at once, since a
-    /// hint may have been missed meanwhile.
+    /// hint may have been missed meanwhile. The backoff and the log's one line in ten
+    /// are for attempts that keep failing: after a session that listened, they start
+    /// afresh (else every later drop, however rare, would wait the longest pause unlogged).
     pub async fn listen_for_work(&self, wake: WakeFn, shutdown: CancellationToken) {
         let mut pause = FIRST_BACKOFF;
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             match self.listen_once(&wake, &shutdown).await {
                 Ok(()) => return,
-                Err(why) => {
+                Err(ended) => {
+                    if ended.listened {
+                        pause = FIRST_BACKOFF;
+                        failures = 0;
+                    }
                     if failures.is_multiple_of(10) {
-                        tracing::warn!(error = %why, "The work listener lost its connection; opening it again");
+                        tracing::warn!(error = %ended.why, "The work listener lost its connection; opening it again");
                     }
                     failures += 1;
                 }
@@ -189,10 +201,11 @@ impl PgDb {
         }
     }
 
-    /// One listening session: `Ok` at shutdown, the error that ended it otherwise.
-    async fn listen_once(&self, wake: &WakeFn, shutdown: &CancellationToken) -> Result<(), String> {
+    /// One listening session: `Ok` at shutdown, what ended it otherwise.
+    async fn listen_once(&self, wake: &WakeFn, shutdown: &CancellationToken) -> Result<(), SessionEnd> {
+        let failed = |why: String| SessionEnd { why, listened: false };
         let (client, mut connection) =
-            self.config.connect(self.connector.clone()).await.map_err(|e| error::describe(&e))?;
+            self.config.connect(self.connector.clone()).await.map_err(|e| failed(error::describe(&e)))?;
         let (hints, mut hinted) = tokio::sync::mpsc::unbounded_channel();
         let mut driver = tokio::spawn(async move {
             loop {
@@ -209,7 +222,7 @@ impl PgDb {
         let listening = client.batch_execute(&format!("LISTEN {}", self.work_channel)).await;
         if let Err(e) = listening {
             driver.abort();
-            return Err(error::describe(&e));
+            return Err(failed(error::describe(&e)));
         }
         // Hints may have been missed while this connection was being opened.
         wake(Wake::Listening);
@@ -221,10 +234,11 @@ impl PgDb {
                 }
                 Some(()) = hinted.recv() => wake(Wake::Hint),
                 ended = &mut driver => {
-                    return Err(match ended {
+                    let why = match ended {
                         Ok(Err(e)) => error::describe(&e),
                         _ => "the connection was closed".to_owned(),
-                    });
+                    };
+                    return Err(SessionEnd { why, listened: true });
                 }
             }
         }

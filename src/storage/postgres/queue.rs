@@ -619,6 +619,12 @@ impl Queue for PgQueue {
         Box::pin(async move {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
+            // Every domain locked first, in domain order: then the count below reads every
+            // enqueue committed to it, and the locks are taken as a claim takes them (the
+            // domain, then its deliveries). Holding a delivery while waiting for its domain
+            // would deadlock with another instance's claim of it (its lease expired), which
+            // holds the domain and waits for the delivery.
+            tx.execute("SELECT 1 FROM queue_domains ORDER BY domain FOR UPDATE", &[]).await?;
             // Other instances may be working: only what a stopped process of this host
             // (or this instance under its own name) left processing is queued again now;
             // the rest is claimed again when its lease runs out.
@@ -636,9 +642,7 @@ impl Queue for PgQueue {
                     &[&gone],
                 )
                 .await?;
-            // The counts are derived data: made exact again from the deliveries, each
-            // domain locked first so that the count reads every enqueue committed to it.
-            tx.execute("SELECT 1 FROM queue_domains ORDER BY domain FOR UPDATE", &[]).await?;
+            // The counts are derived data: made exact again from the deliveries.
             tx.execute(
                 &format!(
                     "UPDATE queue_domains q SET pending = (SELECT COUNT(*) FROM deliveries d \
