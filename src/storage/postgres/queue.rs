@@ -435,6 +435,15 @@ impl PgQueue {
         let tx = client.transaction().await?;
         let (changing, changing_fences): (Vec<i64>, Vec<i64>) =
             reports.iter().filter(|r| r.changes.is_some()).map(|r| (r.handle.raw(), r.handle.fence())).unzip();
+        // The domains first, then the deliveries: the order a claim takes them in (a
+        // claim taking these over after their lease expired holds the domain and wants
+        // the deliveries; the other order could deadlock with it).
+        tx.execute(
+            "SELECT 1 FROM queue_domains WHERE domain IN (SELECT domain FROM deliveries WHERE id = ANY($1)) \
+             ORDER BY domain FOR UPDATE",
+            &[&changing],
+        )
+        .await?;
         let held = tx
             .query(
                 "SELECT d.id FROM deliveries d JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, fence) \
