@@ -1,6 +1,7 @@
 //! The one integration test binary: the real server on port 0, spoken to over HTTP, and
 //! the real `futurnal` binary where a whole process is the point (signals, kill -9, CLI).
 
+mod burst;
 mod cli;
 mod contract;
 mod copy;

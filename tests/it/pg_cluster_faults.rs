@@ -9,12 +9,12 @@
 //! transaction that stores them, with the database's clock).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
 
+use crate::burst::{acknowledged_ids, Answer, Burst};
 use crate::contract::PgSchema;
 use crate::helpers::*;
 
@@ -64,19 +64,9 @@ fn push_of(repo: usize, after: &str) -> Vec<u8> {
     push_payload(&repo_name(repo), GITHUB_ID + repo as u64, "refs/heads/main", &"1".repeat(40), after)
 }
 
-/// Sends one signed delivery: the status, or why no answer came.
+/// Sends one delivery signed with the cluster's secret.
 async fn send(client: &reqwest::Client, url: &str, event: &str, id: &str, body: &[u8]) -> Result<u16, String> {
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-github-event", event)
-        .header("x-github-delivery", id)
-        .header("x-hub-signature-256", signature(CLUSTER_SECRET, body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .map_err(|e| format!("{e:?}"))
+    crate::burst::send(client, url, CLUSTER_SECRET, event, id, body).await
 }
 
 /// One `serve` process of the cluster: its name, data dir and config file.
@@ -329,91 +319,6 @@ where
     }
 }
 
-/// One request: where it went, when it went out and came back, and the answer.
-#[derive(Debug, Clone)]
-struct Answer {
-    id: String,
-    receiver: usize,
-    sent: Instant,
-    answered: Instant,
-    status: Result<u16, String>,
-}
-
-impl Answer {
-    fn acknowledged(&self) -> bool {
-        matches!(self.status, Ok(s) if (200..300).contains(&s))
-    }
-}
-
-/// Signed deliveries with fresh ids from `clients` senders at once: the `n`-th is
-/// `make(n)`, sent to receiver `n` modulo their number (whichever address is in
-/// `targets` then), until `limit` were sent or [`Burst::finish`].
-struct Burst {
-    answers: Arc<Mutex<Vec<Answer>>>,
-    stop: Arc<AtomicBool>,
-    senders: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Burst {
-    fn start(
-        targets: Arc<Mutex<Vec<String>>>,
-        clients: usize,
-        limit: u64,
-        make: fn(u64) -> (&'static str, Vec<u8>),
-    ) -> Self {
-        futurnal::install_tls_provider();
-        let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let next = Arc::new(AtomicU64::new(0));
-        let senders = (0..clients)
-            .map(|_| {
-                let (targets, answers, stop, next) = (targets.clone(), answers.clone(), stop.clone(), next.clone());
-                tokio::spawn(async move {
-                    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-                    while !stop.load(Ordering::SeqCst) {
-                        let n = next.fetch_add(1, Ordering::SeqCst);
-                        if n >= limit {
-                            return;
-                        }
-                        let sent = Instant::now();
-                        let (receiver, url) = {
-                            let targets = targets.lock().unwrap();
-                            let receiver = (n % targets.len() as u64) as usize;
-                            (receiver, targets[receiver].clone())
-                        };
-                        let (event, body) = make(n);
-                        let id = new_id();
-                        let status = send(&client, &url, event, &id, &body).await;
-                        answers.lock().unwrap().push(Answer { id, receiver, sent, answered: Instant::now(), status });
-                    }
-                })
-            })
-            .collect();
-        Self { answers, stop, senders }
-    }
-
-    fn count(&self, which: impl Fn(&Answer) -> bool) -> usize {
-        self.answers.lock().unwrap().iter().filter(|a| which(a)).count()
-    }
-
-    /// Waits until at least `n` answers are `which`, or fails after `limit`.
-    async fn wait_for(&self, what: &str, limit: Duration, n: usize, which: impl Fn(&Answer) -> bool) {
-        wait_until(limit, &format!("{n} {what}"), || async { self.count(&which) >= n }).await;
-    }
-
-    async fn finish(self) -> Vec<Answer> {
-        self.stop.store(true, Ordering::SeqCst);
-        for sender in self.senders {
-            sender.await.unwrap();
-        }
-        self.answers.lock().unwrap().clone()
-    }
-}
-
-fn acknowledged_ids(answers: &[Answer]) -> Vec<String> {
-    answers.iter().filter(|a| a.acknowledged()).map(|a| a.id.clone()).collect()
-}
-
 /// Every stored delivery is done and every acknowledged one stored; each stored its
 /// changes exactly once, under the claim that finished it (the token and place on the
 /// audit row are the delivery's), and nothing else stored any.
@@ -524,7 +429,7 @@ async fn an_instance_killed_mid_burst_loses_nothing_and_every_domain_stays_in_or
         cluster.start(i);
     }
     let targets = Arc::new(Mutex::new((0..3).map(|i| cluster.url(i)).collect::<Vec<_>>()));
-    let burst = Burst::start(targets.clone(), 32, u64::MAX, spread_issue);
+    let burst = Burst::start(targets.clone(), 32, u64::MAX, CLUSTER_SECRET, spread_issue);
     let limit = Duration::from_secs(30);
     burst.wait_for("acknowledgements before the kill", limit, 300, Answer::acknowledged).await;
     wait_until(limit, "fault-c to hold claims", || async { !cluster.processing_by("fault-c").await.is_empty() }).await;
@@ -617,7 +522,7 @@ async fn sessions_of_two_instances_killed_mid_burst_lose_nothing_and_apply_nothi
     let limit = Duration::from_secs(20);
     wait_until(limit, "both instances to listen", || async { cluster.listening().await == 2 }).await;
     let targets = Arc::new(Mutex::new(vec![cluster.url(0), cluster.url(1)]));
-    let burst = Burst::start(targets, 16, u64::MAX, spread_issue);
+    let burst = Burst::start(targets, 16, u64::MAX, CLUSTER_SECRET, spread_issue);
     burst.wait_for("acknowledgements before the first kill", limit, 100, Answer::acknowledged).await;
     let (mut killed, mut listeners) = (0, 0);
     for round in 0..5 {
@@ -790,7 +695,7 @@ async fn enqueues_racing_for_one_domain_from_three_receivers_are_numbered_in_com
         cluster.start_with(i, &["--role", "receiver"]);
     }
     let targets = Arc::new(Mutex::new((0..3).map(|i| cluster.url(i)).collect::<Vec<_>>()));
-    let burst = Burst::start(targets, 24, DELIVERIES, |n| ("issues", issue_body(0, n)));
+    let burst = Burst::start(targets, 24, DELIVERIES, CLUSTER_SECRET, |n| ("issues", issue_body(0, n)));
     burst.wait_for("answers", Duration::from_secs(30), DELIVERIES as usize, |_| true).await;
     let answers = burst.finish().await;
     let odd: Vec<&Answer> = answers.iter().filter(|a| a.status != Ok(202)).collect();

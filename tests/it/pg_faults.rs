@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use futurnal::storage::queue::{ClaimedDelivery, DeliveryStatus};
 use futurnal::storage::BoxFuture;
 use serde_json::Value;
 
+use crate::burst::{Answer, Burst};
 use crate::helpers::*;
 use crate::pg_server::{Auth, PrivatePostgres};
 
@@ -38,78 +38,9 @@ impl DeliveryHandler for Counting {
     }
 }
 
-/// One request of the burst: when it went out, when its answer came, and the answer.
-#[derive(Debug, Clone)]
-struct Answer {
-    id: String,
-    sent: Instant,
-    answered: Instant,
-    status: Result<u16, String>,
-}
-
-impl Answer {
-    fn acknowledged(&self) -> bool {
-        matches!(self.status, Ok(s) if (200..300).contains(&s))
-    }
-}
-
-/// Signed push deliveries with fresh delivery ids, sent by a few clients at once until
-/// stopped; every answer is recorded.
-struct Burst {
-    answers: Arc<Mutex<Vec<Answer>>>,
-    stop: Arc<AtomicBool>,
-    senders: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Burst {
-    fn start(url: String, clients: usize) -> Self {
-        let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let body = Arc::new(push_body(REPO, 1));
-        let senders = (0..clients)
-            .map(|_| {
-                let (url, answers, stop, body) = (url.clone(), answers.clone(), stop.clone(), body.clone());
-                tokio::spawn(async move {
-                    futurnal::install_tls_provider();
-                    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-                    while !stop.load(Ordering::SeqCst) {
-                        let id = new_id();
-                        let sent = Instant::now();
-                        let status = client
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .header("x-github-event", "push")
-                            .header("x-github-delivery", &id)
-                            .header("x-hub-signature-256", signature(SECRET, &body))
-                            .body(body.to_vec())
-                            .send()
-                            .await
-                            .map(|r| r.status().as_u16())
-                            .map_err(|e| format!("{e:?}"));
-                        answers.lock().unwrap().push(Answer { id, sent, answered: Instant::now(), status });
-                    }
-                })
-            })
-            .collect();
-        Self { answers, stop, senders }
-    }
-
-    fn count(&self, which: impl Fn(&Answer) -> bool) -> usize {
-        self.answers.lock().unwrap().iter().filter(|a| which(a)).count()
-    }
-
-    /// Waits until at least `n` answers are `which`, or fails after `limit`.
-    async fn wait_for(&self, what: &str, limit: Duration, n: usize, which: impl Fn(&Answer) -> bool) {
-        wait_until(limit, &format!("{n} {what}"), || async { self.count(&which) >= n }).await;
-    }
-
-    async fn finish(self) -> Vec<Answer> {
-        self.stop.store(true, Ordering::SeqCst);
-        for sender in self.senders {
-            sender.await.unwrap();
-        }
-        self.answers.lock().unwrap().clone()
-    }
+/// Signed pushes from four clients at once to the app, until stopped.
+fn burst(app: &TestApp) -> Burst {
+    Burst::start(Arc::new(Mutex::new(vec![app.url()])), 4, u64::MAX, SECRET, |_| ("push", push_body(REPO, 1)))
 }
 
 async fn health(app: &TestApp) -> (u16, Value) {
@@ -204,7 +135,7 @@ async fn postgresql_restarted_during_a_burst_is_503_while_away_then_nothing_ackn
     let Some(mut pg) = PrivatePostgres::start() else { return };
     let handler = Arc::new(Counting::default());
     let app = app_on(&pg, &handler).await;
-    let burst = Burst::start(app.url(), 4);
+    let burst = burst(&app);
     burst.wait_for("acknowledgements before the stop", Duration::from_secs(30), 100, Answer::acknowledged).await;
 
     pg.stop();
@@ -237,7 +168,7 @@ async fn sessions_killed_during_a_burst_lose_nothing_acknowledged_and_process_no
     let Some(pg) = PrivatePostgres::start() else { return };
     let handler = Arc::new(Counting::default());
     let app = app_on(&pg, &handler).await;
-    let burst = Burst::start(app.url(), 4);
+    let burst = burst(&app);
     burst.wait_for("acknowledgements before the first kill", Duration::from_secs(30), 100, Answer::acknowledged).await;
     let mut killed = 0;
     for round in 0..5 {
