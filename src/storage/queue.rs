@@ -325,7 +325,8 @@ pub trait Queue: Send + Sync {
         Box::pin(async move { self.finish(results.into_iter().map(Report::from).collect()).await })
     }
     /// Queues again what a previous process left `processing` (it crashed or was
-    /// killed), at the start of `instance`. Where one process owns the database (SQLite):
+    /// killed), at the start of `instance`, counting the attempt it never finished (as
+    /// an expired lease does), with `last_error` saying so. Where one process owns the database (SQLite):
     /// everything processing. Where several instances share it: what this instance left
     /// under its own name, or a stopped process of this host (see
     /// [`crate::instance::is_gone`]); the rest is claimed again when its lease expires.

@@ -242,7 +242,13 @@ async fn queue_recover_prune_backlog_paging_and_redelivery_records() {
         assert_eq!(lanes[0].len(), 2, "{name}");
         // A crash: what was processing is queued again at the next start.
         assert_eq!(q.recover("local").await.unwrap(), 2, "{name}");
-        assert_eq!(q.get(&ids[0]).await.unwrap().unwrap().status, DeliveryStatus::Queued);
+        let requeued = q.get(&ids[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (requeued.status, requeued.attempts),
+            (DeliveryStatus::Queued, 1),
+            "{name}: the cut-short attempt counts"
+        );
+        assert!(requeued.last_error.unwrap_or_default().contains("worker local stopped"), "{name}");
         let backlog = q.repository_backlog(Some(1), "o/r").await.unwrap();
         assert_eq!((backlog.queue_depth, backlog.failures), (5, 0), "{name}");
 

@@ -646,7 +646,8 @@ impl Queue for PgQueue {
             let gone: Vec<String> = workers.into_iter().filter(|w| crate::instance::is_gone(w, &instance)).collect();
             let requeued = tx
                 .execute(
-                    "UPDATE deliveries SET status = 'queued', lease_until = NULL \
+                    "UPDATE deliveries SET status = 'queued', lease_until = NULL, attempts = attempts + 1, \
+                     last_error = 'worker ' || worker || ' stopped before it finished' \
                      WHERE status = 'processing' AND worker = ANY($1)",
                     &[&gone],
                 )

@@ -347,7 +347,9 @@ impl Queue for SqliteQueue {
                 .db
                 .write(|c| {
                     let requeued = c.execute(
-                        "UPDATE deliveries SET status = 'queued', lease_until = NULL WHERE status = 'processing'",
+                        "UPDATE deliveries SET status = 'queued', lease_until = NULL, attempts = attempts + 1, \
+                         last_error = 'worker ' || COALESCE(worker, '?') || ' stopped before it finished' \
+                         WHERE status = 'processing'",
                         [],
                     )?;
                     let domains: Vec<String> = c
