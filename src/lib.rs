@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod output;
 pub mod poll;
+pub mod secret_key;
 pub mod secrets;
 pub mod serve;
 pub mod simulate;
