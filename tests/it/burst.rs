@@ -114,3 +114,15 @@ impl Burst {
 pub fn acknowledged_ids(answers: &[Answer]) -> Vec<String> {
     answers.iter().filter(|a| a.acknowledged()).map(|a| a.id.clone()).collect()
 }
+
+/// Every answer was a 2xx or a 503 (the database away), nothing else.
+pub fn assert_only_2xx_or_503(answers: &[Answer]) {
+    let odd: Vec<&Answer> = answers.iter().filter(|a| !a.acknowledged() && a.status != Ok(503)).collect();
+    assert!(
+        odd.is_empty(),
+        "answers other than 2xx and 503: {} of {}: {:?}",
+        odd.len(),
+        answers.len(),
+        &odd[..odd.len().min(5)]
+    );
+}

@@ -112,17 +112,23 @@ async fn the_listener_comes_back_at_once_however_often_its_connection_is_killed(
 const REPO: &str = "octo/hello";
 const ZOMBIE_SECRET: &str = "zombie-test-secret";
 
+/// The binary on data dir `dir` with `env`, its success checked: what it printed.
+fn run_cli(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let output =
+        crate::helpers::bin().arg("--data-dir").arg(dir).args(args).envs(env.iter().copied()).output().unwrap();
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `run_cli` with `--json`, its document parsed.
+fn cli_json(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> serde_json::Value {
+    let args: Vec<&str> = std::iter::once("--json").chain(args.iter().copied()).collect();
+    serde_json::from_str(&run_cli(dir, env, &args)).unwrap()
+}
+
 /// A delivery's record as `deliveries --json` prints it, read from the database.
 fn delivery_json(dir: &std::path::Path, env: &[(&str, &str)], id: &str) -> Option<serde_json::Value> {
-    let output = crate::helpers::bin()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--json", "sources", "github", "webhook", "deliveries", "--limit", "100"])
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let all: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let all = cli_json(dir, env, &["sources", "github", "webhook", "deliveries", "--limit", "100"]);
     all.as_array().unwrap().iter().find(|d| d["delivery_id"] == id).cloned()
 }
 
@@ -151,26 +157,20 @@ async fn a_stopped_worker_loses_its_lease_and_can_write_nothing_when_it_runs_aga
     // other holds the delivery.
     let delay = "test_handler_delay_ms = 3000\n";
     let (config_a, config_b) = (config(dir_a.path(), delay), config(dir_b.path(), delay));
-    let env_a = [
-        ("FUTURNAL_DATABASE_URL", schema.url.as_str()),
-        ("FUTURNAL_CONFIG", config_a.as_str()),
-        ("FUTURNAL_WEBHOOK_SECRET", ZOMBIE_SECRET),
-        ("FUTURNAL_INSTANCE", "worker-a"),
-    ];
-    let env_b = [
-        ("FUTURNAL_DATABASE_URL", schema.url.as_str()),
-        ("FUTURNAL_CONFIG", config_b.as_str()),
-        ("FUTURNAL_WEBHOOK_SECRET", ZOMBIE_SECRET),
-        ("FUTURNAL_INSTANCE", "worker-b"),
-    ];
-    let added = bin()
-        .arg("--data-dir")
-        .arg(dir_a.path())
-        .args(["sources", "github", "add", REPO, "--no-sync", "--clone-url", "file:///nonexistent.git"])
-        .envs(env_a)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    fn env<'a>(url: &'a str, config: &'a str, instance: &'a str) -> [(&'static str, &'a str); 4] {
+        [
+            ("FUTURNAL_DATABASE_URL", url),
+            ("FUTURNAL_CONFIG", config),
+            ("FUTURNAL_WEBHOOK_SECRET", ZOMBIE_SECRET),
+            ("FUTURNAL_INSTANCE", instance),
+        ]
+    }
+    let (env_a, env_b) = (env(&schema.url, &config_a, "worker-a"), env(&schema.url, &config_b, "worker-b"));
+    run_cli(
+        dir_a.path(),
+        &env_a,
+        &["sources", "github", "add", REPO, "--no-sync", "--clone-url", "file:///nonexistent.git"],
+    );
     let a = start_daemon(dir_a.path(), &env_a);
 
     let id = new_id();
@@ -224,30 +224,14 @@ async fn a_stopped_worker_loses_its_lease_and_can_write_nothing_when_it_runs_aga
     assert_eq!(done["worker"], "worker-b", "{done}");
     assert_eq!(done["attempts"], 2, "A's abandoned attempt counts: {done}");
     assert!(!b.stderr().contains("lease was lost"), "B kept its lease: {}", b.stderr());
-    let show = |dir: &std::path::Path, env: &[(&str, &str)]| {
-        let output = bin()
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--json", "sources", "github", "show", REPO])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
-    };
+    let show = |dir: &std::path::Path, env: &[(&str, &str)]| cli_json(dir, env, &["sources", "github", "show", REPO]);
     let synced_by_b = show(dir_b.path(), &env_b)["synced_at"].clone();
     assert!(synced_by_b.is_string(), "B stored the change");
     // Nothing from A afterwards either (its lane stopped when the lease was lost).
     let again = delivery_json(dir_b.path(), &env_b, &id).unwrap();
     assert_eq!(again, done, "the delivery keeps B's result");
     assert_eq!(show(dir_b.path(), &env_b)["synced_at"], synced_by_b, "no change from A reached the local copy");
-    let issues = bin()
-        .arg("--data-dir")
-        .arg(dir_b.path())
-        .args(["--json", "sources", "github", "issues", REPO])
-        .envs(env_b)
-        .output()
-        .unwrap();
-    let issues: serde_json::Value = serde_json::from_slice(&issues.stdout).unwrap();
+    let issues = cli_json(dir_b.path(), &env_b, &["sources", "github", "issues", REPO]);
     assert_eq!(issues.as_array().map(Vec::len), Some(1), "{issues}");
     assert!(!a.stderr().contains(ZOMBIE_SECRET) && !b.stderr().contains(ZOMBIE_SECRET));
     drop((a, b));
@@ -295,17 +279,9 @@ async fn when_the_leader_dies_another_instance_leads_within_one_lease_and_polls(
             ("FUTURNAL_INSTANCE", format!("node-{i}")),
         ]
     };
-    let with = |i: usize| env(i).map(|(k, v)| (k, v));
-    let envs: Vec<Vec<(&str, String)>> = (0..2).map(|i| with(i).to_vec()).collect();
+    let envs: Vec<Vec<(&str, String)>> = (0..2).map(|i| env(i).to_vec()).collect();
     let refs = |i: usize| envs[i].iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>();
-    let added = bin()
-        .arg("--data-dir")
-        .arg(dirs[0].path())
-        .args(["sources", "github", "add", REPO, "--clone-url", &remote.url()])
-        .envs(refs(0))
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    run_cli(dirs[0].path(), &refs(0), &["sources", "github", "add", REPO, "--clone-url", &remote.url()]);
     let mut daemons: Vec<Option<Daemon>> = (0..2).map(|i| Some(start_daemon(dirs[i].path(), &refs(i)))).collect();
     let admins: Vec<_> = daemons.iter().map(|d| d.as_ref().unwrap().admin).collect();
     let limit = Duration::from_secs(20);
@@ -343,15 +319,9 @@ async fn when_the_leader_dies_another_instance_leads_within_one_lease_and_polls(
     let dir = dirs[follower].path().to_owned();
     let follower_env = refs(follower);
     wait_until(limit, "the new leader's poller to sync the new commit", || {
-        let output = bin()
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--json", "sources", "github", "branches", REPO])
-            .envs(follower_env.iter().copied())
-            .output()
-            .unwrap();
+        let branches = run_cli(&dir, &follower_env, &["--json", "sources", "github", "branches", REPO]);
         let head = head.clone();
-        async move { String::from_utf8_lossy(&output.stdout).contains(&head) }
+        async move { branches.contains(&head) }
     })
     .await;
     eprintln!("leader failover took {took:?} with a {lease:?} lease");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
 
-use crate::burst::{acknowledged_ids, Answer, Burst};
+use crate::burst::{acknowledged_ids, assert_only_2xx_or_503, Answer, Burst};
 use crate::contract::PgSchema;
 use crate::helpers::*;
 
@@ -543,14 +543,7 @@ async fn sessions_of_two_instances_killed_mid_burst_lose_nothing_and_apply_nothi
     let answers = burst.finish().await;
     assert_eq!(listeners, 10, "every kill ended both listening sessions ({killed} sessions in all)");
 
-    let odd: Vec<&Answer> = answers.iter().filter(|a| !a.acknowledged() && a.status != Ok(503)).collect();
-    assert!(
-        odd.is_empty(),
-        "answers other than 2xx and 503: {} of {}: {:?}",
-        odd.len(),
-        answers.len(),
-        &odd[..odd.len().min(5)]
-    );
+    assert_only_2xx_or_503(&answers);
     let acknowledged = acknowledged_ids(&answers);
     cluster.wait_all_done(&acknowledged, Duration::from_secs(60)).await;
     let stored = cluster.stored().await;

@@ -15,7 +15,7 @@ use futurnal::storage::queue::{ClaimedDelivery, DeliveryStatus};
 use futurnal::storage::BoxFuture;
 use serde_json::Value;
 
-use crate::burst::{Answer, Burst};
+use crate::burst::{assert_only_2xx_or_503, Answer, Burst};
 use crate::helpers::*;
 use crate::pg_server::{Auth, PrivatePostgres};
 
@@ -64,14 +64,7 @@ async fn assert_health_unreachable(app: &TestApp) {
 /// The answers were 2xx or 503 only; every 2xx'd delivery is stored and ends processed
 /// (done), and no delivery reached the handler twice.
 async fn assert_every_acknowledged_delivery_processed_once(app: &TestApp, handler: &Counting, answers: &[Answer]) {
-    let odd: Vec<&Answer> = answers.iter().filter(|a| !a.acknowledged() && a.status != Ok(503)).collect();
-    assert!(
-        odd.is_empty(),
-        "answers other than 2xx and 503: {} of {}: {:?}",
-        odd.len(),
-        answers.len(),
-        &odd[..odd.len().min(5)]
-    );
+    assert_only_2xx_or_503(answers);
     let acked: Vec<&str> = answers.iter().filter(|a| a.acknowledged()).map(|a| a.id.as_str()).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

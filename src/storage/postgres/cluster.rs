@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use super::PgDb;
+use super::{PgDb, NOW_MS};
 use crate::storage::cluster::{Cluster, InstanceInfo, InstanceRecord};
 use crate::storage::{BoxFuture, StoreResult};
-
-const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::BIGINT";
 
 pub struct PgCluster {
     db: Arc<PgDb>,

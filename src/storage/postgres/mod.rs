@@ -32,6 +32,10 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The database's clock in milliseconds since the epoch (the transaction's start): every
+/// lease, retry and heartbeat time is read and written by it, never by a host's clock.
+pub(crate) const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::BIGINT";
+
 /// Any fixed number: the key of the advisory lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x6675_7475_726e_616c;
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
 use super::error::{from_db, to_db};
-use super::PgDb;
+use super::{PgDb, NOW_MS};
 use crate::domain::{ordering_domain, repo_key};
 use crate::storage::queue::{
     ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
@@ -31,10 +31,6 @@ use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
 
 const PENDING: &str = "('queued', 'processing', 'retrying')";
-
-/// The database's clock in milliseconds since the epoch (the transaction's start): every
-/// lease and retry time is read and written by it, never by a host's clock.
-const NOW_MS: &str = "(extract(epoch FROM now()) * 1000)::BIGINT";
 
 pub struct PgQueue {
     db: Arc<PgDb>,
