@@ -21,6 +21,7 @@ pub mod storage;
 pub mod sync;
 pub mod time;
 pub mod tunnel;
+pub mod vault;
 pub mod worker;
 
 /// Installs ring as the process's TLS crypto provider (reqwest and gix's https transport

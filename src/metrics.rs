@@ -76,7 +76,7 @@ impl ProcessOutcome {
     }
 }
 
-const SECRET_RELOAD_CAUSES: [&str; 3] = ["changed", "unreadable", "periodic"];
+const SECRET_RELOAD_CAUSES: [&str; 4] = ["changed", "unreadable", "mismatch", "periodic"];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -85,7 +85,7 @@ pub struct Metrics {
     polls: AtomicU64,
     poll_effects: AtomicU64,
     /// By cause: changed, unreadable, periodic.
-    secret_reloads: [AtomicU64; 3],
+    secret_reloads: [AtomicU64; 4],
     git_fetches: AtomicU64,
 }
 

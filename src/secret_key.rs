@@ -3,16 +3,33 @@
 //! stored in the database. Sealing is ChaCha20-Poly1305 with a random 96-bit nonce per
 //! value, and the value's purpose (for example `hook 42`) as associated data, so a
 //! sealed value copied to another row does not open there.
-//!
-//! The building block for per-hook secrets shared through PostgreSQL (issue 10): not
-//! used by the receiver yet.
+//! The key may also sit in the OS keychain (`futurnal db secret-key set`), read when the
+//! environment has none.
 
 use anyhow::{bail, Context};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 pub const ENV: &str = "FUTURNAL_SECRET_KEY";
+/// The keychain account of the key.
+pub const KEYCHAIN_ACCOUNT: &str = "secret-key";
 const NONCE_LEN: usize = 12;
+
+/// Where the key came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Environment,
+    Keychain,
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeySource::Environment => "the environment",
+            KeySource::Keychain => "the OS keychain",
+        })
+    }
+}
 
 /// The secret key. Its `Debug` shows nothing of it.
 pub struct SecretKey(Key);
@@ -40,6 +57,25 @@ impl SecretKey {
         match std::env::var(ENV) {
             Ok(value) if !value.trim().is_empty() => Self::from_hex(&value).map(Some),
             _ => Ok(None),
+        }
+    }
+
+    /// The key from the environment, else from the OS keychain (when there is one), and
+    /// where it came from. A malformed key is an error, never repeated.
+    pub fn discover() -> anyhow::Result<Option<(Self, KeySource)>> {
+        if let Some(key) = Self::from_env()? {
+            return Ok(Some((key, KeySource::Environment)));
+        }
+        let Ok(keychain) = crate::keychain::get() else { return Ok(None) };
+        match keychain.get(KEYCHAIN_ACCOUNT) {
+            Ok(Some(value)) => Self::from_hex(&value)
+                .map(|key| Some((key, KeySource::Keychain)))
+                .map_err(|_| anyhow::anyhow!("the {ENV} in the OS keychain is not 64 hex characters; set it again")),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "Could not read {ENV} from the OS keychain");
+                Ok(None)
+            }
         }
     }
 

@@ -59,7 +59,7 @@ pub struct SecretSet {
 /// secrets sees any later change as a new stamp. (A modification time would not do: two
 /// changes within one tick of a coarse file system clock can share it.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SecretsStamp(Option<u64>);
+pub struct SecretsStamp(pub Option<u64>);
 
 const GENERATION_FILE: &str = ".generation";
 
@@ -92,7 +92,7 @@ fn bump_generation(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A pending secret older than this is a leftover of an `enable` that died.
-const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl SecretSet {
     /// The secrets to try for a delivery from `hook_id`: that hook's own when it has
@@ -124,14 +124,26 @@ impl SecretSet {
     /// Builds the set from the configuration; with `create`, generates the data-dir
     /// secret file when no global secret is configured.
     pub fn load(config: &Config, create: bool) -> anyhow::Result<(Self, Option<SecretSource>)> {
+        // The stamp first: a change made while reading shows as stale next time.
+        let stamp = SecretsStamp::read(&config.data_dir);
+        let stored = read_hook_secrets(&config.data_dir)?;
+        Self::with_stored(config, create, stored, stamp)
+    }
+
+    /// The set of the global secrets (as [`SecretSet::load`]), `stored` per-hook and
+    /// pending ones (from wherever they are kept), and the configuration's own per-hook
+    /// secrets, which win.
+    pub fn with_stored(
+        config: &Config,
+        create: bool,
+        stored: StoredSecrets,
+        stamp: SecretsStamp,
+    ) -> anyhow::Result<(Self, Option<SecretSource>)> {
         let (current, source) = global_secret(config, create)?;
         let mut global: Vec<WebhookSecret> = current.into_iter().collect();
         if let Some(previous) = &config.webhook.previous_secret {
             global.push(WebhookSecret::new(previous.as_bytes()));
         }
-        // The stamp first: a change made while reading shows as stale next time.
-        let stamp = SecretsStamp::read(&config.data_dir);
-        let stored = read_hook_secrets(&config.data_dir)?;
         let mut per_hook = stored.per_hook;
         per_hook.extend(
             config.webhook.hook_secrets.iter().map(|(id, secret)| (*id, vec![WebhookSecret::new(secret.as_bytes())])),
@@ -244,8 +256,12 @@ fn points_to_keychain(path: &Path) -> bool {
 /// Where a hook's secrets were stored, for messages (never the secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookSecretLocation {
-    Keychain { account: String },
+    Keychain {
+        account: String,
+    },
     File(PathBuf),
+    /// Sealed with `FUTURNAL_SECRET_KEY` in the shared PostgreSQL database.
+    Database,
 }
 
 impl std::fmt::Display for HookSecretLocation {
@@ -255,6 +271,9 @@ impl std::fmt::Display for HookSecretLocation {
                 write!(f, "the OS keychain (service \"{}\", account \"{account}\")", crate::keychain::SERVICE)
             }
             Self::File(path) => write!(f, "{} (mode 0600)", path.display()),
+            Self::Database => {
+                f.write_str("the database, sealed with FUTURNAL_SECRET_KEY, for every instance that has the key")
+            }
         }
     }
 }
@@ -449,12 +468,18 @@ fn remove_slot(data_dir: &Path, slot: &Slot) -> anyhow::Result<()> {
     }
 }
 
-/// What the hook-secrets directory holds.
+/// What the hook-secrets directory (or the database) holds.
 #[derive(Default)]
-struct StoredSecrets {
-    per_hook: HashMap<u64, Vec<WebhookSecret>>,
-    pending: Vec<(std::time::SystemTime, WebhookSecret)>,
-    unreadable: std::collections::HashSet<u64>,
+pub struct StoredSecrets {
+    pub per_hook: HashMap<u64, Vec<WebhookSecret>>,
+    pub pending: Vec<(std::time::SystemTime, WebhookSecret)>,
+    pub unreadable: std::collections::HashSet<u64>,
+}
+
+/// The hooks with secrets in this host's data dir (or its keychain).
+pub fn local_hook_ids(data_dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(HOOK_SECRETS_DIR)) else { return Vec::new() };
+    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok()).collect()
 }
 
 /// Every hook's secrets, and the pending ones. A hook whose secrets cannot be read is

@@ -16,7 +16,6 @@ use crate::github::client::GitHubClient;
 use crate::handlers::{DeliveryHandler, EventHandlers};
 use crate::http::{self, AppState, Refresh, ServerOptions};
 use crate::metrics::Metrics;
-use crate::secrets::SecretSet;
 use crate::storage::backend::Backend;
 use crate::sync::SyncEngine;
 use crate::time::now_ms;
@@ -80,7 +79,9 @@ pub async fn run(
     overrides: Overrides,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (secrets, source) = SecretSet::load(&config, true)?;
+    let vault = Arc::new(crate::vault::Vault::new(&config, &backend)?);
+    let receives = listeners.webhook.is_some() && config.webhook.verify_signatures;
+    let (secrets, source) = vault.load(true).await?;
     if config.webhook.verify_signatures {
         if let Some(source) = &source {
             tracing::info!(source = %source, "Webhook signatures are verified with the global secret");
@@ -98,6 +99,7 @@ pub async fn run(
         &config,
         backend.queue.clone(),
         backend.registry.clone(),
+        vault.clone(),
         secrets,
         metrics.clone(),
         work_available.clone(),
@@ -123,10 +125,12 @@ pub async fn run(
         tasks.spawn(http::serve(listener, http::webhook_router(state.clone()), server_options, shutdown.clone()));
     }
     tasks.spawn(http::serve(listeners.admin, http::admin_router(state.clone()), server_options, shutdown.clone()));
+    let wake_workers = (config.serve.role != Role::Receiver).then(|| work_available.clone());
+    let secrets_changed = if receives { vault.on_change() } else { None };
+    if let Some(listener) = backend.listener(wake_workers, secrets_changed, shutdown.clone()) {
+        tasks.spawn(listener);
+    }
     if config.serve.role != Role::Receiver {
-        if let Some(listener) = backend.work_listener(work_available.clone(), shutdown.clone()) {
-            tasks.spawn(listener);
-        }
         let pool = WorkerPool {
             queue: backend.queue.clone(),
             handler: overrides.handler.unwrap_or_else(|| {
@@ -183,7 +187,7 @@ pub async fn run(
         leading: state.leading.clone(),
     };
     tasks.spawn(leadership.run(singletons, shutdown.clone()));
-    tasks.spawn(maintenance(state, config.clone(), shutdown.clone()));
+    tasks.spawn(maintenance(state, shutdown.clone()));
     for task in overrides.extra_tasks {
         tasks.spawn(task);
     }
@@ -259,7 +263,7 @@ async fn follow_ngrok(
             if old == current {
                 continue;
             }
-            let Some(secret) = crate::secrets::current_hook_secret(&config.data_dir, hook_id) else {
+            let Some(secret) = state.vault.current_hook_secret(hook_id).await else {
                 tracing::warn!(repository = %repo.full_name, hook_id, "The hook's secret file is missing; run `webhook enable` again");
                 continue;
             };
@@ -329,7 +333,7 @@ async fn catch_up_loop(state: Arc<AppState>, github: Option<Arc<GitHubClient>>, 
 
 /// Keeps the tracked-repository set and the queue depth fresh, prunes old deliveries and
 /// forgets idle rate-limit entries.
-async fn maintenance(state: Arc<AppState>, config: Config, shutdown: CancellationToken) {
+async fn maintenance(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut ticks: u64 = 0;
     loop {
@@ -341,25 +345,22 @@ async fn maintenance(state: Arc<AppState>, config: Config, shutdown: Cancellatio
         if let Err(e) = state.tracked.reload().await {
             tracing::warn!(error = %e, "Refreshing tracked repositories failed");
         }
-        // Rotations GitHub confirmed (or that outlived their grace period) end here. Off
-        // the async threads: secrets may sit in the OS keychain, a D-Bus round trip away.
+        // Rotations GitHub confirmed (or that outlived their grace period) end here.
         let confirmed: Vec<u64> = state.rotation_confirmed.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        let data_dir = config.data_dir.clone();
-        let finished = tokio::task::spawn_blocking(move || {
-            for hook in confirmed.into_iter().chain(crate::secrets::stale_rotations(&data_dir, ROTATION_GRACE)) {
-                match crate::secrets::finish_rotation(&data_dir, hook) {
-                    Ok(()) => {
-                        tracing::info!(hook_id = hook, "Secret rotation finished; the old secret is no longer accepted")
-                    }
-                    Err(e) => {
-                        tracing::warn!(hook_id = hook, error = %format!("{e:#}"), "Could not finish a secret rotation")
-                    }
+        let stale =
+            if ticks.is_multiple_of(30) { state.vault.stale_rotations(ROTATION_GRACE).await } else { Vec::new() };
+        for hook in confirmed.into_iter().chain(stale) {
+            match state.vault.finish_rotation(hook).await {
+                Ok(()) => {
+                    tracing::info!(hook_id = hook, "Secret rotation finished; the old secret is no longer accepted")
+                }
+                Err(e) => {
+                    tracing::warn!(hook_id = hook, error = %format!("{e:#}"), "Could not finish a secret rotation")
                 }
             }
-        })
-        .await;
-        if let Err(e) = finished {
-            tracing::warn!(error = %e, "Finishing secret rotations failed");
+        }
+        if ticks.is_multiple_of(30) {
+            state.vault.forget_expired_pending().await;
         }
         // Deliveries reload what the CLI changed as soon as they arrive; this reads
         // everything again as a backstop (secret files written by hand, keychain entries

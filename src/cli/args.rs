@@ -58,6 +58,24 @@ pub enum DbCommand {
     /// Copy the embedded SQLite database into an empty PostgreSQL database, verify the copy,
     /// and say what to change in the configuration.
     Migrate(MigrateArgs),
+    /// FUTURNAL_SECRET_KEY, which seals the hook secrets shared through PostgreSQL: keep
+    /// it in the OS keychain instead of the environment, or see where it comes from.
+    SecretKey {
+        #[command(subcommand)]
+        command: SecretKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretKeyCommand {
+    /// Store the key read from standard input (64 hex characters, the same on every
+    /// instance; for example made with `openssl rand -hex 32`) in the OS keychain.
+    Set,
+    /// Delete the key from the OS keychain.
+    Remove,
+    /// Say where the key comes from and how many of the database's sealed secrets it
+    /// opens (never the key).
+    Status,
 }
 
 #[derive(Args)]

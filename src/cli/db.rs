@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::bail;
 use serde_json::{json, Map, Value};
 
-use super::args::{DbCommand, MigrateArgs};
+use super::args::{DbCommand, MigrateArgs, SecretKeyCommand};
 use super::progress::MigrateReporter;
 use crate::config::{redact_url, Config, DatabaseUrl};
 use crate::output::{print_json, print_table};
@@ -18,7 +18,67 @@ use crate::time::rfc3339;
 pub(super) async fn db(config: Config, config_file: Option<&Path>, command: DbCommand) -> anyhow::Result<()> {
     match command {
         DbCommand::Migrate(args) => migrate(&config, config_file, args).await,
+        DbCommand::SecretKey { command } => secret_key(&config, command).await,
     }
+}
+
+/// `db secret-key`: the key's keychain entry, and what it opens; nothing of it printed.
+async fn secret_key(config: &Config, command: SecretKeyCommand) -> anyhow::Result<()> {
+    use crate::secret_key::{SecretKey, ENV, KEYCHAIN_ACCOUNT};
+    let keychain = || {
+        crate::keychain::get().map_err(|why| {
+            anyhow::anyhow!("there is no OS keychain here ({why}); set {ENV} in the environment instead")
+        })
+    };
+    let message = match command {
+        SecretKeyCommand::Set => {
+            let mut input = String::new();
+            let stdin = std::io::stdin();
+            if std::io::IsTerminal::is_terminal(&stdin) {
+                eprint!("{ENV} (64 hex characters): ");
+                stdin.read_line(&mut input)?;
+            } else {
+                std::io::Read::read_to_string(&mut stdin.lock(), &mut input)?;
+            }
+            SecretKey::from_hex(&input)?;
+            keychain()?.set(KEYCHAIN_ACCOUNT, input.trim())?;
+            "stored in the OS keychain".to_owned()
+        }
+        SecretKeyCommand::Remove => {
+            keychain()?.delete(KEYCHAIN_ACCOUNT)?;
+            "removed from the OS keychain".to_owned()
+        }
+        SecretKeyCommand::Status => {
+            let backend =
+                crate::storage::backend::Backend::open(config, crate::storage::backend::Purpose::Command).await?;
+            let status = crate::vault::Vault::new(config, &backend)?.key_status().await?;
+            let source = match status.source {
+                Some(source) => format!("from {source}"),
+                None => format!("none (set {ENV}, or run `futurnal db secret-key set`)"),
+            };
+            if config.json {
+                print_json(&json!({
+                    "key": status.source.map(|s| s.to_string()),
+                    "sealed_secrets": status.sealed,
+                    "opened": status.opened,
+                }));
+                return Ok(());
+            }
+            match status.sealed {
+                None => format!("{source}; the database is SQLite, where hook secrets stay in this host's data dir"),
+                Some(sealed) => format!(
+                    "{source}; it opens {} of the {sealed} sealed hook secret(s) in the database",
+                    status.opened
+                ),
+            }
+        }
+    };
+    if config.json {
+        print_json(&json!({ "key": message }));
+    } else {
+        println!("{ENV}: {message}");
+    }
+    Ok(())
 }
 
 async fn migrate(config: &Config, config_file: Option<&Path>, args: MigrateArgs) -> anyhow::Result<()> {

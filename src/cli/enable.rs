@@ -63,18 +63,19 @@ pub(super) async fn enable(config: &Config, backend: &Backend, args: EnableArgs)
         crate::secrets::required_keychain()?;
     }
     let github = client(config)?;
+    let vault = crate::vault::Vault::new(config, backend)?;
     let secret = crate::secrets::generate_secret();
     let started = now_ms();
     // A secret is usable by the receiver before GitHub can sign with it: GitHub pings a
     // new hook the moment it exists (and signs with the new secret the moment an update
     // lands), before this command knows the hook's id, so the secret is first stored as
     // pending, which a running receiver accepts for any hook until it is filed under the id.
-    let pending = crate::secrets::store_pending_secret(config, &secret)?;
+    let pending = vault.store_pending(&secret).await?;
     let made = hooks::create_or_update(&github, &repo.full_name, &url, &secret, &events).await;
     let (hook, created) = match made {
         Ok(made) => made,
         Err(e) => {
-            if let Err(cleanup) = pending.remove() {
+            if let Err(cleanup) = vault.remove_pending(pending).await {
                 tracing::warn!(error = %format!("{cleanup:#}"), "Could not remove the pending secret");
             }
             return Err(e.into());
@@ -82,16 +83,16 @@ pub(super) async fn enable(config: &Config, backend: &Backend, args: EnableArgs)
     };
     // The old secret (when re-enabling) stays accepted next to the new one until the next
     // enable: deliveries GitHub signed before the update are not refused.
-    let previous = repo
-        .hook_id
-        .filter(|id| *id == hook.id)
-        .and_then(|id| crate::secrets::current_hook_secret(&config.data_dir, id));
+    let previous = match repo.hook_id.filter(|id| *id == hook.id) {
+        Some(id) => vault.current_hook_secret(id).await,
+        None => None,
+    };
     let mut kept = vec![secret.as_str()];
     if let Some(previous) = previous.as_deref() {
         kept.push(previous);
     }
-    let (location, no_keychain) = crate::secrets::store_hook_secrets(config, hook.id, &kept)?;
-    pending.remove().context("failed to remove the pending secret")?;
+    let (location, no_keychain) = vault.store_hook(hook.id, &kept).await?;
+    vault.remove_pending(pending).await.context("failed to remove the pending secret")?;
     backend.registry.set_hook(repo.id, Some(HookRef { id: hook.id, url: url.clone(), tunnel: tunnel.clone() })).await?;
 
     // A smee channel keeps nothing for a listener that is not there yet, and a running

@@ -24,6 +24,7 @@ pub(super) fn location_kind(location: &crate::secrets::HookSecretLocation) -> &'
     match location {
         crate::secrets::HookSecretLocation::Keychain { .. } => "keychain",
         crate::secrets::HookSecretLocation::File(_) => "file",
+        crate::secrets::HookSecretLocation::Database => "database",
     }
 }
 
@@ -34,7 +35,10 @@ pub(super) async fn disable(config: &Config, backend: &Backend, repo: &str) -> a
     };
     let github = client(config)?;
     hooks::delete(&github, &repo.full_name, hook_id).await?;
-    crate::secrets::remove_hook_secrets(&config.data_dir, hook_id).context("failed to remove the hook's secret")?;
+    crate::vault::Vault::new(config, backend)?
+        .remove_hook(hook_id)
+        .await
+        .context("failed to remove the hook's secret")?;
     backend.registry.set_hook(repo.id, None).await?;
     if config.json {
         print_json(&json!({ "repository": repo.full_name, "hook_id": hook_id, "mode": "polling" }));
@@ -160,17 +164,20 @@ pub(super) async fn rotate_secret(config: &Config, backend: &Backend, repo: &str
     let (Some(hook_id), Some(url)) = (repo.hook_id, repo.hook_url.clone()) else {
         bail!("{} has no webhook enabled by futurnal", repo.full_name);
     };
-    let current = crate::secrets::hook_secrets(&config.data_dir, hook_id)?
+    let vault = crate::vault::Vault::new(config, backend)?;
+    let current = vault
+        .hook_secrets(hook_id)
+        .await?
         .and_then(|s| s.into_iter().next())
         .with_context(|| format!("hook {hook_id} has no stored secret; run `webhook enable` again"))?;
     let github = client(config)?;
     let new = crate::secrets::generate_secret();
     // Both accepted first (a running receiver sees the change at the first delivery
     // signed with the new one), then GitHub switches.
-    let (location, _) = crate::secrets::store_hook_secrets(config, hook_id, &[new.as_str(), current.as_str()])?;
+    let (location, _) = vault.store_hook(hook_id, &[new.as_str(), current.as_str()]).await?;
     if let Err(e) = hooks::set_secret(&github, &repo.full_name, hook_id, &url, &new).await {
         // GitHub still has the old one: keep accepting only what it signs with.
-        crate::secrets::store_hook_secrets(config, hook_id, &[current.as_str()])?;
+        vault.store_hook(hook_id, &[current.as_str()]).await?;
         return Err(e.into());
     }
     if config.json {

@@ -12,6 +12,10 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
     let backend = Backend::open(&config, Purpose::Daemon).await?;
     // Generate the secret (if needed) before anything is served, so `simulate` can read it.
     crate::secrets::global_secret(&config, true)?;
+    // A receiver that could not verify what the other instances verify says so and stops
+    // before it takes any traffic (see `vault`).
+    let receives = config.serve.role != crate::cli::Role::Worker && config.webhook.verify_signatures;
+    crate::vault::Vault::new(&config, &backend)?.check_at_start(receives).await?;
     let listeners = crate::serve::Listeners::bind(&config).await?;
     {
         let mut stdout = std::io::stdout().lock();

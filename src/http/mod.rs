@@ -56,7 +56,7 @@ pub struct AppState {
     /// How long without a verified delivery or ping before a repository reads as polling.
     pub webhook_quiet: std::time::Duration,
     /// What the secrets are read from again when they change.
-    secret_config: Config,
+    pub vault: Arc<crate::vault::Vault>,
     /// One reload at a time; the others wait for it and use its result. Holds when the
     /// last unconditional reload ran.
     secrets_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
@@ -71,6 +71,7 @@ impl AppState {
         config: &Config,
         queue: Arc<dyn Queue>,
         registry: Arc<dyn Registry>,
+        vault: Arc<crate::vault::Vault>,
         secrets: SecretSet,
         metrics: Arc<Metrics>,
         work_available: Arc<Notify>,
@@ -94,7 +95,7 @@ impl AppState {
             metrics,
             work_available,
             rotation_confirmed: Default::default(),
-            secret_config: config.clone(),
+            vault,
             secrets_reload: tokio::sync::Mutex::new(None),
             cluster: Arc::new(crate::storage::cluster::SingleInstance::new()),
             instance: config.serve.instance.clone(),
@@ -115,13 +116,14 @@ impl AppState {
     }
 
     /// Reads the stored secrets again if they may have changed since they were read (one
-    /// `stat` says; nothing is read when they have not), or as `when` says. A secret that
-    /// `webhook enable` or `rotate-secret` stored is thereby accepted from the first
-    /// delivery signed with it, without polling, and an unknown hook id costs one `stat`,
-    /// not a read of every file (or keychain entry). Returns whether a new set is in place.
+    /// `stat`, or for secrets shared through the database what its listener said, tells;
+    /// nothing is read when they have not), or as `when` says. A secret that `webhook
+    /// enable` or `rotate-secret` stored is thereby accepted from the first delivery signed
+    /// with it, and an unknown hook id costs nothing more. Returns whether a new set is in
+    /// place.
     pub async fn refresh_secrets(&self, when: Refresh) -> bool {
         let seen = self.secrets();
-        let changed = || seen.stamp.is_stale(&self.secret_config.data_dir);
+        let changed = || self.vault.is_stale(&seen.stamp);
         if when == Refresh::IfChanged && !changed() {
             return false;
         }
@@ -130,31 +132,43 @@ impl AppState {
             // Reloaded by another request while this one waited.
             return true;
         }
-        if when == Refresh::Unreadable {
-            if last_forced.is_some_and(|at| at.elapsed() < FORCED_RELOAD_INTERVAL) && !changed() {
-                return false;
+        match when {
+            Refresh::IfChanged => {}
+            Refresh::Unreadable => {
+                if last_forced.is_some_and(|at| at.elapsed() < FORCED_RELOAD_INTERVAL) && !changed() {
+                    return false;
+                }
+                *last_forced = Some(std::time::Instant::now());
             }
-            *last_forced = Some(std::time::Instant::now());
+            Refresh::Mismatch | Refresh::Periodic if self.vault.is_shared() => {
+                // Shared secrets: read again only when the database's generation moved.
+                let interval = if when == Refresh::Mismatch { MISMATCH_CHECK_INTERVAL } else { Duration::ZERO };
+                self.vault.check(interval).await;
+                if !changed() {
+                    return false;
+                }
+            }
+            Refresh::Mismatch => return false,
+            Refresh::Periodic => {}
         }
         let cause = if changed() { Refresh::IfChanged } else { when };
-        let config = self.secret_config.clone();
-        match tokio::task::spawn_blocking(move || SecretSet::load(&config, false)).await {
-            Ok(Ok((secrets, _))) => {
+        match self.vault.load(false).await {
+            Ok((secrets, _)) => {
                 *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets);
                 self.metrics.secrets_reloaded(cause.label());
                 true
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed");
-                false
-            }
             Err(e) => {
-                tracing::warn!(error = %e, "Reloading webhook secrets failed");
+                tracing::warn!(error = %format!("{e:#}"), "Reloading webhook secrets failed");
                 false
             }
         }
     }
 }
+
+/// A signature that matches none of the secrets held makes a receiver whose secrets are
+/// shared through the database ask it whether they changed, at most this often.
+const MISMATCH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// When the receiver reads the stored secrets again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +178,11 @@ pub enum Refresh {
     /// Also when a hook's secrets could not be read last time (a keychain that was
     /// unreachable), at most once a second.
     Unreadable,
-    /// Always: the maintenance tick's backstop, for secret files changed by hand.
+    /// A signature matched none of the secrets: for secrets shared through the
+    /// database, a look at whether they changed (at most four times a second).
+    Mismatch,
+    /// The maintenance tick's backstop: local secrets are read again (files changed by
+    /// hand), shared ones when the database's generation moved.
     Periodic,
 }
 
@@ -173,6 +191,7 @@ impl Refresh {
         match self {
             Refresh::IfChanged => "changed",
             Refresh::Unreadable => "unreadable",
+            Refresh::Mismatch => "mismatch",
             Refresh::Periodic => "periodic",
         }
     }

@@ -276,10 +276,16 @@ async fn verify(
                 "too many unverified requests",
             ));
         }
-        if matches!(verdict, Err(SignatureError::Mismatch)) && hook_id.is_some_and(|id| secrets.is_unreadable(id)) {
+        if matches!(verdict, Err(SignatureError::Mismatch)) {
             // A hook whose keychain entry could not be read is tried again, at most once a
-            // second however many requests name it.
-            if state.refresh_secrets(Refresh::Unreadable).await {
+            // second however many requests name it; secrets shared through the database,
+            // when its generation moved (asked at most four times a second).
+            let why = if hook_id.is_some_and(|id| secrets.is_unreadable(id)) {
+                Refresh::Unreadable
+            } else {
+                Refresh::Mismatch
+            };
+            if state.refresh_secrets(why).await {
                 secrets = state.secrets();
                 verdict = check_signature(&secrets, hook_id, &body, signature);
             }

@@ -76,17 +76,34 @@ impl Backend {
         }
     }
 
-    /// What wakes this process's workers when another process enqueues work: PostgreSQL's
-    /// LISTEN/NOTIFY (a hint; the workers also poll). `None` for SQLite, where only this
-    /// process enqueues and tells its workers itself.
-    pub fn work_listener(
+    /// What wakes this process's workers when another process enqueues work (`work`),
+    /// and its receiver when another process changed the shared hook secrets (`secrets`):
+    /// PostgreSQL's LISTEN/NOTIFY, one connection for both (hints only; both also poll).
+    /// `None` for SQLite, where only this process enqueues and tells its workers itself,
+    /// or when neither is asked for.
+    pub fn listener(
         &self,
-        wake: Arc<tokio::sync::Notify>,
+        work: Option<Arc<tokio::sync::Notify>>,
+        secrets: Option<crate::storage::postgres::WakeFn>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<crate::storage::BoxFuture<'static, ()>> {
         let db = self.postgres.clone()?;
-        let wake: crate::storage::postgres::WakeFn = Arc::new(move |_| wake.notify_one());
-        Some(Box::pin(async move { db.listen_for_work(wake, shutdown).await }))
+        let mut channels: crate::storage::postgres::Listen = Vec::new();
+        if let Some(work) = work {
+            channels.push((db.work_channel.clone(), Arc::new(move |_| work.notify_one())));
+        }
+        if let Some(secrets) = secrets {
+            channels.push((db.secrets_channel.clone(), secrets));
+        }
+        if channels.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move { db.listen(channels, shutdown).await }))
+    }
+
+    /// The shared hook secrets (sealed), on PostgreSQL.
+    pub fn shared_secrets(&self) -> Option<crate::storage::postgres::secrets::PgSecrets> {
+        self.postgres.clone().map(crate::storage::postgres::secrets::PgSecrets::new)
     }
 
     /// Flushes pending writes and closes the database.

@@ -17,6 +17,7 @@ mod pg_cluster_faults;
 mod pg_faults;
 mod pg_hosts;
 mod pg_mode;
+mod pg_secrets;
 mod pg_server;
 mod pg_tls;
 mod poll;

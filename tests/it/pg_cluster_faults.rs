@@ -235,11 +235,11 @@ impl Cluster {
 
     /// How many of the instances' sessions listen for work hints now.
     async fn listening(&self) -> usize {
-        let listen = format!("LISTEN futurnal_work_{}", self.schema.schema);
+        let listen = format!("LISTEN \"futurnal_work_{}\";%", self.schema.schema);
         let row = self
             .db
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query = $2",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE $2",
                 &[&self.application_name, &listen],
             )
             .await

@@ -227,4 +227,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
         lease_until BIGINT NOT NULL
     );
     "#,
+    // 7: per-hook secrets shared by every instance, each sealed with FUTURNAL_SECRET_KEY
+    // (never stored here) and bound to its slot; `secrets_generation` grows with every
+    // change, so a receiver sees at a glance whether what it holds is current.
+    r#"
+    CREATE TABLE hook_secrets (
+        slot TEXT PRIMARY KEY,
+        hook_id BIGINT UNIQUE,
+        sealed BYTEA NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE secrets_generation (
+        only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        generation BIGINT NOT NULL
+    );
+    INSERT INTO secrets_generation (generation) VALUES (0);
+    "#,
 ];

@@ -8,6 +8,7 @@ mod error;
 mod migrations;
 pub mod queue;
 pub mod registry;
+pub mod secrets;
 pub mod tls;
 
 use std::str::FromStr;
@@ -75,7 +76,13 @@ pub struct PgDb {
     /// Where "work is ready" hints go: one channel per schema, so instances of other
     /// schemas in the same database are not woken.
     pub(crate) work_channel: String,
+    /// Where "the shared hook secrets changed" goes (see `secrets`).
+    pub(crate) secrets_channel: String,
 }
+
+/// What the listener listens to: a channel, and what it calls on a notification there
+/// (and with [`Wake::Listening`] whenever it starts listening again).
+pub type Listen = Vec<(String, WakeFn)>;
 
 /// Why a listening session ended, and whether it had been listening.
 struct SessionEnd {
@@ -110,11 +117,12 @@ impl PgDb {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .context("failed to set up the PostgreSQL connection pool")?;
-        let work_channel = match &options.schema {
-            Some(schema) => format!("futurnal_work_{schema}"),
-            None => "futurnal_work".to_owned(),
+        let channel = |what: &str| match &options.schema {
+            Some(schema) => format!("futurnal_{what}_{schema}"),
+            None => format!("futurnal_{what}"),
         };
-        let db = Self { pool, backoff: Mutex::default(), config, connector, work_channel };
+        let (work_channel, secrets_channel) = (channel("work"), channel("secrets"));
+        let db = Self { pool, backoff: Mutex::default(), config, connector, work_channel, secrets_channel };
         let mut client = db.pool.get().await.map_err(|e| {
             let (url, why) = (crate::config::redact_url(url), error::describe_pool(&e));
             anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")
@@ -174,17 +182,18 @@ impl PgDb {
     }
 
     /// Wakes this process's idle workers whenever another process (or this one) says work
-    /// is ready (`NOTIFY` on the schema's channel), until `shutdown`. Only a hint: the
-    /// workers also look every second. The listening connection is its own; when it
+    /// is ready (`NOTIFY` on the schema's channel), and its receiver when the shared
+    /// secrets changed, until `shutdown`: each of `channels` calls its own function. Only
+    /// a hint: the workers also look every second, the receiver every few. The listening connection is its own; when it
     /// drops, it is opened again (with backoff), and the workers look at once, since a
     /// hint may have been missed meanwhile. The backoff and the log's one line in ten
     /// are for attempts that keep failing: after a session that listened, they start
     /// afresh (else every later drop, however rare, would wait the longest pause unlogged).
-    pub async fn listen_for_work(&self, wake: WakeFn, shutdown: CancellationToken) {
+    pub async fn listen(&self, channels: Listen, shutdown: CancellationToken) {
         let mut pause = FIRST_BACKOFF;
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            match self.listen_once(&wake, &shutdown).await {
+            match self.listen_once(&channels, &shutdown).await {
                 Ok(()) => return,
                 Err(ended) => {
                     if ended.listened {
@@ -192,7 +201,7 @@ impl PgDb {
                         failures = 0;
                     }
                     if failures.is_multiple_of(10) {
-                        tracing::warn!(error = %ended.why, "The work listener lost its connection; opening it again");
+                        tracing::warn!(error = %ended.why, "The listener lost its connection; opening it again");
                     }
                     failures += 1;
                 }
@@ -205,8 +214,13 @@ impl PgDb {
         }
     }
 
+    /// [`PgDb::listen`] to the work channel alone.
+    pub async fn listen_for_work(&self, wake: WakeFn, shutdown: CancellationToken) {
+        self.listen(vec![(self.work_channel.clone(), wake)], shutdown).await
+    }
+
     /// One listening session: `Ok` at shutdown, what ended it otherwise.
-    async fn listen_once(&self, wake: &WakeFn, shutdown: &CancellationToken) -> Result<(), SessionEnd> {
+    async fn listen_once(&self, channels: &Listen, shutdown: &CancellationToken) -> Result<(), SessionEnd> {
         let failed = |why: String| SessionEnd { why, listened: false };
         let (client, mut connection) =
             self.config.connect(self.connector.clone()).await.map_err(|e| failed(error::describe(&e)))?;
@@ -214,8 +228,8 @@ impl PgDb {
         let mut driver = tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                        let _ = hints.send(());
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        let _ = hints.send(n.channel().to_owned());
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e),
@@ -223,20 +237,28 @@ impl PgDb {
                 }
             }
         });
-        let listening = client.batch_execute(&format!("LISTEN {}", self.work_channel)).await;
+        let statements: String =
+            channels.iter().map(|(channel, _)| format!("LISTEN \"{}\";", channel.replace('"', "\"\""))).collect();
+        let listening = client.batch_execute(&statements).await;
         if let Err(e) = listening {
             driver.abort();
             return Err(failed(error::describe(&e)));
         }
         // Hints may have been missed while this connection was being opened.
-        wake(Wake::Listening);
+        for (_, wake) in channels {
+            wake(Wake::Listening);
+        }
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
                     driver.abort();
                     return Ok(());
                 }
-                Some(()) = hinted.recv() => wake(Wake::Hint),
+                Some(channel) = hinted.recv() => {
+                    for (_, wake) in channels.iter().filter(|(c, _)| *c == channel) {
+                        wake(Wake::Hint);
+                    }
+                }
                 ended = &mut driver => {
                     let why = match ended {
                         Ok(Err(e)) => error::describe(&e),
