@@ -88,6 +88,15 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
 type Answer = (StatusCode, ReceiveOutcome, serde_json::Value);
 
 async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Body) -> Result<Answer, Rejection> {
+    // 0. GitHub never compresses deliveries: an encoded body is refused before anything
+    // reads it (and a signature over compressed bytes is no signature over the payload).
+    if headers.contains_key(header::CONTENT_ENCODING) {
+        return Err(Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ReceiveOutcome::UnsupportedMediaType,
+            "Content-Encoding is not accepted",
+        ));
+    }
     // 1. Size: refuse an announced oversize body at once, and never buffer past the limit.
     let too_large = || Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, ReceiveOutcome::TooLarge, "body too large");
     if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
@@ -118,9 +127,8 @@ async fn handle(state: &AppState, client: IpAddr, headers: &HeaderMap, body: Bod
     // 4. Content type, then JSON validity (parsing only the routing fields).
     let json = match delivery.content_type {
         ContentKind::Json => delivery.body.clone(),
-        ContentKind::Form => form_payload(&delivery.body).ok_or_else(|| {
-            Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, "form body has no payload field")
-        })?,
+        ContentKind::Form => form_payload(&delivery.body)
+            .map_err(|why| Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, why))?,
     };
     let routing = RoutingFields::parse(&json).map_err(|_| {
         Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, "body is not a valid JSON object")
@@ -210,8 +218,17 @@ struct RequiredHeaders<'a> {
     content_type: Option<&'a str>,
 }
 
+/// Headers that decide what a delivery is: each at most once. Two different
+/// `X-GitHub-Delivery` values on one request would otherwise be read as the first here
+/// and perhaps as the last by a proxy or log in front.
+const SINGLE_HEADERS: [&str; 5] =
+    ["x-github-event", "x-github-delivery", "x-github-hook-id", "x-hub-signature-256", "content-type"];
+
 fn required_headers(headers: &HeaderMap) -> Result<RequiredHeaders<'_>, Rejection> {
     let bad = |message| Rejection::new(StatusCode::BAD_REQUEST, ReceiveOutcome::BadRequest, message);
+    if SINGLE_HEADERS.iter().any(|name| headers.get_all(*name).iter().nth(1).is_some()) {
+        return Err(bad("a routing header is repeated"));
+    }
     let event = header_str(headers, "x-github-event").ok_or_else(|| bad("missing X-GitHub-Event header"))?;
     let delivery_id =
         header_str(headers, "x-github-delivery").ok_or_else(|| bad("missing X-GitHub-Delivery header"))?;
@@ -324,10 +341,55 @@ fn media_type(content_type: &str) -> String {
 }
 
 /// The `payload` field of a form body (GitHub's default for hooks made in its web UI).
-fn form_payload(body: &[u8]) -> Option<Bytes> {
-    form_urlencoded::parse(body)
-        .find(|(name, _)| name == "payload")
-        .map(|(_, value)| Bytes::from(value.into_owned().into_bytes()))
+/// The `payload` field of a form body, decoded strictly: exactly one `payload` field, and
+/// every escape in it well formed (`%` and two hex digits; `+` is a space). A second
+/// `payload` or a bad escape is refused rather than read one way here and another way by
+/// whatever else looks at the body (the signature covers the raw bytes, not a reading).
+pub fn form_payload(body: &[u8]) -> Result<Bytes, &'static str> {
+    let mut payload = None;
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        let malformed = "form body has a malformed escape";
+        let (name, value) =
+            (percent_decode_strict(name).ok_or(malformed)?, percent_decode_strict(value).ok_or(malformed)?);
+        if name != b"payload" {
+            continue;
+        }
+        if payload.is_some() {
+            return Err("form body has more than one payload field");
+        }
+        payload = Some(value);
+    }
+    payload.map(Bytes::from).ok_or("form body has no payload field")
+}
+
+/// `application/x-www-form-urlencoded` decoding that refuses what lenient decoders guess
+/// at: `None` for a `%` not followed by two hex digits.
+fn percent_decode_strict(input: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' => {
+                let (high, low) = (hex(*input.get(i + 1)?)?, hex(*input.get(i + 2)?)?);
+                out.push(high << 4 | low);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 fn unavailable(e: StoreError) -> Rejection {
@@ -358,7 +420,14 @@ mod tests {
     fn form_payload_is_decoded() {
         let body = b"foo=1&payload=%7B%22a%22%3A1%7D&bar=2";
         assert_eq!(form_payload(body).unwrap(), Bytes::from_static(br#"{"a":1}"#));
-        assert!(form_payload(b"foo=1").is_none());
+        assert_eq!(form_payload(b"payload=a+b%2B").unwrap(), Bytes::from_static(b"a b+"));
+        assert_eq!(form_payload(b"foo=1"), Err("form body has no payload field"));
+        // Parser differentials: answered 400, never read one way of several.
+        assert_eq!(form_payload(b"payload=%7B%7D&payload=%5B%5D"), Err("form body has more than one payload field"));
+        assert_eq!(form_payload(b"payload=1&pay%6Coad=2"), Err("form body has more than one payload field"));
+        for bad in [&b"payload=%7B%ZZ%7D"[..], b"payload=%7", b"payload=%", b"x=%G0&payload=1"] {
+            assert_eq!(form_payload(bad), Err("form body has a malformed escape"), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

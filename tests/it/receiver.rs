@@ -153,6 +153,66 @@ async fn content_types_json_and_form_are_accepted_others_are_415() {
     app.stop().await;
 }
 
+/// Requests one reading could take one way and another reading another: refused, and
+/// nothing stored. Each one correctly signed, so only the rule refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_fields_and_headers_bad_escapes_and_encoded_bodies_are_refused() {
+    let app = spawn_app(AppOptions::default()).await;
+    let json = push_body(REPO, 7);
+    let other = push_body("octo/other", 8);
+    for (form, why) in [
+        (format!("payload={}&payload={}", url_encode(&json), url_encode(&other)), "more than one payload"),
+        (format!("payload={}&pay%6Coad={}", url_encode(&json), url_encode(&other)), "more than one payload"),
+        (format!("payload={}%ZZ", url_encode(&json)), "malformed escape"),
+    ] {
+        let mut d = Delivery::new("push", form.into_bytes());
+        d.content_type = "application/x-www-form-urlencoded";
+        let (status, body) = app.post(d).await;
+        assert_eq!(status, 400, "{why}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(why), "{body}");
+    }
+    // Two values of a header that says what the delivery is.
+    let client = reqwest::Client::new();
+    for (name, first, second) in [
+        ("x-github-delivery", new_id(), new_id()),
+        ("x-github-event", "push".to_owned(), "issues".to_owned()),
+        ("x-github-hook-id", "1".to_owned(), "2".to_owned()),
+        ("x-github-delivery", "same".to_owned(), "same".to_owned()),
+    ] {
+        let mut request = client
+            .post(app.url())
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature(SECRET, &json))
+            .body(json.clone());
+        for required in ["x-github-event", "x-github-delivery"] {
+            if required != name {
+                request =
+                    request.header(required, if required == "x-github-event" { "push".to_owned() } else { new_id() });
+            }
+        }
+        let response = request.header(name, &first).header(name, &second).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{name} twice");
+        assert!(response.text().await.unwrap().contains("repeated"));
+    }
+    // GitHub never compresses a delivery.
+    for encoding in ["gzip", "identity", "br"] {
+        let response = client
+            .post(app.url())
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .header("x-github-event", "push")
+            .header("x-github-delivery", new_id())
+            .header("x-hub-signature-256", signature(SECRET, &json))
+            .body(json.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 415, "Content-Encoding: {encoding}");
+    }
+    assert!(app.deliveries(None).await.is_empty(), "nothing stored");
+    app.stop().await;
+}
+
 fn url_encode(bytes: &[u8]) -> String {
     form_urlencoded::byte_serialize(bytes).collect()
 }
