@@ -367,3 +367,23 @@ async fn a_repositorys_git_sync_lock_lives_in_the_database_for_every_host() {
     host_b.close();
     schema.drop_schema().await;
 }
+
+/// Instances started at the same moment on a schema that does not exist yet all open it
+/// (`CREATE SCHEMA IF NOT EXISTS` alone races: found starting two by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_started_at_once_on_a_new_schema_all_open_it() {
+    for _ in 0..3 {
+        let Some(schema) = PgSchema::new().await else { return };
+        let options = PostgresOptions { schema: Some(schema.schema.clone()), pool_size: 2 };
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let (url, options) = (schema.url.clone(), options.clone());
+                tokio::spawn(async move { PgDb::open(&url, options).await.map(|_| ()).map_err(|e| format!("{e:#}")) })
+            })
+            .collect();
+        for open in opens {
+            open.await.unwrap().unwrap();
+        }
+        schema.drop_schema().await;
+    }
+}

@@ -127,10 +127,7 @@ impl PgDb {
             let (url, why) = (crate::config::redact_url(url), error::describe_pool(&e));
             anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")
         })?;
-        if let Some(schema) = &options.schema {
-            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
-        }
-        migrate(&mut client).await?;
+        migrate(&mut client, options.schema.as_deref()).await?;
         Ok(db)
     }
 
@@ -353,9 +350,15 @@ pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
     error::describe(e)
 }
 
-async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
+/// Creates the schema (when one is configured) and brings its tables up to date, under
+/// one advisory lock: instances started at the same moment on a new schema take turns
+/// (`CREATE SCHEMA IF NOT EXISTS` alone is not safe against a concurrent one).
+async fn migrate(client: &mut deadpool_postgres::Object, schema: Option<&str>) -> anyhow::Result<()> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.context("failed to lock for migrations")?;
     let result = async {
+        if let Some(schema) = schema {
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
+        }
         client
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS futurnal_schema (version INTEGER PRIMARY KEY, \
