@@ -104,6 +104,9 @@ pub struct FileServe {
     pub instance: Option<String>,
     /// How long the leader's lease holds without a heartbeat.
     pub leader_lease_secs: Option<u64>,
+    /// Required (`Authorization: Bearer …`) on the admin listener; a must when it is not
+    /// on loopback.
+    pub admin_token: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -126,6 +129,36 @@ pub struct FileWebhook {
     pub unverified_burst: Option<u32>,
     /// Let `webhook enable` register loopback URLs (for a local stand-in of GitHub only).
     pub allow_loopback_hook_urls: Option<bool>,
+    /// Peers (CIDRs) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// `"github"` (GitHub's published hook ranges) or a list of CIDRs: only those may
+    /// deliver; the rest get 403 before their body is read.
+    pub allow_sources: Option<FileAllowSources>,
+    /// Open connections to the webhook listener at most; past it new ones wait.
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileAllowSources {
+    Named(String),
+    Ranges(Vec<String>),
+}
+
+/// Who may deliver to the webhook listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowSources {
+    /// GitHub's `hooks` ranges from `GET /meta`, fetched at start and daily.
+    GitHub,
+    Ranges(Vec<ipnet::IpNet>),
+}
+
+/// A CIDR (`10.0.0.0/8`) or one address (`192.0.2.7`), for `what` in errors.
+pub fn parse_net(text: &str, what: &str) -> anyhow::Result<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| anyhow::anyhow!("{what}: '{text}' is not an address or CIDR range (like 10.0.0.0/8)"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +270,9 @@ pub struct WebhookConfig {
     pub unverified_burst: u32,
     pub allow_loopback_hook_urls: bool,
     pub secret_store: SecretStore,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub allow_sources: Option<AllowSources>,
+    pub max_connections: usize,
 }
 
 // `Debug` by hand for everything that holds a secret or a database URL (which may carry
@@ -333,6 +369,9 @@ impl std::fmt::Debug for WebhookConfig {
             .field("unverified_burst", &self.unverified_burst)
             .field("allow_loopback_hook_urls", &self.allow_loopback_hook_urls)
             .field("secret_store", &self.secret_store)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("allow_sources", &self.allow_sources)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -404,6 +443,39 @@ pub struct ServeConfig {
     /// The singletons move to another instance within about this long of the leader's
     /// last heartbeat.
     pub leader_lease: Duration,
+    /// `[serve] admin_token` or `FUTURNAL_ADMIN_TOKEN`.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin listener's bearer token. Its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit (many idle
+/// connections are normal for a receiver); a failure only means the lower limit holds.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(max) = limit.maximum.map(|m| m.min(1 << 20)) {
+        if limit.current.is_some_and(|c| c < max) {
+            let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(max), maximum: limit.maximum });
+        }
+    }
+}
+
+/// Open webhook connections at most by default: three quarters of the file descriptors
+/// this process may open, the rest left to the admin listener, the database and git.
+pub fn default_max_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    // `serve` raises its soft limit to the hard one at start (`raise_fd_limit`).
+    let limit = limit.maximum.or(limit.current).unwrap_or(1024).min(1 << 20);
+    ((limit as usize) / 4 * 3).clamp(64, 1 << 20)
 }
 
 impl Config {
@@ -487,6 +559,27 @@ impl Config {
                 Some(value) => value.parse().context("FUTURNAL_SECRET_STORE")?,
                 None => w.secret_store.unwrap_or_default(),
             },
+            trusted_proxies: w
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|t| parse_net(t, "webhook.trusted_proxies"))
+                .collect::<anyhow::Result<_>>()?,
+            allow_sources: match w.allow_sources {
+                None => None,
+                Some(FileAllowSources::Named(name)) if name == "github" => Some(AllowSources::GitHub),
+                Some(FileAllowSources::Named(name)) => {
+                    bail!("webhook.allow_sources: '{name}' is neither \"github\" nor a list of CIDR ranges")
+                }
+                Some(FileAllowSources::Ranges(ranges)) => Some(AllowSources::Ranges(
+                    ranges.iter().map(|t| parse_net(t, "webhook.allow_sources")).collect::<anyhow::Result<_>>()?,
+                )),
+            },
+            max_connections: match w.max_connections {
+                Some(0) => bail!("webhook.max_connections must be at least 1"),
+                Some(n) => n,
+                None => default_max_connections(),
+            },
         };
         let q = file.queue;
         let queue = QueueConfig {
@@ -539,7 +632,21 @@ impl Config {
                 _ => crate::instance::default_name(),
             },
             leader_lease: Duration::from_secs(s.leader_lease_secs.unwrap_or(10).max(1)),
+            admin_token: env("FUTURNAL_ADMIN_TOKEN").or(s.admin_token).filter(|t| !t.is_empty()).map(AdminToken),
         };
+        if let Some(token) = &serve.admin_token {
+            if token.0.len() < 16 || token.0.chars().any(char::is_whitespace) {
+                bail!("the admin token (FUTURNAL_ADMIN_TOKEN or serve.admin_token) must be at least 16 characters, without spaces");
+            }
+        }
+        if serve.admin_token.is_none() && !serve.admin_listen.ip().is_loopback() {
+            bail!(
+                "the admin listener ({}) is not on loopback, so it needs a token: set FUTURNAL_ADMIN_TOKEN (or \
+                 serve.admin_token) to a random string of 16 characters or more, and send it as \
+                 `Authorization: Bearer …`",
+                serve.admin_listen
+            );
+        }
         if !webhook.verify_signatures && !serve.listen.ip().is_loopback() {
             bail!(
                 "webhook.verify_signatures = false is only allowed when the webhook listener is on loopback (it is {})",

@@ -18,10 +18,12 @@ pub enum ReceiveOutcome {
     Timeout,
     Unavailable,
     QueueFull,
+    /// A source `[webhook] allow_sources` does not let in.
+    Forbidden,
 }
 
 impl ReceiveOutcome {
-    const ALL: [ReceiveOutcome; 12] = [
+    const ALL: [ReceiveOutcome; 13] = [
         Self::Queued,
         Self::Duplicate,
         Self::Ignored,
@@ -34,6 +36,7 @@ impl ReceiveOutcome {
         Self::Timeout,
         Self::Unavailable,
         Self::QueueFull,
+        Self::Forbidden,
     ];
 
     fn label(self) -> &'static str {
@@ -50,6 +53,7 @@ impl ReceiveOutcome {
             Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
             Self::QueueFull => "queue_full",
+            Self::Forbidden => "forbidden",
         }
     }
 }

@@ -34,13 +34,11 @@ impl Listeners {
         let webhook = match config.serve.role {
             Role::Worker => None,
             Role::All | Role::Receiver => Some(
-                TcpListener::bind(config.serve.listen)
-                    .await
+                http::bind(config.serve.listen)
                     .with_context(|| format!("failed to listen on {}", config.serve.listen))?,
             ),
         };
-        let admin = TcpListener::bind(config.serve.admin_listen)
-            .await
+        let admin = http::bind(config.serve.admin_listen)
             .with_context(|| format!("failed to listen on {}", config.serve.admin_listen))?;
         Ok(Self { webhook, admin })
     }
@@ -106,13 +104,16 @@ pub async fn run(
     );
     state.cluster = backend.cluster.clone();
     let state = Arc::new(state);
+    state.sources.load_github().await?;
     if let Err(e) = state.tracked.reload().await {
         tracing::warn!(error = %e, "Could not load tracked repositories yet");
     }
     let server_options = ServerOptions {
         header_read_timeout: config.webhook.header_read_timeout,
         shutdown_grace: config.serve.shutdown_grace,
+        max_connections: Some(config.webhook.max_connections),
     };
+    let admin_options = ServerOptions { max_connections: None, ..server_options };
 
     let github: Option<Arc<GitHubClient>> = overrides.github.clone().or_else(|| {
         crate::github::client::Token::from_env()
@@ -124,7 +125,8 @@ pub async fn run(
     if let Some(listener) = listeners.webhook {
         tasks.spawn(http::serve(listener, http::webhook_router(state.clone()), server_options, shutdown.clone()));
     }
-    tasks.spawn(http::serve(listeners.admin, http::admin_router(state.clone()), server_options, shutdown.clone()));
+    tasks.spawn(http::sources::refresh_daily(state.sources.clone(), shutdown.clone()));
+    tasks.spawn(http::serve(listeners.admin, http::admin_router(state.clone()), admin_options, shutdown.clone()));
     let wake_workers = (config.serve.role != Role::Receiver).then(|| work_available.clone());
     let secrets_changed = if receives { vault.on_change() } else { None };
     if let Some(listener) = backend.listener(wake_workers, secrets_changed, shutdown.clone()) {

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::storage::backend::{Backend, Purpose};
 
 pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::config::raise_fd_limit();
     let backend = Backend::open(&config, Purpose::Daemon).await?;
     // Generate the secret (if needed) before anything is served, so `simulate` can read it.
     crate::secrets::global_secret(&config, true)?;

@@ -88,6 +88,8 @@ pub struct GitHubClient {
     http: reqwest::Client,
     base: String,
     token: Option<Token>,
+    /// Sends no token, and needs none (`GET /meta`).
+    anonymous: bool,
     etags: Mutex<HashMap<String, String>>,
 }
 
@@ -103,7 +105,18 @@ impl GitHubClient {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| anyhow::anyhow!("failed to build the HTTP client: {e}"))?;
-        Ok(Self { http, base: base_url.trim_end_matches('/').to_owned(), token, etags: Mutex::default() })
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+            token,
+            anonymous: false,
+            etags: Mutex::default(),
+        })
+    }
+
+    /// A client without a token, for what GitHub answers anyone (`GET /meta`).
+    pub fn anonymous(base_url: &str) -> anyhow::Result<Self> {
+        Ok(Self { anonymous: true, ..Self::new(base_url, None)? })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
@@ -214,15 +227,20 @@ impl GitHubClient {
         body: Option<Value>,
         etag: Option<&str>,
     ) -> Result<Reply, ApiError> {
-        let token = self.token.as_ref().ok_or(ApiError::NoToken)?;
+        let token = match self.anonymous {
+            true => None,
+            false => Some(self.token.as_ref().ok_or(ApiError::NoToken)?),
+        };
         let display_path = path.strip_prefix(&self.base).unwrap_or(path).to_owned();
         let transport =
             |reason: String| ApiError::Transport { method: method.to_string(), path: display_path.clone(), reason };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request =
-                self.http.request(method.clone(), self.url(path)).header(AUTHORIZATION, format!("Bearer {}", token.0));
+            let mut request = self.http.request(method.clone(), self.url(path));
+            if let Some(token) = token {
+                request = request.header(AUTHORIZATION, format!("Bearer {}", token.0));
+            }
             if let Some(etag) = etag {
                 request = request.header(IF_NONE_MATCH, etag);
             }

@@ -2,7 +2,9 @@
 //! them with header and body timeouts and a graceful drain. No SQL here: storage is
 //! reached only through the `Queue` and `Registry` traits.
 
+pub mod admin;
 pub mod health;
+pub mod sources;
 pub mod status_page;
 pub mod tracked;
 pub mod webhook;
@@ -55,6 +57,14 @@ pub struct AppState {
     pub leading: Arc<std::sync::atomic::AtomicBool>,
     /// How long without a verified delivery or ping before a repository reads as polling.
     pub webhook_quiet: std::time::Duration,
+    /// The admin listener's bearer token, when configured.
+    pub admin_token: Option<crate::config::AdminToken>,
+    /// What state-changing admin requests carry (`admin::CSRF_HEADER`); new each start.
+    pub csrf_token: String,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Who may deliver, when limited (`[webhook] allow_sources`).
+    pub sources: Arc<sources::Sources>,
     /// What the secrets are read from again when they change.
     pub vault: Arc<crate::vault::Vault>,
     /// One reload at a time; the others wait for it and use its result. Holds when the
@@ -97,6 +107,10 @@ impl AppState {
             rotation_confirmed: Default::default(),
             vault,
             secrets_reload: tokio::sync::Mutex::new(None),
+            admin_token: config.serve.admin_token.clone(),
+            csrf_token: crate::secrets::generate_secret(),
+            trusted_proxies: w.trusted_proxies.clone(),
+            sources: Arc::new(sources::Sources::new(config)),
             cluster: Arc::new(crate::storage::cluster::SingleInstance::new()),
             instance: config.serve.instance.clone(),
             leading: Arc::default(),
@@ -202,16 +216,40 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhook/github", post(webhook::receive))
         .route("/health", get(health::health))
+        .layer(axum::middleware::from_fn(limit_head))
         .with_state(state)
 }
 
-/// The admin listener's routes: never meant to face the internet.
+/// 431 for a request head over [`MAX_HEAD_BYTES`]. hyper's buffer limit alone does not
+/// hold it: a head that arrives in one read can exceed the buffer's size and still be
+/// parsed (one run in four let a 500 KB header through).
+async fn limit_head(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let bytes: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if bytes > MAX_HEAD_BYTES {
+        return (
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            axum::Json(serde_json::json!({ "status": "error", "error": "request headers too large" })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The admin listener's routes: never meant to face the internet. Behind `admin::guard`
+/// (the bearer token when one is configured, `Origin` and CSRF checks for anything that
+/// changes state) and with the browser hardening headers on every answer.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(status_page::status_page))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/api/deliveries", get(health::api_deliveries))
+        .route("/api/deliveries/{id}/replay", post(admin::replay))
+        .route("/api/csrf", get(admin::csrf))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard))
+        .layer(axum::middleware::from_fn(limit_head))
+        .layer(axum::middleware::map_response(admin::hardening_headers))
         .with_state(state)
 }
 
@@ -221,6 +259,25 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// How long open connections may take to finish after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Open connections at most; past it the next one waits (in the kernel's queue) until
+    /// one closes. `None`: no cap.
+    pub max_connections: Option<usize>,
+}
+
+/// A request head may have this many header fields at most (GitHub sends about 15)...
+pub const MAX_HEADERS: usize = 64;
+/// ...and this many bytes in all (GitHub's are a few kB); past either: 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`): a burst of
+/// new connections waits in it instead of having its SYNs dropped and retried after 1 s.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and
@@ -228,16 +285,33 @@ pub struct ServerOptions {
 pub async fn serve(listener: TcpListener, router: Router, options: ServerOptions, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let permits = options.max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    let mut accept_errors = AcceptErrors::default();
     loop {
+        // A permit first: past the cap the next connection waits in the listen queue.
+        let permit = match &permits {
+            Some(permits) => tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => Some(permit.expect("never closed")),
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "Accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: a short pause instead of
+                    // spinning (a closing connection frees one within moments), and one
+                    // log line a second, not one per try.
+                    accept_errors.note(&e);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
@@ -254,12 +328,73 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServerOptions
             if let Err(e) = connection.await {
                 tracing::debug!(client = %peer.ip(), error = %e, "Connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
     if tokio::time::timeout(options.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("Connections still open after the shutdown grace period were closed");
     }
+}
+
+/// Failed accepts, logged once a second with how many there were.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl AcceptErrors {
+    fn note(&mut self, e: &std::io::Error) {
+        self.since += 1;
+        if self.last_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(error = %e, failures = self.since, "Accepting connections failed; retrying");
+            self.last_logged = Some(std::time::Instant::now());
+            self.since = 0;
+        }
+    }
+}
+
+impl AppState {
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the
+    /// rightmost address in `X-Forwarded-For` that is not a trusted proxy (what the
+    /// nearest untrusted hop connected from; anything left of it may be forged). From
+    /// anyone else the header is ignored.
+    pub fn client_ip(&self, parts: &axum::http::request::Parts) -> std::net::IpAddr {
+        let peer = client_addr(parts).map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        forwarded_client(peer, &parts.headers, &self.trusted_proxies)
+    }
+}
+
+/// See [`AppState::client_ip`].
+pub fn forwarded_client(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // Every X-Forwarded-For line, in order, as one list; read from the right.
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        // A hop that is not an address ends the trusted chain: the proxy right of it
+        // is the best we know.
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// The client's address, when the connection loop recorded it (tests calling the router

@@ -1,7 +1,7 @@
 //! `POST /webhook/github`: PRODUCT.md's eight steps, in order. The only way to build a
 //! [`NewDelivery`] with `Queued` status here is past the signature check.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -52,7 +52,14 @@ impl Rejection {
 
 pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let client = super::client_addr(&parts).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let client = state.client_ip(&parts);
+    if !state.sources.allows(client) {
+        // Before the body is read: a source that may not deliver costs no more than this.
+        state.metrics.received(ReceiveOutcome::Forbidden);
+        tracing::debug!(client = %client, "Delivery refused: source not allowed");
+        return (StatusCode::FORBIDDEN, axum::Json(json!({ "status": "error", "error": "source not allowed" })))
+            .into_response();
+    }
     // Run to completion in a task of its own: a client that hangs up mid-request must not
     // cancel a write half-way, and what is stored is counted even if nobody reads the answer.
     let task_state = state.clone();

@@ -325,6 +325,8 @@ struct FakeState {
     quota_used: usize,
     allow_loopback: bool,
     ping_on_create: bool,
+    /// What `GET /meta` lists as `hooks` (GitHub's real ranges unless a test sets some).
+    meta_hooks: Option<Vec<String>>,
     /// Redeliveries asked for but not sent yet (GitHub sends them a while after the
     /// request), while a test holds them back; `None`: sent at once.
     held_redeliveries: Option<Vec<Outgoing>>,
@@ -548,6 +550,7 @@ impl FakeGitHub {
             quota_used: 0,
             allow_loopback: true,
             ping_on_create: false,
+            meta_hooks: None,
             held_redeliveries: None,
             redelivery_requests: 0,
             repos: BTreeMap::new(),
@@ -660,6 +663,11 @@ impl FakeGitHub {
     }
 
     /// When true, creating a hook sends it a `ping` (before answering), as GitHub does (default false).
+    /// The ranges `GET /meta` lists as `hooks` from now on.
+    pub fn set_meta_hooks(&self, ranges: &[&str]) {
+        self.inner.lock().meta_hooks = Some(ranges.iter().map(|r| (*r).to_owned()).collect());
+    }
+
     pub fn ping_on_create(&self, enabled: bool) {
         self.inner.lock().ping_on_create = enabled;
     }
@@ -849,12 +857,14 @@ async fn api_gate(State(inner): State<Arc<Inner>>, request: Request, next: Next)
 
 type Fake = State<Arc<Inner>>;
 
-async fn meta() -> Response {
+async fn meta(State(inner): Fake) -> Response {
+    let hooks = inner.lock().meta_hooks.clone();
+    let hooks = hooks.unwrap_or_else(|| vec!["192.30.252.0/22".into(), "185.199.108.0/22".into()]);
     json_response(
         200,
         json!({
             "verifiable_password_authentication": false,
-            "hooks": ["192.30.252.0/22", "185.199.108.0/22"],
+            "hooks": hooks,
             "api": ["192.30.252.0/22"],
             "git": ["192.30.252.0/22"],
         }),
