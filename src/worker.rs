@@ -129,6 +129,8 @@ impl WorkerPool {
     /// end, or at once after a unit that holds a lock until its changes are stored.
     async fn serve_lane(&self, lane: &[ClaimedDelivery], lease: &Lease, shutdown: &CancellationToken) {
         let mut reports: Vec<Report> = Vec::with_capacity(lane.len());
+        // What each stored report says, logged and counted once stored.
+        let mut told: Vec<(&ClaimedDelivery, Completion)> = Vec::with_capacity(lane.len());
         let mut held_back = false;
         let mut next = 0;
         while next < lane.len() {
@@ -166,6 +168,7 @@ impl WorkerPool {
                             // The run's changes are stored with its newest delivery.
                             let changes = if i == last { changes.take() } else { None };
                             let completion = self.finish(delivery, Ok(outcome));
+                            told.push((delivery, completion.clone()));
                             reports.push(Report { handle: delivery.handle, completion, changes });
                         }
                         next += together;
@@ -182,6 +185,7 @@ impl WorkerPool {
                 let delivery = &lane[next];
                 let Some((report, unit_hold)) = self.process(delivery, lease).await else { return };
                 held_back = matches!(report.completion, Completion::Retry { .. });
+                told.push((delivery, report.completion.clone()));
                 reports.push(report);
                 next += 1;
                 hold = unit_hold;
@@ -191,11 +195,16 @@ impl WorkerPool {
                 if !self.report(std::mem::take(&mut reports), lease, shutdown).await {
                     return;
                 }
+                for (delivery, completion) in told.drain(..) {
+                    self.told(delivery, &completion);
+                }
                 drop(hold);
             }
         }
-        if !reports.is_empty() {
-            self.report(reports, lease, shutdown).await;
+        if !reports.is_empty() && self.report(reports, lease, shutdown).await {
+            for (delivery, completion) in told {
+                self.told(delivery, &completion);
+            }
         }
     }
 
@@ -227,25 +236,37 @@ impl WorkerPool {
         Some((Report { handle: delivery.handle, completion, changes }, hold))
     }
 
-    /// Turns a handler's answer into the delivery's completion, counted and logged.
+    /// Turns a handler's answer into the delivery's completion.
     fn finish(&self, delivery: &ClaimedDelivery, result: Result<HandlerOutcome, HandlerError>) -> Completion {
         let attempt = delivery.attempts + 1;
-        let id = &delivery.delivery_id;
-        let (completion, outcome) = match result {
-            Ok(HandlerOutcome::Done) => (Completion::Done, ProcessOutcome::Done),
-            Ok(HandlerOutcome::Ignored(reason)) => (Completion::Ignored(reason), ProcessOutcome::Ignored),
-            Err(HandlerError::Permanent(error)) => (Completion::Dead { error }, ProcessOutcome::Dead),
-            Err(HandlerError::Transient(error)) if attempt >= self.config.max_attempts => (
-                Completion::Dead { error: format!("{error} (gave up after {attempt} attempts)") },
-                ProcessOutcome::Dead,
-            ),
+        match result {
+            Ok(HandlerOutcome::Done) => Completion::Done,
+            Ok(HandlerOutcome::Ignored(reason)) => Completion::Ignored(reason),
+            Err(HandlerError::Permanent(error)) => Completion::Dead { error },
+            Err(HandlerError::Transient(error)) if attempt >= self.config.max_attempts => {
+                Completion::Dead { error: format!("{error} (gave up after {attempt} attempts)") }
+            }
             Err(HandlerError::Transient(error)) => {
                 let delay = backoff_delay(attempt, self.config.retry_base, self.config.retry_cap, random_unit());
-                (Completion::Retry { error, delay_ms: delay.as_millis() as i64 }, ProcessOutcome::Retry)
+                Completion::Retry { error, delay_ms: delay.as_millis() as i64 }
             }
+        }
+    }
+
+    /// Counts and logs what was stored for `delivery`: only once it is stored, so a
+    /// worker whose lease was lost (its result refused) says nothing it did not do.
+    fn told(&self, delivery: &ClaimedDelivery, completion: &Completion) {
+        let attempt = delivery.attempts + 1;
+        let id = &delivery.delivery_id;
+        let outcome = match completion {
+            Completion::Done => ProcessOutcome::Done,
+            Completion::Ignored(_) => ProcessOutcome::Ignored,
+            Completion::Retry { .. } => ProcessOutcome::Retry,
+            Completion::Dead { .. } => ProcessOutcome::Dead,
+            Completion::Release => return,
         };
         self.metrics.processed(outcome);
-        match &completion {
+        match completion {
             Completion::Done => {
                 tracing::info!(delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), attempt, "Delivery processed")
             }
@@ -262,7 +283,6 @@ impl WorkerPool {
             ),
             Completion::Release => {}
         }
-        completion
     }
 
     /// Stores results, retrying while the database is unavailable (a restart or a

@@ -234,6 +234,7 @@ async fn a_stopped_worker_loses_its_lease_and_can_write_nothing_when_it_runs_aga
     let issues = cli_json(dir_b.path(), &env_b, &["sources", "github", "issues", REPO]);
     assert_eq!(issues.as_array().map(Vec::len), Some(1), "{issues}");
     assert!(!a.stderr().contains(ZOMBIE_SECRET) && !b.stderr().contains(ZOMBIE_SECRET));
+    assert!(!a.stderr().contains("Delivery processed"), "A claims nothing it did not store: {}", a.stderr());
     drop((a, b));
     schema.drop_schema().await;
 }
