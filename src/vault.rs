@@ -387,7 +387,8 @@ impl Vault {
     /// database's sealed secrets it opens (`None` when not on PostgreSQL).
     pub async fn key_status(&self) -> anyhow::Result<KeyStatus> {
         let Some(shared) = &self.shared else {
-            return Ok(KeyStatus { source: None, sealed: None, opened: 0 });
+            let source = SecretKey::discover()?.map(|(_, source)| source);
+            return Ok(KeyStatus { source, sealed: None, opened: 0 });
         };
         let (_, rows) = shared.db.rows().await?;
         let opened = match &shared.key {

@@ -32,14 +32,7 @@ async fn secret_key(config: &Config, command: SecretKeyCommand) -> anyhow::Resul
     };
     let message = match command {
         SecretKeyCommand::Set => {
-            let mut input = String::new();
-            let stdin = std::io::stdin();
-            if std::io::IsTerminal::is_terminal(&stdin) {
-                eprint!("{ENV} (64 hex characters): ");
-                stdin.read_line(&mut input)?;
-            } else {
-                std::io::Read::read_to_string(&mut stdin.lock(), &mut input)?;
-            }
+            let input = super::token::read_secret_input(&format!("{ENV} (64 hex characters)"))?;
             SecretKey::from_hex(&input)?;
             keychain()?.set(KEYCHAIN_ACCOUNT, input.trim())?;
             "stored in the OS keychain".to_owned()

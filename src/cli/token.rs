@@ -8,6 +8,20 @@ use crate::config::Config;
 use crate::keychain::TOKEN_ACCOUNT;
 use crate::output::print_json;
 
+/// A secret from standard input: one line from a terminal (after `prompt`; it echoes, so
+/// a pipe or a file is better), else everything piped in.
+pub(super) fn read_secret_input(prompt: &str) -> anyhow::Result<String> {
+    let mut input = String::new();
+    let stdin = std::io::stdin();
+    if std::io::IsTerminal::is_terminal(&stdin) {
+        eprint!("{prompt}: ");
+        stdin.read_line(&mut input).context("failed to read standard input")?;
+    } else {
+        std::io::Read::read_to_string(&mut stdin.lock(), &mut input).context("failed to read standard input")?;
+    }
+    Ok(input)
+}
+
 /// `sources github token`: the keychain entry, with nothing printed of the token.
 pub(super) fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()> {
     let keychain = || {
@@ -17,16 +31,7 @@ pub(super) fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()
     };
     let message = match command {
         TokenCommand::Set => {
-            let mut input = String::new();
-            let stdin = std::io::stdin();
-            if std::io::IsTerminal::is_terminal(&stdin) {
-                // One line from a terminal (it echoes: prefer `gh auth token | …` or a file).
-                eprint!("GitHub token (one line): ");
-                stdin.read_line(&mut input).context("failed to read standard input")?;
-            } else {
-                std::io::Read::read_to_string(&mut stdin.lock(), &mut input)
-                    .context("failed to read standard input")?;
-            }
+            let input = read_secret_input("GitHub token (one line)")?;
             let token = input.trim();
             if token.is_empty() || token.contains(char::is_whitespace) {
                 bail!("expected one token on standard input (for example `gh auth token | futurnal sources github token set`)");

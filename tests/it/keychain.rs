@@ -186,6 +186,18 @@ async fn the_token_and_hook_secrets_live_in_the_os_keychain() {
     assert_eq!(status.json(), json!({ "token": "from the OS keychain" }));
     assert!(keychain.has_item("github-token"));
 
+    // FUTURNAL_SECRET_KEY the same way (a malformed one refused before it is stored).
+    let bad = run_async(d, &envs, "not-a-key\n", &["db", "secret-key", "set"]).await;
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(!keychain.has_item("secret-key"));
+    let key = futurnal::secret_key::SecretKey::generate_hex();
+    let set = run_async(d, &envs, &format!("{key}\n"), &["db", "secret-key", "set"]).await;
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(keychain.has_item("secret-key"));
+    let status = run_async(d, &envs, "", &["--json", "db", "secret-key", "status"]).await;
+    assert_eq!(status.json()["key"], "the OS keychain", "{}", status.stdout);
+    assert!(!status.stdout.contains(&key) && !set.stdout.contains(&key));
+
     let added = run_async(
         d,
         &envs,
