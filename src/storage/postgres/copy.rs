@@ -1286,6 +1286,15 @@ mod tests {
             let actual = snapshot(&pg, Raw::Postgres(&pg_db), p_id).await;
             assert_eq!(actual, expected, "after step {n}");
             last = Some(actual);
+            // The same change log too (but for the clocks that stamped it).
+            let log = |changes: Vec<ChangeRecord>| -> Vec<ChangeRecord> {
+                changes.into_iter().map(|c| ChangeRecord { at_ms: 0, repo_id: 0, ..c }).collect()
+            };
+            let all = ChangeFilter { since: 0, limit: 100_000, repository: None, kind: None };
+            let (p_log, s_log) = (pg.changes(all.clone()).await.unwrap(), sqlite.changes(all).await.unwrap());
+            assert!(!p_log.is_empty());
+            assert_eq!(log(p_log), log(s_log), "the change log after step {n}");
+            assert_eq!(pg.changes_bounds().await.unwrap(), sqlite.changes_bounds().await.unwrap());
         }
         // The rules themselves, on the final state (both backends agree on it).
         let s = last.unwrap();
@@ -1361,6 +1370,12 @@ mod tests {
         );
         assert_eq!(p.len(), 10_000);
         assert_eq!(p, s);
+        let commits = ChangeFilter { since: 0, limit: 100_000, repository: None, kind: Some("commit".into()) };
+        let (p_log, s_log) = (pg.changes(commits.clone()).await.unwrap(), sqlite.changes(commits).await.unwrap());
+        let keys =
+            |log: &[ChangeRecord]| log.iter().map(|c| (c.seq, c.key.clone(), c.state.clone())).collect::<Vec<_>>();
+        assert_eq!(keys(&p_log), keys(&s_log));
+        assert_eq!(p_log.len(), 9 + 10_000, "each commit stored once is one change");
         assert_eq!(pg.commits(p_id, None, 50).await.unwrap(), sqlite.commits(s_id, None, 50).await.unwrap());
 
         // Fast-forwards of one branch applied at the same time take turns: no position twice.
@@ -1380,6 +1395,76 @@ mod tests {
         let row = c.query_one(sql, &[]).await.unwrap();
         assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (400, 400, 400));
         pg_db.close();
+    }
+
+    /// Two writers of changes: the first holds its numbers uncommitted while the second
+    /// tries to append. The second waits for the first's commit (the counter's row lock),
+    /// so a reader never sees the second's higher number without the first's lower one.
+    /// (With numbers from a plain sequence the second commits first, and a reader sees 2
+    /// before 1.)
+    async fn commit_order(url: String, schema: String) {
+        let db =
+            Arc::new(PgDb::open(&url, PostgresOptions { schema: Some(schema), ..Default::default() }).await.unwrap());
+        let store = PgCopyStore::new(db.clone());
+        let (first_repo, second_repo) = (pg_repository(&db, "o/first").await, pg_repository(&db, "o/second").await);
+        let mut first = db.client().await.unwrap();
+        let tx = first.transaction().await.unwrap();
+        let mut changes = Vec::new();
+        apply_effects(&tx, first_repo, &[pull(1, 1, "open", false)], &Cause::Poll, &mut changes).await.unwrap();
+        append_changes(&tx, &changes).await.unwrap();
+
+        let second = {
+            let store = PgCopyStore::new(db.clone());
+            tokio::spawn(async move { store.apply(second_repo, vec![pull(2, 1, "open", false)], Cause::Poll).await })
+        };
+        // Until the second writer waits on a lock (or, without one, has finished).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let watcher = db.client().await.unwrap();
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND query LIKE '%change_counter%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 || second.is_finished() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the second writer neither waited nor finished");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let all = ChangeFilter { since: 0, limit: 100, repository: None, kind: None };
+        let seen: Vec<i64> = store.changes(all.clone()).await.unwrap().iter().map(|c| c.seq).collect();
+        assert!(seen.is_empty(), "a change is visible before the lower number is committed: {seen:?}");
+        assert_eq!(store.changes_bounds().await.unwrap(), ChangeBounds { oldest: 1, newest: 0 });
+        tx.commit().await.unwrap();
+        second.await.unwrap().unwrap();
+        let seen: Vec<(i64, i64)> = store.changes(all).await.unwrap().iter().map(|c| (c.seq, c.repo_id)).collect();
+        assert_eq!(seen, [(1, first_repo), (2, second_repo)]);
+        db.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_become_visible_in_number_order() {
+        let Some(url) = std::env::var("FUTURNAL_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but FUTURNAL_TEST_DATABASE_URL is not set: the PostgreSQL tests must run in CI"
+            );
+            eprintln!("NOTE: FUTURNAL_TEST_DATABASE_URL is not set: the change order test did NOT run");
+            return;
+        };
+        let schema = format!("futurnal_test_{}", &crate::secrets::generate_secret()[..12]);
+        let outcome = tokio::spawn(commit_order(url.clone(), schema.clone())).await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
