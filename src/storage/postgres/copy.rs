@@ -17,6 +17,10 @@
 //! applies to one repository run one after the other (SQLite runs every write that way),
 //! so a fast-forward's positions never interleave with another's and the rows an apply
 //! touches are never locked in two orders.
+//!
+//! What an apply changed is collected as it goes and appended to the change log by
+//! [`append_changes`], the last statement before the commit, whose counter row is the
+//! last lock taken (see there for why numbers then become visible in commit order).
 
 use std::collections::HashSet;
 use std::sync::Arc;
