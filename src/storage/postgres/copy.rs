@@ -19,7 +19,7 @@
 //! touches are never locked in two orders.
 //!
 //! What an apply changed is collected as it goes and appended to the change log by
-//! [`append_changes`], the last statement before the commit, whose counter row is the
+//! `append_changes`, the last statement before the commit, whose counter row is the
 //! last lock taken (see there for why numbers then become visible in commit order).
 
 use std::collections::HashSet;
