@@ -169,3 +169,37 @@ pub fn release_json(r: &crate::storage::copy::ReleaseRecord) -> Value {
         "published_at": rfc3339_opt(r.published_at),
     })
 }
+
+/// A comment as the change log shows it (no query lists comments yet): its id, the issue
+/// or pull request it is on, and what GitHub says of it. Stable: keys are only added.
+pub fn comment_json(c: &crate::storage::copy::CommentRecord) -> Value {
+    json!({
+        "id": c.id,
+        "issue_number": c.issue_number,
+        "body": c.body,
+        "author": c.author,
+        "created_at": rfc3339_opt(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    })
+}
+
+/// A tag as the change log shows it (no query lists tags yet): its name and the sha it
+/// points at (`null` for a tag seen only by name). Stable: keys are only added.
+pub fn tag_json(t: &crate::storage::copy::TagRow) -> Value {
+    json!({ "name": t.0, "sha": t.1 })
+}
+
+/// A repository as the change log shows it: the keys of [`repository_json`] that its
+/// effects (rename or transfer, archive, deletion, visibility, default branch) change,
+/// under the same names; not the ones that move on every sync or delivery.
+pub fn repository_state_json(r: &crate::storage::copy::RepositoryRow) -> Value {
+    json!({
+        "id": r.id,
+        "repository": r.full_name,
+        "github_id": r.github_id,
+        "default_branch": r.default_branch,
+        "archived": r.archived,
+        "deleted": r.deleted,
+        "visibility": r.visibility,
+    })
+}

@@ -121,7 +121,7 @@ impl Poller {
             let effects = self.sync.sync_if_moved(repo).await?;
             count += effects.len();
             if !effects.is_empty() {
-                self.copy.apply(repo.id, effects).await?;
+                self.copy.apply(repo.id, effects, crate::storage::changes::Cause::Poll).await?;
             }
         }
         if let Some(github) = &self.github {
@@ -134,7 +134,7 @@ impl Poller {
             effects.extend(issues);
             count += effects.len();
             if !effects.is_empty() {
-                self.copy.apply(repo.id, effects).await?;
+                self.copy.apply(repo.id, effects, crate::storage::changes::Cause::Poll).await?;
             }
             // Moved on only once what was read is stored.
             let moved = PollWatermarks {

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::domain::RepoName;
 use crate::output::{self, print_json, print_table};
 use crate::storage::backend::Backend;
+use crate::storage::changes::Cause;
 use crate::storage::registry::{RepoRef, TrackedRepository};
 use crate::sync::add::{add_repository, AddRequest};
 use crate::sync::SyncEngine;
@@ -85,7 +86,7 @@ pub(super) async fn sync(config: &Config, backend: &Backend, repo: &str) -> anyh
     let _git_sync = sync.lock(repo.id).await?;
     let effects = sync.sync_all(&repo).await.with_context(|| format!("failed to sync {}", repo.full_name))?;
     let count = effects.len();
-    backend.copy.apply(repo.id, effects).await?;
+    backend.copy.apply(repo.id, effects, Cause::Sync).await?;
     let branches = backend.copy.branches(repo.id).await?;
     if config.json {
         print_json(&Value::Array(branches.iter().map(output::branch_json).collect()));

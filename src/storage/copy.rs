@@ -4,8 +4,11 @@
 //! Effects are applied in one transaction and are idempotent: a pull request or issue
 //! whose `updated_at` is older than the stored one never overwrites it (GitHub does not
 //! promise delivery order), a deleted comment or release stays deleted, and branch
-//! updates come from the mirror, which is the truth, not from the payload.
+//! updates come from the mirror, which is the truth, not from the payload. What each
+//! apply changed is appended to the change log in the same transaction (see
+//! [`crate::storage::changes`]).
 
+use crate::storage::changes::{Cause, ChangeBounds, ChangeFilter, ChangeRecord};
 use crate::storage::{BoxFuture, StoreResult};
 use crate::sync::git::CommitInfo;
 
@@ -126,6 +129,18 @@ pub struct BranchRow {
 /// A tag's name and the sha recorded for it (unknown for a tag seen only by name).
 pub type TagRow = (String, Option<String>);
 
+/// What a repository's effects change, as the change log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryRow {
+    pub id: i64,
+    pub full_name: String,
+    pub github_id: Option<u64>,
+    pub default_branch: Option<String>,
+    pub archived: bool,
+    pub deleted: bool,
+    pub visibility: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullState {
     Open,
@@ -152,8 +167,9 @@ pub trait CopyStore: Send + Sync {
         let _ = repo_id;
         Box::pin(async { Ok(None) })
     }
-    /// Applies effects to repository `repo_id` in one transaction.
-    fn apply(&self, repo_id: i64, effects: Vec<Effect>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Applies effects to repository `repo_id` in one transaction, which also appends
+    /// what they changed to the change log, caused by `cause`.
+    fn apply(&self, repo_id: i64, effects: Vec<Effect>, cause: Cause) -> BoxFuture<'_, StoreResult<()>>;
     fn branches(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<BranchRow>>>;
     /// Each tag's name and the sha recorded for it.
     fn tags(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<TagRow>>>;
@@ -164,6 +180,10 @@ pub trait CopyStore: Send + Sync {
     fn pulls(&self, repo_id: i64, state: PullState, limit: u32) -> BoxFuture<'_, StoreResult<Vec<PullRecord>>>;
     fn issues(&self, repo_id: i64, state: IssueState, limit: u32) -> BoxFuture<'_, StoreResult<Vec<IssueRecord>>>;
     fn releases(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReleaseRecord>>>;
+    /// The change log after `filter.since`, in sequence order.
+    fn changes(&self, filter: ChangeFilter) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>>;
+    /// The sequence numbers kept, and the newest handed out.
+    fn changes_bounds(&self) -> BoxFuture<'_, StoreResult<ChangeBounds>>;
 }
 
 /// Lists (parents, paths, labels) as both backends store them: JSON text.

@@ -40,7 +40,10 @@
 //!   order (`turn, domain`), and the `queue_turns` sequence goes on after them.
 //! - Sequences (`repositories.id`, `deliveries.id`, `queue_turns`) are set past every id
 //!   SQLite ever handed out (`sqlite_sequence`, which also remembers removed rows: a
-//!   removed repository's id, the name of its mirror directory, is not reused).
+//!   removed repository's id, the name of its mirror directory, is not reused); so is
+//!   `change_counter` (PostgreSQL's source of change numbers, a one-row table: not in the
+//!   list below, it is never empty) past every change number, so the change log goes on
+//!   from where it was and a consumer's position stays valid.
 //! - `futurnal_schema` (PostgreSQL's migration record) is written by PostgreSQL's own
 //!   migrations; SQLite's counterpart is `PRAGMA user_version`. Nothing else exists on
 //!   one side only: the tables and columns of both are checked against the list below
@@ -377,6 +380,24 @@ const TABLES: &[Table] = &[
         count: "SELECT COUNT(*) FROM redelivery_requests",
         columns: &[col("guid", Text), col("hook_id", BigInt), col("asked_at", BigInt)],
     },
+    Table {
+        name: "changes",
+        copied: true,
+        ignored: &[],
+        from: "FROM changes ORDER BY seq",
+        count: "SELECT COUNT(*) FROM changes",
+        columns: &[
+            col("seq", BigInt),
+            col("at", BigInt),
+            col("repo_id", BigInt),
+            col("repository", Text),
+            col("kind", Text),
+            col("key", Text),
+            col("op", Text),
+            col("state", Text),
+            col("cause", Text),
+        ],
+    },
 ];
 
 const PENDING: &str = "('queued', 'processing', 'retrying')";
@@ -464,7 +485,7 @@ pub async fn sqlite_to_postgres(
     let mut client = postgres::connect(target.url, target.schema).await?;
     let tx = client.transaction().await.map_err(|e| pg(e, "failed to start the transaction"))?;
     let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
-    tx.batch_execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", names.join(", ")))
+    tx.batch_execute(&format!("LOCK TABLE {}, change_counter IN EXCLUSIVE MODE", names.join(", ")))
         .await
         .map_err(|e| pg(e, "failed to lock the target's tables"))?;
     check_target_columns(&tx).await?;
@@ -494,6 +515,10 @@ pub async fn sqlite_to_postgres(
             .await
             .map_err(|e| pg(e, "failed to move the id sequences past the copied ids"))?;
     }
+    // The change log goes on past every number SQLite handed out.
+    tx.execute("UPDATE change_counter SET last_seq = $1", &[&snapshot.last_change_seq])
+        .await
+        .map_err(|e| pg(e, "failed to move the change counter past the copied changes"))?;
     progress(Progress::Committing);
     tx.commit().await.map_err(|e| pg(e, "the commit failed; nothing was written to PostgreSQL"))?;
 
@@ -520,6 +545,11 @@ pub async fn sqlite_to_postgres(
         .await
         .map_err(|e| pg(e, "failed to read back"))?;
     let next_repository_id = row.get::<_, i64>(0) + i64::from(row.get::<_, bool>(1));
+    let last_change_seq: i64 = client
+        .query_one("SELECT last_seq FROM change_counter", &[])
+        .await
+        .map_err(|e| pg(e, "failed to read back"))?
+        .get(0);
     let wrong: Vec<String> = tables
         .iter()
         .filter(|t| t.source != t.target)
@@ -527,6 +557,10 @@ pub async fn sqlite_to_postgres(
         .chain(
             (pending as u64 != snapshot.pending)
                 .then(|| format!("pending deliveries: {} in SQLite, {pending} in PostgreSQL", snapshot.pending)),
+        )
+        .chain(
+            (last_change_seq != snapshot.last_change_seq)
+                .then(|| format!("the change counter is at {last_change_seq}, not at {}", snapshot.last_change_seq)),
         )
         .chain((next_repository_id <= snapshot.last_repository_id).then(|| {
             format!("the next repository id would be {next_repository_id}, not past {}", snapshot.last_repository_id)
@@ -764,6 +798,7 @@ struct Snapshot {
     /// The highest ids SQLite ever handed out (removed rows included).
     last_repository_id: i64,
     last_delivery_id: i64,
+    last_change_seq: i64,
     /// Turns handed out: one per domain with pending work.
     turns: i64,
 }
@@ -812,6 +847,7 @@ fn read_snapshot(path: &Path, sender: &Sender) -> anyhow::Result<()> {
         processing: count("SELECT COUNT(*) FROM deliveries WHERE status = 'processing'")?,
         last_repository_id: last_id("repositories", "id")?,
         last_delivery_id: last_id("deliveries", "seq")?,
+        last_change_seq: last_id("changes", "seq")?,
         turns: count(&format!(
             "SELECT COUNT(DISTINCT domain) FROM deliveries WHERE domain IS NOT NULL AND status IN {PENDING}"
         ))? as i64,

@@ -4,6 +4,7 @@
 //! second. Nothing outside this module knows which database it talks to.
 
 pub mod backend;
+pub mod changes;
 pub mod cluster;
 pub mod copy;
 pub mod migrate;

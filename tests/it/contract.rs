@@ -6,6 +6,7 @@
 
 use futurnal::domain::DeliveryId;
 use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::changes::Cause;
 use futurnal::storage::copy::{Effect, IssueRecord, IssueState, PullState};
 use futurnal::storage::queue::Queue;
 use futurnal::storage::queue::{
@@ -19,15 +20,15 @@ use std::time::Duration;
 use crate::helpers::*;
 
 /// A fresh backend, and what keeps it alive (its directory).
-struct Fresh {
-    name: &'static str,
-    backend: Backend,
+pub struct Fresh {
+    pub name: &'static str,
+    pub backend: Backend,
     _dir: tempfile::TempDir,
     schema: Option<PgSchema>,
 }
 
 impl Fresh {
-    async fn done(self) {
+    pub async fn done(self) {
         self.backend.close();
         if let Some(schema) = self.schema {
             schema.drop_schema().await;
@@ -35,7 +36,7 @@ impl Fresh {
     }
 }
 
-async fn backends() -> Vec<Fresh> {
+pub async fn backends() -> Vec<Fresh> {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::open(&sqlite_config_for(dir.path(), ""), Purpose::Command).await.unwrap();
     let mut all = vec![Fresh { name: "sqlite", backend, _dir: dir, schema: None }];
@@ -106,7 +107,7 @@ fn delivery(repo: &str, github_id: u64, event: &str, initial: InitialStatus) -> 
     }
 }
 
-fn queued(repo: &str, github_id: u64, event: &str) -> NewDelivery {
+pub fn queued(repo: &str, github_id: u64, event: &str) -> NewDelivery {
     delivery(repo, github_id, event, InitialStatus::Queued)
 }
 
@@ -296,7 +297,7 @@ async fn registry_add_find_rename_by_github_id_hooks_pings_watermarks_remove() {
             visibility: Some("private".into()),
             default_branch: None,
         }];
-        backend.copy.apply(added.id, renamed).await.unwrap();
+        backend.copy.apply(added.id, renamed, Cause::Sync).await.unwrap();
         let found = r.lookup(Some(77), Some("octo/whatever".into())).await.unwrap().unwrap();
         assert_eq!((found.full_name.as_str(), found.archived), ("octo/renamed", true), "{name}");
         assert!(r.lookup(None, Some("octo/hello".into())).await.unwrap().is_none(), "{name}: the old name is gone");
@@ -322,20 +323,20 @@ async fn copy_newer_wins_deletion_sticks_and_unknown_state_keeps_the_stored_one(
         let (name, backend) = (fresh.name, &fresh.backend);
         let repo = backend.registry.add(new_repo("o/r", Some(1)), vec![]).await.unwrap();
         let copy = &backend.copy;
-        copy.apply(repo.id, vec![Effect::Issue(issue(1, 2_000, "newer"))]).await.unwrap();
-        copy.apply(repo.id, vec![Effect::Issue(issue(1, 1_000, "older"))]).await.unwrap();
+        copy.apply(repo.id, vec![Effect::Issue(issue(1, 2_000, "newer"))], Cause::Sync).await.unwrap();
+        copy.apply(repo.id, vec![Effect::Issue(issue(1, 1_000, "older"))], Cause::Sync).await.unwrap();
         let stored = copy.issues(repo.id, IssueState::All, 10).await.unwrap();
         assert_eq!(stored[0].title, "newer", "{name}: an older update never overwrites");
         // A payload without a state (`state` empty) keeps the known one.
         let mut stateless = issue(1, 3_000, "stateless");
         stateless.state = String::new();
-        copy.apply(repo.id, vec![Effect::Issue(stateless)]).await.unwrap();
+        copy.apply(repo.id, vec![Effect::Issue(stateless)], Cause::Sync).await.unwrap();
         let stored = copy.issues(repo.id, IssueState::All, 10).await.unwrap();
         assert_eq!((stored[0].title.as_str(), stored[0].state.as_str()), ("stateless", "open"), "{name}");
         let mut deleted = issue(1, 4_000, "deleted");
         deleted.deleted = true;
-        copy.apply(repo.id, vec![Effect::Issue(deleted)]).await.unwrap();
-        copy.apply(repo.id, vec![Effect::Issue(issue(1, 5_000, "after the deletion"))]).await.unwrap();
+        copy.apply(repo.id, vec![Effect::Issue(deleted)], Cause::Sync).await.unwrap();
+        copy.apply(repo.id, vec![Effect::Issue(issue(1, 5_000, "after the deletion"))], Cause::Sync).await.unwrap();
         assert!(copy.issues(repo.id, IssueState::All, 10).await.unwrap().is_empty(), "{name}: deletion sticks");
         assert!(copy.pulls(repo.id, PullState::All, 10).await.unwrap().is_empty(), "{name}");
         fresh.done().await;

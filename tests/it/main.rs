@@ -2,6 +2,7 @@
 //! the real `futurnal` binary where a whole process is the point (signals, kill -9, CLI).
 
 mod burst;
+mod changes;
 mod cli;
 mod contract;
 mod copy;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use futurnal::config::DatabaseUrl;
 use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::changes::{Cause, ChangeFilter};
 use futurnal::storage::queue::{Completion, DeliveryFilter, DeliveryStatus, InitialStatus, NewDelivery, StoredBody};
 use futurnal::storage::registry::{HookRef, NewRepository, PollWatermarks, RepoRef};
 use serde_json::Value;
@@ -20,7 +21,7 @@ const GONE_ID: u64 = 4343;
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// Every table `db migrate` copies.
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 15] = [
     "repositories",
     "hooks",
     "poll_watermarks",
@@ -35,6 +36,7 @@ const TABLES: [&str; 14] = [
     "deliveries",
     "queue_domains",
     "redelivery_requests",
+    "changes",
 ];
 
 /// A fixture payload retargeted at `repo` (GitHub id `id`).
@@ -276,6 +278,21 @@ async fn a_migrated_database_answers_every_query_alike_and_its_queue_goes_on_in_
         .await
         .unwrap();
     assert_eq!(added.id, 3, "past both copied repositories");
+
+    // The change log goes on past the copied changes, which read as they did on SQLite.
+    let sqlite = futurnal::storage::backend::Backend::open(&config_for(d, ""), Purpose::Command).await.unwrap();
+    let all = ChangeFilter { since: 0, limit: 10_000, repository: None, kind: None };
+    let copied = sqlite.copy.changes(all.clone()).await.unwrap();
+    let copied_bounds = sqlite.copy.changes_bounds().await.unwrap();
+    sqlite.close();
+    assert!(!copied.is_empty());
+    assert_eq!(backend.copy.changes(all.clone()).await.unwrap(), copied);
+    assert_eq!(backend.copy.changes_bounds().await.unwrap(), copied_bounds);
+    let effect = futurnal::storage::copy::Effect::Tag { name: "after-migration".into(), sha: None };
+    backend.copy.apply(repo.id, vec![effect], Cause::Sync).await.unwrap();
+    let next = backend.copy.changes(ChangeFilter { since: copied_bounds.newest, ..all }).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!((next[0].seq, next[0].key.as_str()), (copied_bounds.newest + 1, "tag:after-migration"));
     backend.close();
     schema.drop_schema().await;
 }

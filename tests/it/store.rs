@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use futurnal::storage::backend::{Backend, Purpose};
+use futurnal::storage::changes::Cause;
 use futurnal::storage::copy::{Effect, IssueRecord, IssueState, PullRecord, PullState};
 use futurnal::storage::registry::NewRepository;
 use proptest::prelude::*;
@@ -82,7 +83,7 @@ proptest! {
                 .unwrap();
             let copy = Arc::clone(&backend.copy);
             for &i in &order {
-                copy.apply(repo.id, vec![Effect::Pull(pull_version(i)), Effect::Issue(issue_version(i))]).await.unwrap();
+                copy.apply(repo.id, vec![Effect::Pull(pull_version(i)), Effect::Issue(issue_version(i))], Cause::Sync).await.unwrap();
             }
             let pulls = copy.pulls(repo.id, PullState::All, 10).await.unwrap();
             assert_eq!(pulls, vec![pull_version(n - 1)], "order {order:?}");
@@ -111,15 +112,15 @@ async fn deletion_sticks_even_when_a_newer_update_arrives_after_it() {
         )
         .await
         .unwrap();
-    backend.copy.apply(repo.id, vec![Effect::Issue(issue_version(1))]).await.unwrap();
+    backend.copy.apply(repo.id, vec![Effect::Issue(issue_version(1))], Cause::Sync).await.unwrap();
     assert_eq!(backend.copy.issues(repo.id, IssueState::All, 10).await.unwrap().len(), 1);
     let mut deleted = issue_version(2);
     deleted.deleted = true;
-    backend.copy.apply(repo.id, vec![Effect::Issue(deleted)]).await.unwrap();
+    backend.copy.apply(repo.id, vec![Effect::Issue(deleted)], Cause::Sync).await.unwrap();
     // An update newer than the deletion (a delivery GitHub sent before it deleted the
     // issue, with a later timestamp, or a clock skew) passes the newer-wins guard: only
     // the deletion rule keeps the issue gone.
-    backend.copy.apply(repo.id, vec![Effect::Issue(issue_version(3))]).await.unwrap();
+    backend.copy.apply(repo.id, vec![Effect::Issue(issue_version(3))], Cause::Sync).await.unwrap();
     assert!(backend.copy.issues(repo.id, IssueState::All, 10).await.unwrap().is_empty());
     backend.close();
 }

@@ -17,6 +17,10 @@
 //! applies to one repository run one after the other (SQLite runs every write that way),
 //! so a fast-forward's positions never interleave with another's and the rows an apply
 //! touches are never locked in two orders.
+//!
+//! What an apply changed is collected as it goes and appended to the change log by
+//! `append_changes`, the last statement before the commit, whose counter row is the
+//! last lock taken (see there for why numbers then become visible in commit order).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,9 +31,15 @@ use tokio_postgres::Row;
 
 use super::error::{from_db, to_db};
 use super::PgDb;
+use crate::output;
+use crate::storage::changes::{
+    branch_key, comment_key, commit_key, issue_key, parse_state, pull_key, release_key, tag_key, Cause, ChangeBounds,
+    ChangeFilter, ChangeLog, ChangeOp, ChangeRecord, NewChange, REPOSITORY_KEY,
+};
 use crate::storage::copy::{from_json_text as from_json, to_json_text as json};
 use crate::storage::copy::{
-    BranchRow, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState, ReleaseRecord, TagRow,
+    BranchRow, CommentRecord, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState,
+    ReleaseRecord, RepositoryRow, TagRow,
 };
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::sync::git::CommitInfo;
@@ -60,7 +70,9 @@ const INSERT_COMMITS: &str = "INSERT INTO commits (repo_id, sha, parents, author
      committer_name, committer_email, committed_at, message, paths) \
      SELECT $1::bigint, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
      $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[]) \
-     ON CONFLICT (repo_id, sha) DO NOTHING";
+     ON CONFLICT (repo_id, sha) DO NOTHING \
+     RETURNING sha, parents, author_name, author_email, authored_at, committer_name, committer_email, \
+     committed_at, message, paths";
 
 const INSERT_MEMBERS: &str = "INSERT INTO branch_commits (repo_id, branch, sha, committed_at, position) \
      SELECT $1::bigint, $2::text, * FROM UNNEST($3::text[], $4::bigint[], $5::bigint[]) \
@@ -75,7 +87,9 @@ const UPSERT_PULL: &str = "INSERT INTO pulls (repo_id, number, title, body, stat
      base_sha = excluded.base_sha, head_ref = excluded.head_ref, head_sha = excluded.head_sha, \
      created_at = excluded.created_at, updated_at = excluded.updated_at, closed_at = excluded.closed_at, \
      merged_at = excluded.merged_at \
-     WHERE excluded.updated_at >= pulls.updated_at";
+     WHERE excluded.updated_at >= pulls.updated_at \
+     RETURNING number, title, body, state, draft, merged, author, labels, assignees, base_ref, \
+     base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at";
 
 /// Newer wins; deletion and transfer stick once seen, whatever arrives after.
 const UPSERT_ISSUE: &str = "INSERT INTO issues (repo_id, number, title, body, state, author, labels, assignees, \
@@ -94,7 +108,9 @@ const UPSERT_ISSUE: &str = "INSERT INTO issues (repo_id, number, title, body, st
      closed_at = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.closed_at ELSE issues.closed_at END, \
      updated_at = GREATEST(issues.updated_at, excluded.updated_at), \
      deleted = issues.deleted OR excluded.deleted, \
-     transferred_to = COALESCE(excluded.transferred_to, issues.transferred_to)";
+     transferred_to = COALESCE(excluded.transferred_to, issues.transferred_to) \
+     RETURNING number, title, body, state, author, labels, assignees, comments, created_at, \
+     updated_at, closed_at, deleted, transferred_to";
 
 const UPSERT_COMMENT: &str = "INSERT INTO issue_comments (repo_id, id, issue_number, body, author, created_at, \
      updated_at, deleted) \
@@ -103,7 +119,8 @@ const UPSERT_COMMENT: &str = "INSERT INTO issue_comments (repo_id, id, issue_num
      body = CASE WHEN excluded.updated_at >= issue_comments.updated_at \
        THEN excluded.body ELSE issue_comments.body END, \
      updated_at = GREATEST(issue_comments.updated_at, excluded.updated_at), \
-     deleted = issue_comments.deleted OR excluded.deleted";
+     deleted = issue_comments.deleted OR excluded.deleted \
+     RETURNING id, issue_number, body, author, created_at, updated_at, deleted";
 
 /// A deleted release stays as it was when deleted.
 const UPSERT_RELEASE: &str = "INSERT INTO releases (repo_id, id, tag_name, name, draft, prerelease, created_at, \
@@ -116,25 +133,45 @@ const UPSERT_RELEASE: &str = "INSERT INTO releases (repo_id, id, tag_name, name,
      prerelease = CASE WHEN NOT releases.deleted THEN excluded.prerelease ELSE releases.prerelease END, \
      published_at = CASE WHEN NOT releases.deleted \
        THEN COALESCE(excluded.published_at, releases.published_at) ELSE releases.published_at END, \
-     deleted = releases.deleted OR excluded.deleted";
+     deleted = releases.deleted OR excluded.deleted \
+     RETURNING id, tag_name, name, draft, prerelease, created_at, published_at, deleted";
 
 const UPDATE_REPOSITORY: &str = "UPDATE repositories SET full_name = COALESCE($2, full_name), \
      github_id = COALESCE(github_id, $3), archived = COALESCE($4, archived), deleted = COALESCE($5, deleted), \
-     visibility = COALESCE($6, visibility), default_branch = COALESCE($7, default_branch) WHERE id = $1";
+     visibility = COALESCE($6, visibility), default_branch = COALESCE($7, default_branch) WHERE id = $1 \
+     RETURNING id, full_name, github_id, default_branch, archived, deleted, visibility";
 
-/// Applies `effects` inside the caller's transaction.
-pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &[Effect]) -> StoreResult<()> {
+/// Applies `effects` inside the caller's transaction, and collects what they changed in
+/// `changes` (caused by `cause`), for [`append_changes`] to append just before the commit.
+///
+/// Each entity's state is read before its statement and read back after it (`RETURNING`,
+/// through the row mappers the queries use); a change is recorded only when its query's
+/// `--json` shape differs. A statement a guard refuses returns no row: nothing changed.
+pub(super) async fn apply_effects(
+    tx: &Transaction<'_>,
+    repo_id: i64,
+    effects: &[Effect],
+    cause: &Cause,
+    changes: &mut Vec<NewChange>,
+) -> StoreResult<()> {
     let now = now_ms();
     // First, so that the repository's row is locked for the rest of the transaction.
-    tx.execute_typed(
-        "UPDATE repositories SET synced_at = $2 WHERE id = $1",
-        &[(&repo_id, Type::INT8), (&now, Type::INT8)],
-    )
-    .await?;
+    let name = tx
+        .query_typed(
+            "UPDATE repositories SET synced_at = $2 WHERE id = $1 RETURNING full_name",
+            &[(&repo_id, Type::INT8), (&now, Type::INT8)],
+        )
+        .await?
+        .first()
+        .map(|r| r.try_get::<_, String>(0))
+        .transpose()?;
+    let mut log = ChangeLog::new(repo_id, name.unwrap_or_default(), cause);
     for effect in effects {
         match effect {
             Effect::Branch { name, head_sha, new_commits, membership } => {
-                insert_commits(tx, repo_id, new_commits).await?;
+                for stored in insert_commits(tx, repo_id, new_commits).await? {
+                    log.record("commit", commit_key(&stored.sha), None, Some(output::commit_json(&stored)));
+                }
                 // Members come newest first; positions grow towards the head.
                 let (members, base) = match membership {
                     Membership::Append(m) => {
@@ -154,144 +191,270 @@ pub(super) async fn apply_effects(tx: &Transaction<'_>, repo_id: i64, effects: &
                     }
                 };
                 insert_members(tx, repo_id, name, members, base).await?;
+                let before = tx
+                    .query_typed(
+                        "SELECT head_sha FROM branches WHERE repo_id = $1 AND name = $2",
+                        &[(&repo_id, Type::INT8), (name, Type::TEXT)],
+                    )
+                    .await?
+                    .first()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .transpose()?;
                 let upsert = tx
                     .prepare_cached(
                         "INSERT INTO branches (repo_id, name, head_sha, synced_at) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (repo_id, name) DO UPDATE SET head_sha = excluded.head_sha, \
-                         synced_at = excluded.synced_at",
+                         synced_at = excluded.synced_at RETURNING name, head_sha, synced_at",
                     )
                     .await?;
-                tx.execute(&upsert, &[&repo_id, name, head_sha, &now]).await?;
+                let after = branch_from_row(&tx.query_one(&upsert, &[&repo_id, name, head_sha, &now]).await?)?;
+                // The head is what moved; a sync that finds it where it was changes nothing.
+                if before.as_deref() != Some(after.head_sha.as_str()) {
+                    log.record("branch", branch_key(name), None, Some(output::branch_json(&after)));
+                }
             }
             Effect::DeleteBranch { name } => {
                 delete_members(tx, repo_id, name).await?;
-                let sql = "DELETE FROM branches WHERE repo_id = $1 AND name = $2";
-                tx.execute_typed(sql, &[(&repo_id, Type::INT8), (name, Type::TEXT)]).await?;
+                let sql = "DELETE FROM branches WHERE repo_id = $1 AND name = $2 RETURNING name, head_sha, synced_at";
+                let deleted = tx.query_typed(sql, &[(&repo_id, Type::INT8), (name, Type::TEXT)]).await?;
+                let deleted = deleted.first().map(branch_from_row).transpose()?;
+                log.record("branch", branch_key(name), deleted.as_ref().map(output::branch_json), None);
             }
             Effect::Tag { name, sha } => {
+                let sql = "SELECT name, sha FROM tags WHERE repo_id = $1 AND name = $2";
+                let before = tx.query_typed(sql, &[(&repo_id, Type::INT8), (name, Type::TEXT)]).await?;
+                let before = before.first().map(tag_from_row).transpose()?;
                 let upsert = tx
                     .prepare_cached(
                         "INSERT INTO tags (repo_id, name, sha, synced_at) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (repo_id, name) DO UPDATE SET sha = COALESCE(excluded.sha, tags.sha), \
-                         synced_at = excluded.synced_at",
+                         synced_at = excluded.synced_at RETURNING name, sha",
                     )
                     .await?;
-                tx.execute(&upsert, &[&repo_id, name, sha, &now]).await?;
+                let after = tag_from_row(&tx.query_one(&upsert, &[&repo_id, name, sha, &now]).await?)?;
+                log.record("tag", tag_key(name), before.as_ref().map(output::tag_json), Some(output::tag_json(&after)));
             }
             Effect::DeleteTag { name } => {
-                let sql = "DELETE FROM tags WHERE repo_id = $1 AND name = $2";
-                tx.execute_typed(sql, &[(&repo_id, Type::INT8), (name, Type::TEXT)]).await?;
+                let sql = "DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING name, sha";
+                let deleted = tx.query_typed(sql, &[(&repo_id, Type::INT8), (name, Type::TEXT)]).await?;
+                let deleted = deleted.first().map(tag_from_row).transpose()?;
+                log.record("tag", tag_key(name), deleted.as_ref().map(output::tag_json), None);
             }
             Effect::Pull(p) => {
+                let number = to_db(p.number)?;
+                let sql = format!("SELECT {PULL_COLUMNS} FROM pulls WHERE repo_id = $1 AND number = $2");
+                let before = tx.query_typed(&sql, &[(&repo_id, Type::INT8), (&number, Type::INT8)]).await?;
+                let before = before.first().map(pull_from_row).transpose()?;
                 let upsert = tx.prepare_cached(UPSERT_PULL).await?;
-                tx.execute(
-                    &upsert,
-                    &[
-                        &repo_id,
-                        &to_db(p.number)?,
-                        &p.title,
-                        &p.body,
-                        &p.state,
-                        &p.draft,
-                        &p.merged,
-                        &p.author,
-                        &json(&p.labels),
-                        &json(&p.assignees),
-                        &p.base_ref,
-                        &p.base_sha,
-                        &p.head_ref,
-                        &p.head_sha,
-                        &p.created_at,
-                        &p.updated_at,
-                        &p.closed_at,
-                        &p.merged_at,
-                    ],
-                )
-                .await?;
+                let written = tx
+                    .query_opt(
+                        &upsert,
+                        &[
+                            &repo_id,
+                            &number,
+                            &p.title,
+                            &p.body,
+                            &p.state,
+                            &p.draft,
+                            &p.merged,
+                            &p.author,
+                            &json(&p.labels),
+                            &json(&p.assignees),
+                            &p.base_ref,
+                            &p.base_sha,
+                            &p.head_ref,
+                            &p.head_sha,
+                            &p.created_at,
+                            &p.updated_at,
+                            &p.closed_at,
+                            &p.merged_at,
+                        ],
+                    )
+                    .await?;
+                let written = written.as_ref().map(pull_from_row).transpose()?;
+                // No row back: the stored one is newer and stays.
+                let (before, after) = (before.as_ref().map(output::pull_json), written.as_ref().map(output::pull_json));
+                let after = after.or_else(|| before.clone());
+                log.record("pull_request", pull_key(p.number), before, after);
             }
             Effect::Issue(i) => {
+                let number = to_db(i.number)?;
+                let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE repo_id = $1 AND number = $2");
+                let before = tx.query_typed(&sql, &[(&repo_id, Type::INT8), (&number, Type::INT8)]).await?;
+                let before = before.first().map(issue_from_row).transpose()?;
                 let upsert = tx.prepare_cached(UPSERT_ISSUE).await?;
-                tx.execute(
-                    &upsert,
-                    &[
-                        &repo_id,
-                        &to_db(i.number)?,
-                        &i.title,
-                        &i.body,
-                        &i.state,
-                        &i.author,
-                        &json(&i.labels),
-                        &json(&i.assignees),
-                        &to_db(i.comments)?,
-                        &i.created_at,
-                        &i.updated_at,
-                        &i.closed_at,
-                        &i.deleted,
-                        &i.transferred_to,
-                    ],
-                )
-                .await?;
+                let after = tx
+                    .query_one(
+                        &upsert,
+                        &[
+                            &repo_id,
+                            &number,
+                            &i.title,
+                            &i.body,
+                            &i.state,
+                            &i.author,
+                            &json(&i.labels),
+                            &json(&i.assignees),
+                            &to_db(i.comments)?,
+                            &i.created_at,
+                            &i.updated_at,
+                            &i.closed_at,
+                            &i.deleted,
+                            &i.transferred_to,
+                        ],
+                    )
+                    .await?;
+                let after = issue_from_row(&after)?;
+                log.record("issue", issue_key(i.number), issue_state(before.as_ref()), issue_state(Some(&after)));
             }
             Effect::Comment(cm) => {
+                let id = to_db(cm.id)?;
+                let sql = format!("SELECT {COMMENT_COLUMNS} FROM issue_comments WHERE repo_id = $1 AND id = $2");
+                let before = tx.query_typed(&sql, &[(&repo_id, Type::INT8), (&id, Type::INT8)]).await?;
+                let before = before.first().map(comment_from_row).transpose()?;
                 let upsert = tx.prepare_cached(UPSERT_COMMENT).await?;
-                tx.execute(
-                    &upsert,
-                    &[
-                        &repo_id,
-                        &to_db(cm.id)?,
-                        &to_db(cm.issue_number)?,
-                        &cm.body,
-                        &cm.author,
-                        &cm.created_at,
-                        &cm.updated_at,
-                        &cm.deleted,
-                    ],
-                )
-                .await?;
+                let after = tx
+                    .query_one(
+                        &upsert,
+                        &[
+                            &repo_id,
+                            &id,
+                            &to_db(cm.issue_number)?,
+                            &cm.body,
+                            &cm.author,
+                            &cm.created_at,
+                            &cm.updated_at,
+                            &cm.deleted,
+                        ],
+                    )
+                    .await?;
+                let after = comment_from_row(&after)?;
+                log.record("comment", comment_key(cm.id), comment_state(before.as_ref()), comment_state(Some(&after)));
             }
             Effect::Release(r) => {
+                let id = to_db(r.id)?;
+                let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE repo_id = $1 AND id = $2");
+                let before = tx.query_typed(&sql, &[(&repo_id, Type::INT8), (&id, Type::INT8)]).await?;
+                let before = before.first().map(release_from_row).transpose()?;
                 let upsert = tx.prepare_cached(UPSERT_RELEASE).await?;
-                tx.execute(
-                    &upsert,
-                    &[
-                        &repo_id,
-                        &to_db(r.id)?,
-                        &r.tag_name,
-                        &r.name,
-                        &r.draft,
-                        &r.prerelease,
-                        &r.created_at,
-                        &r.published_at,
-                        &r.deleted,
-                    ],
-                )
-                .await?;
+                let after = tx
+                    .query_one(
+                        &upsert,
+                        &[
+                            &repo_id,
+                            &id,
+                            &r.tag_name,
+                            &r.name,
+                            &r.draft,
+                            &r.prerelease,
+                            &r.created_at,
+                            &r.published_at,
+                            &r.deleted,
+                        ],
+                    )
+                    .await?;
+                let after = release_from_row(&after)?;
+                log.record("release", release_key(r.id), release_state(before.as_ref()), release_state(Some(&after)));
             }
             Effect::Repository { full_name, github_id, archived, deleted, visibility, default_branch } => {
-                tx.execute_typed(
-                    UPDATE_REPOSITORY,
-                    &[
-                        (&repo_id, Type::INT8),
-                        (full_name, Type::TEXT),
-                        (&github_id.map(to_db).transpose()?, Type::INT8),
-                        (archived, Type::BOOL),
-                        (deleted, Type::BOOL),
-                        (visibility, Type::TEXT),
-                        (default_branch, Type::TEXT),
-                    ],
-                )
-                .await
-                .map_err(|e| match e.code() {
-                    Some(code) if code.code().starts_with("23") => StoreError::Conflict(format!(
-                        "another tracked repository is already named {}",
-                        full_name.as_deref().unwrap_or("?")
-                    )),
-                    _ => e.into(),
-                })?;
+                let sql = format!("SELECT {REPOSITORY_COLUMNS} FROM repositories WHERE id = $1");
+                let before = tx.query_typed(&sql, &[(&repo_id, Type::INT8)]).await?;
+                let before = before.first().map(repository_from_row).transpose()?;
+                let after = tx
+                    .query_typed(
+                        UPDATE_REPOSITORY,
+                        &[
+                            (&repo_id, Type::INT8),
+                            (full_name, Type::TEXT),
+                            (&github_id.map(to_db).transpose()?, Type::INT8),
+                            (archived, Type::BOOL),
+                            (deleted, Type::BOOL),
+                            (visibility, Type::TEXT),
+                            (default_branch, Type::TEXT),
+                        ],
+                    )
+                    .await
+                    .map_err(|e| match e.code() {
+                        Some(code) if code.code().starts_with("23") => StoreError::Conflict(format!(
+                            "another tracked repository is already named {}",
+                            full_name.as_deref().unwrap_or("?")
+                        )),
+                        _ => e.into(),
+                    })?;
+                let after = after.first().map(repository_from_row).transpose()?;
+                if let Some(after) = &after {
+                    log.renamed(after.full_name.clone());
+                }
+                log.record(
+                    "repository",
+                    REPOSITORY_KEY.to_owned(),
+                    before.as_ref().map(output::repository_state_json),
+                    after.as_ref().map(output::repository_state_json),
+                );
             }
         }
     }
+    changes.append(&mut log.entries);
     Ok(())
+}
+
+/// Appends `changes` to the change log: called last in the transaction that applied
+/// their effects, just before its commit.
+///
+/// Their numbers come from `change_counter`'s one row, updated here: the row stays locked
+/// until this transaction commits, so a concurrent writer of changes waits on it and gets
+/// higher numbers only once these are committed. Numbers therefore become visible in
+/// commit order: a reader that has read up to N never later finds a change below N. A
+/// plain sequence is not enough: `nextval` is not transactional, so a transaction that
+/// took 11 can commit before one that took 10, and a reader seeing 11 would move past 10
+/// before it appears. The lock is the last one taken (after domains, deliveries and the
+/// repository's row, the order every writer keeps) and is held only for the insert and
+/// the commit; a transaction that changed nothing takes no lock at all.
+pub(super) async fn append_changes(tx: &Transaction<'_>, changes: &[NewChange]) -> StoreResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let count = length(changes.len())?;
+    let counter = tx
+        .query_typed_one(
+            "UPDATE change_counter SET last_seq = last_seq + $1 \
+             RETURNING last_seq, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT",
+            &[(&count, Type::INT8)],
+        )
+        .await?;
+    let (last, at): (i64, i64) = (counter.try_get(0)?, counter.try_get(1)?);
+    let insert = tx.prepare_cached(INSERT_CHANGES).await?;
+    let mut next = last - count + 1;
+    for chunk in changes.chunks(CHUNK) {
+        let seqs: Vec<i64> = (next..next + length(chunk.len())?).collect();
+        next += length(chunk.len())?;
+        let repo_ids: Vec<i64> = chunk.iter().map(|c| c.repo_id).collect();
+        let repositories: Vec<&str> = chunk.iter().map(|c| c.repository.as_str()).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|c| c.kind).collect();
+        let keys: Vec<&str> = chunk.iter().map(|c| c.key.as_str()).collect();
+        let ops: Vec<&str> = chunk.iter().map(|c| c.op.as_str()).collect();
+        let states: Vec<Option<&str>> = chunk.iter().map(|c| c.state.as_deref()).collect();
+        let causes: Vec<&str> = chunk.iter().map(|c| c.cause.as_str()).collect();
+        tx.execute(&insert, &[&seqs, &at, &repo_ids, &repositories, &kinds, &keys, &ops, &states, &causes]).await?;
+    }
+    Ok(())
+}
+
+const INSERT_CHANGES: &str = "INSERT INTO changes (seq, at, repo_id, repository, kind, key, op, state, cause) \
+     SELECT s, $2::bigint, r, n, k, y, o, st, c FROM UNNEST($1::bigint[], $3::bigint[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[]) AS u(s, r, n, k, y, o, st, c)";
+
+/// An issue as its query shows it: deleted and transferred ones are not listed.
+fn issue_state(issue: Option<&IssueRecord>) -> Option<serde_json::Value> {
+    issue.filter(|i| !i.deleted && i.transferred_to.is_none()).map(output::issue_json)
+}
+
+fn comment_state(comment: Option<&CommentRecord>) -> Option<serde_json::Value> {
+    comment.filter(|c| !c.deleted).map(output::comment_json)
+}
+
+fn release_state(release: Option<&ReleaseRecord>) -> Option<serde_json::Value> {
+    release.filter(|r| !r.deleted).map(output::release_json)
 }
 
 async fn delete_members(tx: &Transaction<'_>, repo_id: i64, branch: &str) -> StoreResult<()> {
@@ -301,10 +464,12 @@ async fn delete_members(tx: &Transaction<'_>, repo_id: i64, branch: &str) -> Sto
 }
 
 /// Stores the commits not stored before; the first of a sha given twice is the one kept.
-async fn insert_commits(tx: &Transaction<'_>, repo_id: i64, commits: &[CommitInfo]) -> StoreResult<()> {
+/// Returns those stored now, as read back, in the order given.
+async fn insert_commits(tx: &Transaction<'_>, repo_id: i64, commits: &[CommitInfo]) -> StoreResult<Vec<CommitInfo>> {
     if commits.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let mut stored = Vec::new();
     let mut seen = HashSet::with_capacity(commits.len());
     let unique: Vec<&CommitInfo> = commits.iter().filter(|c| seen.insert(c.sha.as_str())).collect();
     let insert = tx.prepare_cached(INSERT_COMMITS).await?;
@@ -323,25 +488,32 @@ async fn insert_commits(tx: &Transaction<'_>, repo_id: i64, commits: &[CommitInf
             .collect();
         let authored_at: Vec<i64> = chunk.iter().map(|c| c.authored_at).collect();
         let committed_at: Vec<i64> = chunk.iter().map(|c| c.committed_at).collect();
-        tx.execute(
-            &insert,
-            &[
-                &repo_id,
-                &shas,
-                &parents,
-                &author_names,
-                &author_emails,
-                &authored_at,
-                &committer_names,
-                &committer_emails,
-                &committed_at,
-                &messages,
-                &paths,
-            ],
-        )
-        .await?;
+        let rows = tx
+            .query(
+                &insert,
+                &[
+                    &repo_id,
+                    &shas,
+                    &parents,
+                    &author_names,
+                    &author_emails,
+                    &authored_at,
+                    &committer_names,
+                    &committer_emails,
+                    &committed_at,
+                    &messages,
+                    &paths,
+                ],
+            )
+            .await?;
+        // RETURNING gives no order guarantee: put them back in the order given.
+        let mut chunk_stored = rows.iter().map(commit_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let order: std::collections::HashMap<&str, usize> =
+            chunk.iter().enumerate().map(|(i, c)| (c.sha.as_str(), i)).collect();
+        chunk_stored.sort_by_key(|c| order.get(c.sha.as_str()).copied().unwrap_or(usize::MAX));
+        stored.append(&mut chunk_stored);
     }
-    Ok(())
+    Ok(stored)
 }
 
 /// `members` (newest first) join `branch` at positions `base + len` down to `base + 1`; a
@@ -439,6 +611,58 @@ fn issue_from_row(r: &Row) -> StoreResult<IssueRecord> {
     })
 }
 
+const COMMENT_COLUMNS: &str = "id, issue_number, body, author, created_at, updated_at, deleted";
+
+fn comment_from_row(r: &Row) -> StoreResult<CommentRecord> {
+    Ok(CommentRecord {
+        id: from_db(r.try_get(0)?)?,
+        issue_number: from_db(r.try_get(1)?)?,
+        body: r.try_get(2)?,
+        author: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+        updated_at: r.try_get(5)?,
+        deleted: r.try_get(6)?,
+    })
+}
+
+const REPOSITORY_COLUMNS: &str = "id, full_name, github_id, default_branch, archived, deleted, visibility";
+
+fn repository_from_row(r: &Row) -> StoreResult<RepositoryRow> {
+    Ok(RepositoryRow {
+        id: r.try_get(0)?,
+        full_name: r.try_get(1)?,
+        github_id: r.try_get::<_, Option<i64>>(2)?.map(from_db).transpose()?,
+        default_branch: r.try_get(3)?,
+        archived: r.try_get(4)?,
+        deleted: r.try_get(5)?,
+        visibility: r.try_get(6)?,
+    })
+}
+
+fn branch_from_row(r: &Row) -> StoreResult<BranchRow> {
+    Ok(BranchRow { name: r.try_get(0)?, head_sha: r.try_get(1)?, synced_at: r.try_get(2)? })
+}
+
+fn tag_from_row(r: &Row) -> StoreResult<TagRow> {
+    Ok((r.try_get(0)?, r.try_get(1)?))
+}
+
+fn change_from_row(r: &Row) -> StoreResult<ChangeRecord> {
+    Ok(ChangeRecord {
+        seq: r.try_get(0)?,
+        at_ms: r.try_get(1)?,
+        repo_id: r.try_get(2)?,
+        repository: r.try_get(3)?,
+        kind: r.try_get(4)?,
+        key: r.try_get(5)?,
+        op: ChangeOp::parse(r.try_get(6)?),
+        state: parse_state(r.try_get(7)?),
+        cause: r.try_get(8)?,
+    })
+}
+
+const RELEASE_COLUMNS: &str = "id, tag_name, name, draft, prerelease, created_at, published_at, deleted";
+
 fn release_from_row(r: &Row) -> StoreResult<ReleaseRecord> {
     Ok(ReleaseRecord {
         id: from_db(r.try_get(0)?)?,
@@ -523,11 +747,13 @@ impl CopyStore for PgCopyStore {
         })
     }
 
-    fn apply(&self, repo_id: i64, effects: Vec<Effect>) -> BoxFuture<'_, StoreResult<()>> {
+    fn apply(&self, repo_id: i64, effects: Vec<Effect>, cause: Cause) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
-            apply_effects(&tx, repo_id, &effects).await?;
+            let mut changes = Vec::new();
+            apply_effects(&tx, repo_id, &effects, &cause, &mut changes).await?;
+            append_changes(&tx, &changes).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -538,7 +764,7 @@ impl CopyStore for PgCopyStore {
             self.select(
                 "SELECT name, head_sha, synced_at FROM branches WHERE repo_id = $1 ORDER BY name COLLATE \"C\"",
                 &[(&repo_id, Type::INT8)],
-                |r| Ok(BranchRow { name: r.try_get(0)?, head_sha: r.try_get(1)?, synced_at: r.try_get(2)? }),
+                branch_from_row,
             )
             .await
         })
@@ -549,7 +775,7 @@ impl CopyStore for PgCopyStore {
             self.select(
                 "SELECT name, sha FROM tags WHERE repo_id = $1 ORDER BY name COLLATE \"C\"",
                 &[(&repo_id, Type::INT8)],
-                |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+                tag_from_row,
             )
             .await
         })
@@ -643,13 +869,46 @@ impl CopyStore for PgCopyStore {
         Box::pin(async move {
             let limit = i64::from(limit);
             self.select(
-                "SELECT id, tag_name, name, draft, prerelease, created_at, published_at, deleted FROM releases \
-                 WHERE repo_id = $1 AND NOT deleted \
-                 ORDER BY COALESCE(published_at, created_at) DESC NULLS LAST, id DESC LIMIT $2",
+                &format!(
+                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE repo_id = $1 AND NOT deleted \
+                     ORDER BY COALESCE(published_at, created_at) DESC NULLS LAST, id DESC LIMIT $2"
+                ),
                 &[(&repo_id, Type::INT8), (&limit, Type::INT8)],
                 release_from_row,
             )
             .await
+        })
+    }
+
+    fn changes(&self, filter: ChangeFilter) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>> {
+        Box::pin(async move {
+            let limit = i64::from(filter.limit);
+            self.select(
+                "SELECT seq, at, repo_id, repository, kind, key, op, state, cause FROM changes \
+                 WHERE seq > $1 AND ($2::BIGINT IS NULL OR repo_id = $2) AND ($3::TEXT IS NULL OR kind = $3) \
+                 ORDER BY seq LIMIT $4",
+                &[
+                    (&filter.since, Type::INT8),
+                    (&filter.repository, Type::INT8),
+                    (&filter.kind, Type::TEXT),
+                    (&limit, Type::INT8),
+                ],
+                change_from_row,
+            )
+            .await
+        })
+    }
+
+    fn changes_bounds(&self) -> BoxFuture<'_, StoreResult<ChangeBounds>> {
+        Box::pin(async move {
+            // One statement, one snapshot: the counter and the rows agree (they commit together).
+            let rows = self
+                .select("SELECT (SELECT MIN(seq) FROM changes), last_seq FROM change_counter", &[], |r| {
+                    Ok((r.try_get::<_, Option<i64>>(0)?, r.try_get::<_, i64>(1)?))
+                })
+                .await?;
+            let (oldest, newest) = rows.first().copied().unwrap_or((None, 0));
+            Ok(ChangeBounds { oldest: oldest.unwrap_or(newest + 1), newest })
         })
     }
 }
@@ -1025,12 +1284,21 @@ mod tests {
 
         let mut last = None;
         for (n, effects) in steps().into_iter().enumerate() {
-            sqlite.apply(s_id, effects.clone()).await.unwrap();
-            pg.apply(p_id, effects).await.unwrap();
+            sqlite.apply(s_id, effects.clone(), Cause::Sync).await.unwrap();
+            pg.apply(p_id, effects, Cause::Sync).await.unwrap();
             let expected = snapshot(&sqlite, Raw::Sqlite(&sqlite_db), s_id).await;
             let actual = snapshot(&pg, Raw::Postgres(&pg_db), p_id).await;
             assert_eq!(actual, expected, "after step {n}");
             last = Some(actual);
+            // The same change log too (but for the clocks that stamped it).
+            let log = |changes: Vec<ChangeRecord>| -> Vec<ChangeRecord> {
+                changes.into_iter().map(|c| ChangeRecord { at_ms: 0, repo_id: 0, ..c }).collect()
+            };
+            let all = ChangeFilter { since: 0, limit: 100_000, repository: None, kind: None };
+            let (p_log, s_log) = (pg.changes(all.clone()).await.unwrap(), sqlite.changes(all).await.unwrap());
+            assert!(!p_log.is_empty());
+            assert_eq!(log(p_log), log(s_log), "the change log after step {n}");
+            assert_eq!(pg.changes_bounds().await.unwrap(), sqlite.changes_bounds().await.unwrap());
         }
         // The rules themselves, on the final state (both backends agree on it).
         let s = last.unwrap();
@@ -1080,15 +1348,15 @@ mod tests {
 
         // A rename onto another tracked repository is a Conflict, and the whole apply is undone.
         let effects = vec![Effect::Tag { name: "undone".into(), sha: None }, repository(Some("O/OTHER"), None, None)];
-        let s_err = sqlite.apply(s_id, effects.clone()).await.unwrap_err();
-        let p_err = pg.apply(p_id, effects).await.unwrap_err();
+        let s_err = sqlite.apply(s_id, effects.clone(), Cause::Sync).await.unwrap_err();
+        let p_err = pg.apply(p_id, effects, Cause::Sync).await.unwrap_err();
         assert!(
             matches!(&p_err, StoreError::Conflict(m) if m == "another tracked repository is already named O/OTHER")
         );
         assert_eq!(p_err.to_string(), s_err.to_string());
         assert_eq!(pg.tags(p_id).await.unwrap(), sqlite.tags(s_id).await.unwrap());
         // Numbers past BIGINT are refused, not wrapped.
-        assert!(pg.apply(p_id, vec![pull(u64::MAX, 1, "open", false)]).await.is_err());
+        assert!(pg.apply(p_id, vec![pull(u64::MAX, 1, "open", false)], Cause::Sync).await.is_err());
 
         // A first sync of 10,000 commits on a branch of its own.
         let many: Vec<CommitInfo> = (0..10_000).map(|i| commit(&format!("{i:040x}"), 1_000_000 - i)).collect();
@@ -1096,16 +1364,22 @@ mod tests {
         let big =
             vec![Effect::Branch { name: "big".into(), head_sha: many[0].sha.clone(), new_commits: many, membership }];
         let started = std::time::Instant::now();
-        pg.apply(p_id, big.clone()).await.unwrap();
+        pg.apply(p_id, big.clone(), Cause::Sync).await.unwrap();
         let took = started.elapsed();
         eprintln!("PostgreSQL: a first sync of 10,000 commits took {took:?}");
-        sqlite.apply(s_id, big).await.unwrap();
+        sqlite.apply(s_id, big, Cause::Sync).await.unwrap();
         let (p, s) = (
             pg.commits(p_id, Some("big".into()), 20_000).await.unwrap(),
             sqlite.commits(s_id, Some("big".into()), 20_000).await.unwrap(),
         );
         assert_eq!(p.len(), 10_000);
         assert_eq!(p, s);
+        let commits = ChangeFilter { since: 0, limit: 100_000, repository: None, kind: Some("commit".into()) };
+        let (p_log, s_log) = (pg.changes(commits.clone()).await.unwrap(), sqlite.changes(commits).await.unwrap());
+        let keys =
+            |log: &[ChangeRecord]| log.iter().map(|c| (c.seq, c.key.clone(), c.state.clone())).collect::<Vec<_>>();
+        assert_eq!(keys(&p_log), keys(&s_log));
+        assert_eq!(p_log.len(), 9 + 10_000, "each commit stored once is one change");
         assert_eq!(pg.commits(p_id, None, 50).await.unwrap(), sqlite.commits(s_id, None, 50).await.unwrap());
 
         // Fast-forwards of one branch applied at the same time take turns: no position twice.
@@ -1115,7 +1389,7 @@ mod tests {
             let shas: Vec<(String, i64)> = (0..50).map(|i| (format!("ff{n}-{i}"), i)).collect();
             let head = shas[0].0.clone();
             let effect = branch("ff", &head, &[], Membership::Append(shas));
-            tokio::spawn(async move { pg.apply(p_id, vec![effect]).await })
+            tokio::spawn(async move { pg.apply(p_id, vec![effect], Cause::Sync).await })
         });
         for forward in forwards.collect::<Vec<_>>() {
             forward.await.unwrap().unwrap();
@@ -1125,6 +1399,76 @@ mod tests {
         let row = c.query_one(sql, &[]).await.unwrap();
         assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (400, 400, 400));
         pg_db.close();
+    }
+
+    /// Two writers of changes: the first holds its numbers uncommitted while the second
+    /// tries to append. The second waits for the first's commit (the counter's row lock),
+    /// so a reader never sees the second's higher number without the first's lower one.
+    /// (With numbers from a plain sequence the second commits first, and a reader sees 2
+    /// before 1.)
+    async fn commit_order(url: String, schema: String) {
+        let db =
+            Arc::new(PgDb::open(&url, PostgresOptions { schema: Some(schema), ..Default::default() }).await.unwrap());
+        let store = PgCopyStore::new(db.clone());
+        let (first_repo, second_repo) = (pg_repository(&db, "o/first").await, pg_repository(&db, "o/second").await);
+        let mut first = db.client().await.unwrap();
+        let tx = first.transaction().await.unwrap();
+        let mut changes = Vec::new();
+        apply_effects(&tx, first_repo, &[pull(1, 1, "open", false)], &Cause::Poll, &mut changes).await.unwrap();
+        append_changes(&tx, &changes).await.unwrap();
+
+        let second = {
+            let store = PgCopyStore::new(db.clone());
+            tokio::spawn(async move { store.apply(second_repo, vec![pull(2, 1, "open", false)], Cause::Poll).await })
+        };
+        // Until the second writer waits on a lock (or, without one, has finished).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let watcher = db.client().await.unwrap();
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND query LIKE '%change_counter%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 || second.is_finished() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the second writer neither waited nor finished");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let all = ChangeFilter { since: 0, limit: 100, repository: None, kind: None };
+        let seen: Vec<i64> = store.changes(all.clone()).await.unwrap().iter().map(|c| c.seq).collect();
+        assert!(seen.is_empty(), "a change is visible before the lower number is committed: {seen:?}");
+        assert_eq!(store.changes_bounds().await.unwrap(), ChangeBounds { oldest: 1, newest: 0 });
+        tx.commit().await.unwrap();
+        second.await.unwrap().unwrap();
+        let seen: Vec<(i64, i64)> = store.changes(all).await.unwrap().iter().map(|c| (c.seq, c.repo_id)).collect();
+        assert_eq!(seen, [(1, first_repo), (2, second_repo)]);
+        db.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_become_visible_in_number_order() {
+        let Some(url) = std::env::var("FUTURNAL_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but FUTURNAL_TEST_DATABASE_URL is not set: the PostgreSQL tests must run in CI"
+            );
+            eprintln!("NOTE: FUTURNAL_TEST_DATABASE_URL is not set: the change order test did NOT run");
+            return;
+        };
+        let schema = format!("futurnal_test_{}", &crate::secrets::generate_secret()[..12]);
+        let outcome = tokio::spawn(commit_order(url.clone(), schema.clone())).await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

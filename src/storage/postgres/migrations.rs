@@ -244,4 +244,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO secrets_generation (generation) VALUES (0);
     "#,
+    // 8: the change log (see `copy::append_changes`). `seq` is not a sequence: numbers
+    // come from `change_counter`, whose row each writer of changes updates last in its
+    // transaction, so that numbers become visible in commit order.
+    r#"
+    CREATE TABLE changes (
+        seq BIGINT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        repo_id BIGINT NOT NULL,
+        repository TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        op TEXT NOT NULL,
+        state TEXT,
+        cause TEXT NOT NULL
+    );
+    CREATE INDEX changes_by_repository ON changes(repo_id, seq);
+    CREATE TABLE change_counter (
+        only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        last_seq BIGINT NOT NULL
+    );
+    INSERT INTO change_counter (last_seq) VALUES (0);
+    "#,
 ];

@@ -23,6 +23,7 @@ use tokio_postgres::Row;
 use super::error::{from_db, to_db};
 use super::{PgDb, NOW_MS};
 use crate::domain::{ordering_domain, repo_key};
+use crate::storage::changes::Cause;
 use crate::storage::queue::{
     ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
     InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
@@ -442,20 +443,22 @@ impl PgQueue {
         .await?;
         let held = tx
             .query(
-                "SELECT d.id FROM deliveries d JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, fence) \
+                "SELECT d.id, d.delivery_id FROM deliveries d JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, fence) \
                  ON d.id = u.id AND d.fence = u.fence WHERE d.status = 'processing' ORDER BY d.id FOR UPDATE OF d",
                 &[&changing, &changing_fences],
             )
             .await?;
-        let held: HashSet<i64> = held.iter().map(|r| r.get(0)).collect();
-        if let Some(lost) = changing.iter().find(|id| !held.contains(id)) {
+        let held: HashMap<i64, String> = held.iter().map(|r| (r.get(0), r.get(1))).collect();
+        if let Some(lost) = changing.iter().find(|id| !held.contains_key(id)) {
             return Err(StoreError::LeaseLost(format!(
                 "delivery {lost} was claimed again after this worker's lease expired; its changes were not stored"
             )));
         }
+        let mut appended = Vec::new();
         for report in &reports {
             if let Some(changes) = &report.changes {
-                super::copy::apply_effects(&tx, changes.repo_id, &changes.effects).await?;
+                let cause = Cause::Delivery(held[&report.handle.raw()].clone());
+                super::copy::apply_effects(&tx, changes.repo_id, &changes.effects, &cause, &mut appended).await?;
             }
         }
         if self.audit {
@@ -470,6 +473,8 @@ impl PgQueue {
         }
         let statement = tx.prepare_cached(&COMPLETE).await?;
         let finished: i64 = tx.query_one(&statement, &params).await?.get(0);
+        // Last: the change counter's lock is the last one taken and the shortest held.
+        super::copy::append_changes(&tx, &appended).await?;
         tx.commit().await?;
         Ok(u64::try_from(finished).unwrap_or(0))
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_postgres::{GenericClient, Row};
 
-use super::copy::apply_effects;
+use super::copy::{append_changes, apply_effects};
 use super::error::{from_db, to_db};
 use super::PgDb;
 use crate::storage::copy::Effect;
@@ -114,7 +114,9 @@ impl Registry for PgRegistry {
                 .await?
                 .get(0);
             if !initial.is_empty() {
-                apply_effects(&tx, id, &initial).await?;
+                let mut changes = Vec::new();
+                apply_effects(&tx, id, &initial, &crate::storage::changes::Cause::Sync, &mut changes).await?;
+                append_changes(&tx, &changes).await?;
             }
             let added = find(&*tx, &RepoRef::Id(id))
                 .await?

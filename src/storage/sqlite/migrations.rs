@@ -206,4 +206,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE TABLE claim_counter (id INTEGER PRIMARY KEY CHECK (id = 1), fence INTEGER NOT NULL);
     INSERT INTO claim_counter (id, fence) VALUES (1, 0);
     "#,
+    // 8: the change log: what each effect changed in the local copy, appended in the
+    // transaction that applied it. Numbers come from AUTOINCREMENT (never reused), in
+    // commit order (one writer). No foreign key: the log outlives what it describes.
+    r#"
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        repo_id INTEGER NOT NULL,
+        repository TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        op TEXT NOT NULL,
+        state TEXT,
+        cause TEXT NOT NULL
+    );
+    CREATE INDEX changes_by_repository ON changes(repo_id, seq);
+    "#,
 ];

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::domain::{ordering_domain, repo_key};
+use crate::storage::changes::Cause;
 use crate::storage::queue::{
     ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
     InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
@@ -228,12 +229,11 @@ fn claim_lanes(
     Ok(lanes)
 }
 
-/// Whether `handle`'s claim is the current one.
-fn holds(c: &Connection, handle: ClaimHandle) -> StoreResult<bool> {
-    Ok(c.prepare_cached("SELECT 1 FROM deliveries WHERE seq = ?1 AND fence = ?2 AND status = 'processing'")?
-        .query_row(params![handle.raw(), handle.fence()], |_| Ok(()))
-        .optional()?
-        .is_some())
+/// The delivery's id when `handle`'s claim is the current one.
+fn holds(c: &Connection, handle: ClaimHandle) -> StoreResult<Option<String>> {
+    Ok(c.prepare_cached("SELECT delivery_id FROM deliveries WHERE seq = ?1 AND fence = ?2 AND status = 'processing'")?
+        .query_row(params![handle.raw(), handle.fence()], |r| r.get(0))
+        .optional()?)
 }
 
 /// Applies reports (changes first, each under its claim's token); returns how many
@@ -241,13 +241,14 @@ fn holds(c: &Connection, handle: ClaimHandle) -> StoreResult<bool> {
 fn apply_reports(c: &Connection, reports: &[Report], now: i64) -> StoreResult<u64> {
     for report in reports {
         if let Some(changes) = &report.changes {
-            if !holds(c, report.handle)? {
+            let Some(delivery_id) = holds(c, report.handle)? else {
                 return Err(StoreError::LeaseLost(format!(
                     "delivery {} was claimed again after this worker's lease expired; its changes were not stored",
                     report.handle.raw()
                 )));
-            }
-            crate::storage::sqlite::copy::apply_effects(c, changes.repo_id, &changes.effects)?;
+            };
+            let cause = Cause::Delivery(delivery_id);
+            crate::storage::sqlite::copy::apply_effects(c, changes.repo_id, &changes.effects, &cause)?;
         }
     }
     let mut finished = 0;

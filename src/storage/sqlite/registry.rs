@@ -107,7 +107,7 @@ impl Registry for SqliteRegistry {
             )?;
             let id = c.last_insert_rowid();
             if !initial.is_empty() {
-                apply_effects(c, id, &initial)?;
+                apply_effects(c, id, &initial, &crate::storage::changes::Cause::Sync)?;
             }
             find(c, &RepoRef::Id(id))?.ok_or_else(|| StoreError::Unavailable("inserted repository vanished".into()))
         }))
