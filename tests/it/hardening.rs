@@ -168,7 +168,10 @@ async fn running_out_of_file_descriptors_does_not_stop_the_accept_loop() {
     })
     .await
     .unwrap();
-    assert_eq!(status, 200);
+    // On PostgreSQL the health check's own database connection may have met the same
+    // limit a moment ago (503 while its backoff lasts): what counts here is the answer.
+    let expected: &[u16] = if crate::pg_mode::postgres_mode() { &[200, 503] } else { &[200] };
+    assert!(expected.contains(&status), "answered {status}");
     assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
     let _ = child.kill();
     let _ = child.wait();
