@@ -7,6 +7,7 @@ mod contract;
 mod copy;
 mod durability;
 mod fake_github;
+mod flood;
 mod helpers;
 mod hooks;
 mod keychain;
