@@ -11,12 +11,18 @@ writes its results (JSON) to --out and prints one line.
       one the server closes (it drops a connection that sends no request within
       [webhook] header_read_timeout_secs) is counted and opened again. --ready is
       written once COUNT are open. Samples how many are open every second.
+
+  flood_probe.py fsync --seconds 5 DIR
+      how long this disk takes to fsync: a 4 KiB append and fsync every 20 ms in DIR for
+      SECONDS, as a yardstick for the daemon's commits (one fsync each with
+      synchronous = "full"): p50, p99 and max.
 """
 import argparse
 import errno
 import http.client
 import json
 import math
+import os
 import selectors
 import signal
 import socket
@@ -191,6 +197,26 @@ def idle(args):
              counts["connect_failures"]))
 
 
+def fsync(args):
+    path = "%s/fsync-probe.%d" % (args.dir, time.time_ns())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    latencies = []
+    end = time.perf_counter() + args.seconds
+    try:
+        while time.perf_counter() < end and not stop.is_set():
+            os.write(fd, b"x" * 4096)
+            start = time.perf_counter()
+            os.fsync(fd)
+            latencies.append((time.perf_counter() - start) * 1000.0)
+            stop.wait(0.02)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    latencies.sort()
+    print("disk: %d fsyncs of a 4 KiB append in %.0f s: p50 %.1f ms, p99 %.1f ms, max %.1f ms"
+          % (len(latencies), args.seconds, percentile(latencies, 50), percentile(latencies, 99), latencies[-1]))
+
+
 def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
@@ -206,8 +232,11 @@ def main():
     i.add_argument("--ready", required=True)
     i.add_argument("--count", type=int, default=2000)
     i.add_argument("addr")
+    d = sub.add_parser("fsync")
+    d.add_argument("--seconds", type=float, default=5.0)
+    d.add_argument("dir")
     args = parser.parse_args()
-    {"health": health, "idle": idle}[args.mode](args)
+    {"health": health, "idle": idle, "fsync": fsync}[args.mode](args)
     return 0
 
 

@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--event", default="issues")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=128)
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--out")
     args = parser.parse_args()
