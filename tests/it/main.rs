@@ -8,6 +8,7 @@ mod contract;
 mod copy;
 mod durability;
 mod fake_github;
+mod flood;
 mod hardening;
 mod helpers;
 mod hooks;
