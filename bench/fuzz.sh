@@ -77,7 +77,7 @@ for target in "${targets[@]}"; do
   if ((status != 0 || after > before)) || ! grep -q '^Done [0-9]* runs' "$log"; then
     verdict="CRASH (exit $status; see $log and fuzz/artifacts/$target/)"
     failed=1
-    grep -E 'panicked at|^==[0-9]+==ERROR|^SUMMARY|Test unit written|ALARM|out-of-memory' "$log" | head -8 || true
+    grep -E 'panicked at|^==[0-9]+==ERROR|^SUMMARY|Test unit written|ALARM|out-of-memory' "$log" | awk '!seen[$0]++' | head -8 || true
   else
     verdict="no crash"
   fi

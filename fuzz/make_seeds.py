@@ -144,6 +144,10 @@ def main():
         "null-repository.json": b'{"action":null,"repository":null}',
         "name-only.json": b'{"repository":{"full_name":"o/r"}}',
         "escapes.json": b'{"action":"op\\u0065ned","repository":{"id":1,"full_name":"o\\/r"}}',
+        # Found by the fuzzer: arrays read as structs field by field (now refused).
+        "crash-array.json": b"[]",
+        "array-of-fields.json": b'["opened",{"id":7,"full_name":"o/r"}]',
+        "repository-array.json": b'{"repository":[7,"o/r"]}',
     }.items():
         write("routing", name, data)
 
@@ -258,6 +262,7 @@ def main():
     request("not-found", b"GET /webhook/github/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     request("expect-continue", http_request("ping", ping, sign(SECRET, ping), delivery(919),
                                             extra=b"Expect: 100-continue\r\n"))
+    request("array-body", http_request("ping", b"[]", sign(SECRET, b"[]"), delivery(921)))
     request("http10", http_request("ping", ping, sign(SECRET, ping), delivery(920)).replace(b"HTTP/1.1", b"HTTP/1.0", 1))
 
 
