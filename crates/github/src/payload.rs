@@ -346,7 +346,8 @@ mod tests {
             assert!(RoutingFields::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         // Arrays, which a derived Deserialize reads field by field (found by fuzzing).
-        for bad in [&b"[]"[..], b"[null]", br#"["opened",{"id":7,"full_name":"o/r"}]"#, br#"{"repository":[7,"o/r"]}"#] {
+        for bad in [&b"[]"[..], b"[null]", br#"["opened",{"id":7,"full_name":"o/r"}]"#, br#"{"repository":[7,"o/r"]}"#]
+        {
             assert!(RoutingFields::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
