@@ -718,7 +718,12 @@ fn env_addr(env: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    parse_file(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Parses the text of a configuration file (what [`Config::load`] reads from `--config`).
+pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    Ok(toml::from_str(text)?)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {

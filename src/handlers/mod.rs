@@ -4,7 +4,7 @@
 //! effects themselves: they hand them back, and the worker stores them with the
 //! delivery's result, in one transaction checked against the claim's fencing token.
 
-mod git;
+pub mod git;
 pub mod normalize;
 
 use std::collections::HashMap;

@@ -6,8 +6,10 @@
 //! delivery over a field it does not use loses real events.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 /// The few fields the receiver needs before it acknowledges a delivery. Parsing into this
 /// type validates the whole document as JSON (skipped values are still checked) while
@@ -17,7 +19,7 @@ use serde::Deserialize;
 pub struct RoutingFields<'a> {
     #[serde(borrow, default)]
     pub action: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub repository: Option<RoutingRepository<'a>>,
 }
 
@@ -33,8 +35,38 @@ impl<'a> RoutingFields<'a> {
     /// Parses the routing fields of a JSON payload; fails on anything that is not one
     /// well-formed JSON object.
     pub fn parse(json: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(json)
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let fields = deserializer.deserialize_map(ObjectOnly(PhantomData))?;
+        deserializer.end()?;
+        Ok(fields)
     }
+}
+
+/// Reads a `T` from a JSON object only. A derived `Deserialize` also takes an array of the
+/// fields in order (`[]` reads as every field missing), which is no payload.
+struct ObjectOnly<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+/// `null`, missing, or an object (see [`ObjectOnly`]).
+fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    struct Object<T>(T);
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(ObjectOnly(PhantomData)).map(Object)
+        }
+    }
+    Ok(Option::<Object<T>>::deserialize(deserializer)?.map(|o| o.0))
 }
 
 /// A user or organization as it appears in payloads.
@@ -311,6 +343,11 @@ mod tests {
     #[test]
     fn routing_fields_reject_invalid_json() {
         for bad in [&b""[..], b"{", b"[1,2]", b"{\"a\":1} trailing", b"{\"a\":tru}", b"null"] {
+            assert!(RoutingFields::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        // Arrays, which a derived Deserialize reads field by field (found by fuzzing).
+        for bad in [&b"[]"[..], b"[null]", br#"["opened",{"id":7,"full_name":"o/r"}]"#, br#"{"repository":[7,"o/r"]}"#]
+        {
             assert!(RoutingFields::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
