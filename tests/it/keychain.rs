@@ -197,6 +197,10 @@ async fn the_token_and_hook_secrets_live_in_the_os_keychain() {
     let status = run_async(d, &envs, "", &["--json", "db", "secret-key", "status"]).await;
     assert_eq!(status.json()["key"], "the OS keychain", "{}", status.stdout);
     assert!(!status.stdout.contains(&key) && !set.stdout.contains(&key));
+    // Removed again: on PostgreSQL a key would send the hook secrets below to the database.
+    let removed = run_async(d, &envs, "", &["db", "secret-key", "remove"]).await;
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(!keychain.has_item("secret-key"));
 
     let added = run_async(
         d,
