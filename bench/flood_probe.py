@@ -170,8 +170,12 @@ def idle(args):
             timeline.append({"at_s": now - started, "open": len(open_socks)})
             next_sample += 1.0
 
-    # At the end: what the server closed meanwhile is noticed, then every socket checked.
+    # At the end: what the server closed meanwhile is noticed and opened again, as during
+    # the run (a wave of timeouts may fall just then), then every socket is checked.
     drain_events(0)
+    while len(open_socks) < args.count:
+        if not open_one():
+            break
     alive = 0
     for s in list(open_socks):
         try:

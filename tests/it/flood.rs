@@ -256,3 +256,27 @@ async fn a_flood_of_unverified_requests_starves_neither_signed_deliveries_nor_he
     drop(idle);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_connections_waits_in_the_backlog_not_for_a_syn_retransmission() {
+    // 1,000 new connections at once, none accepted yet (nobody serves these listeners):
+    // each is taken at once into the listen backlog. With the 128 of `TcpListener::bind`
+    // the rest have their SYNs dropped and wait a second or more for the retransmission.
+    // The kernel caps the backlog at net.core.somaxconn (4096 on Linux since 5.4).
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok();
+    let Some(cap) = somaxconn.and_then(|s| s.trim().parse::<usize>().ok()) else {
+        eprintln!("skipped: no /proc/sys/net/core/somaxconn to say what the kernel allows");
+        return;
+    };
+    let burst = cap.min(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = futurnal::serve::Listeners::bind(&config_for(dir.path(), "")).await.unwrap();
+    for addr in [listeners.webhook.as_ref().unwrap().local_addr().unwrap(), listeners.admin.local_addr().unwrap()] {
+        let mut held = Vec::new();
+        for i in 0..burst {
+            let connected = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await;
+            let connection = connected.unwrap_or_else(|_| panic!("{addr}: connection {i} waited past 500 ms"));
+            held.push(connection.unwrap());
+        }
+    }
+}
