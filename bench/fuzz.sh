@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target under fuzz/ for SECONDS (default 600), one after the other,
 # on its corpus (fuzz/corpus/T, kept between runs, not committed) with the committed seeds
-# (fuzz/seeds/T) as a read-only second corpus, and prints for each target its runs,
-# execs/s, coverage (libFuzzer's final cov: and ft:) and whether it crashed. Exits 1 if a
-# target crashed (its input is in fuzz/artifacts/T/, its log beside it).
+# (fuzz/seeds/T) as a read-only second corpus and fuzz/dicts/T.dict when there is one,
+# and prints for each target its runs, execs/s, coverage (libFuzzer's final cov: and ft:)
+# and whether it crashed. Exits 1 if a target crashed (its input is in fuzz/artifacts/T/,
+# its log beside it).
 #
 #   bench/fuzz.sh [SECONDS]              every target
 #   FUZZ_TARGETS="form router" bench/fuzz.sh 60
@@ -53,13 +54,15 @@ for target in "${targets[@]}"; do
   mkdir -p "$corpus" "$artifacts" "$run/tmp"
   [[ -d $seeds ]] || { echo "bench/fuzz.sh: no seeds at $seeds" >&2; exit 2; }
   before=$(failing_inputs "$artifacts")
+  dict=()
+  [[ -f $root/fuzz/dicts/$target.dict ]] && dict=(-dict="$root/fuzz/dicts/$target.dict")
   echo "== $target: ${seconds} s"
   status=0
   # -jobs=1 makes libFuzzer run the fuzzing in one child process whose output goes to
   # fuzz-0.log in the working directory.
   (cd "$run" && TMPDIR=$run/tmp cargo +nightly fuzz run --fuzz-dir "$root/fuzz" "$target" "$corpus" "$seeds" -- \
     -max_total_time="$seconds" -jobs=1 -workers=1 -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
-    -artifact_prefix="$artifacts/") >"$run/cargo-fuzz.log" 2>&1 || status=$?
+    -artifact_prefix="$artifacts/" "${dict[@]}") >"$run/cargo-fuzz.log" 2>&1 || status=$?
   log=$artifacts/fuzz.log
   cat "$run"/fuzz-*.log "$run/cargo-fuzz.log" >"$log" 2>/dev/null || cp "$run/cargo-fuzz.log" "$log"
   rm -rf "$run"

@@ -205,6 +205,9 @@ def main():
                          'FUTURNAL_SECRET_STORE=keychain\nFUTURNAL_INSTANCE=box-1\n'
                          'FUTURNAL_DATABASE_URL=postgresql://u@h/db\nFUTURNAL_GITHUB_API_URL=http://127.0.0.1:9/\n',
         "bad-env.toml": '\n%%\nFUTURNAL_LISTEN=nowhere\nFUTURNAL_SECRET_STORE=vault\n',
+        # Overflowed in Config::resolve (now refused).
+        "crash-retention-days.toml": "[queue]\nretention_days = 300000000000000\n",
+        "crash-max-database-mb.toml": "[sqlite]\nmax_database_mb = 30000000000000\n",
     }.items():
         write("config", name, text.encode())
 

@@ -585,7 +585,9 @@ impl Config {
         let queue = QueueConfig {
             max_queued: q.max_queued.unwrap_or(1_000_000),
             compression: q.compression.unwrap_or(Compression::Lz4),
-            retention: Duration::from_secs(q.retention_days.unwrap_or(14) * 86_400),
+            retention: Duration::from_secs(
+                q.retention_days.unwrap_or(14).checked_mul(86_400).context("queue.retention_days is too large")?,
+            ),
         };
         let sq = file.sqlite;
         if (sq.synchronous.is_some() && q.synchronous.is_some())
@@ -599,7 +601,11 @@ impl Config {
         };
         let sqlite = SqliteConfig {
             synchronous: sq.synchronous.or(q.synchronous).unwrap_or(Synchronous::Full),
-            max_database_bytes: sq.max_database_mb.or(q.max_database_mb).map(|mb| mb * 1024 * 1024),
+            max_database_bytes: sq
+                .max_database_mb
+                .or(q.max_database_mb)
+                .map(|mb| mb.checked_mul(1024 * 1024).context("sqlite.max_database_mb is too large"))
+                .transpose()?,
         };
         let wk = file.workers;
         let workers = WorkerConfig {
@@ -791,6 +797,12 @@ mod tests {
         assert_eq!((old.sqlite.synchronous, old.sqlite.max_database_bytes), (Synchronous::Normal, Some(3 << 20)));
         let both = parse("[queue]\nsynchronous = \"normal\"\n[sqlite]\nsynchronous = \"full\"\n").unwrap_err();
         assert!(format!("{both:#}").contains("moved to [sqlite]"), "{both:#}");
+        // Found by fuzzing: these overflowed (a panic in debug builds, a wrapped value in
+        // release ones: a short retention, a small cap).
+        let huge = parse("[queue]\nretention_days = 300000000000000\n").unwrap_err();
+        assert!(format!("{huge:#}").contains("retention_days is too large"), "{huge:#}");
+        let huge = parse("[sqlite]\nmax_database_mb = 30000000000000\n").unwrap_err();
+        assert!(format!("{huge:#}").contains("max_database_mb is too large"), "{huge:#}");
     }
 
     #[test]

@@ -377,11 +377,17 @@ async fn maintenance(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
+/// Deliveries received before this were received longer ago than `retention` (none, for
+/// a retention longer than the clock goes back).
+fn retention_cutoff(now_ms: i64, retention: Duration) -> i64 {
+    now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Prunes finished deliveries past the retention period: at the start of each term,
 /// then hourly.
 async fn prune_loop(state: Arc<AppState>, retention: Duration, stop: CancellationToken) {
     loop {
-        let cutoff = now_ms() - retention.as_millis() as i64;
+        let cutoff = retention_cutoff(now_ms(), retention);
         match state.queue.prune(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deliveries = n, "Pruned finished deliveries past the retention period"),
@@ -391,5 +397,20 @@ async fn prune_loop(state: Arc<AppState>, retention: Duration, stop: Cancellatio
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retention_cutoff_never_wraps() {
+        let now = 1_700_000_000_000;
+        assert_eq!(retention_cutoff(now, Duration::from_secs(86_400)), now - 86_400_000);
+        // 10^12 days: its milliseconds do not fit an i64 (cast with `as`, they wrapped to a
+        // cutoff in the future, and every finished delivery was pruned).
+        assert!(retention_cutoff(now, Duration::from_secs(1_000_000_000_000 * 86_400)) < 0);
+        assert!(retention_cutoff(now, Duration::MAX) < 0);
     }
 }
