@@ -158,6 +158,21 @@ impl ChangeLog {
 }
 
 /// The state column read back: what does not parse reads as no state (never written so).
+/// An issue as its query shows it: deleted and transferred ones are not listed.
+pub(crate) fn issue_state(issue: Option<&crate::storage::copy::IssueRecord>) -> Option<Value> {
+    issue.filter(|i| !i.deleted && i.transferred_to.is_none()).map(crate::output::issue_json)
+}
+
+/// A comment as the change log shows it: a deleted one is gone.
+pub(crate) fn comment_state(comment: Option<&crate::storage::copy::CommentRecord>) -> Option<Value> {
+    comment.filter(|c| !c.deleted).map(crate::output::comment_json)
+}
+
+/// A release as its query shows it: a deleted one is not listed.
+pub(crate) fn release_state(release: Option<&crate::storage::copy::ReleaseRecord>) -> Option<Value> {
+    release.filter(|r| !r.deleted).map(crate::output::release_json)
+}
+
 pub(crate) fn parse_state(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }

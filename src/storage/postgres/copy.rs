@@ -33,8 +33,9 @@ use super::error::{from_db, to_db};
 use super::PgDb;
 use crate::output;
 use crate::storage::changes::{
-    branch_key, comment_key, commit_key, issue_key, parse_state, pull_key, release_key, tag_key, Cause, ChangeBounds,
-    ChangeFilter, ChangeLog, ChangeOp, ChangeRecord, NewChange, REPOSITORY_KEY,
+    branch_key, comment_key, comment_state, commit_key, issue_key, issue_state, parse_state, pull_key, release_key,
+    release_state, tag_key, Cause, ChangeBounds, ChangeFilter, ChangeLog, ChangeOp, ChangeRecord, NewChange,
+    REPOSITORY_KEY,
 };
 use crate::storage::copy::{from_json_text as from_json, to_json_text as json};
 use crate::storage::copy::{
@@ -443,19 +444,6 @@ pub(super) async fn append_changes(tx: &Transaction<'_>, changes: &[NewChange]) 
 const INSERT_CHANGES: &str = "INSERT INTO changes (seq, at, repo_id, repository, kind, key, op, state, cause) \
      SELECT s, $2::bigint, r, n, k, y, o, st, c FROM UNNEST($1::bigint[], $3::bigint[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::text[]) AS u(s, r, n, k, y, o, st, c)";
-
-/// An issue as its query shows it: deleted and transferred ones are not listed.
-fn issue_state(issue: Option<&IssueRecord>) -> Option<serde_json::Value> {
-    issue.filter(|i| !i.deleted && i.transferred_to.is_none()).map(output::issue_json)
-}
-
-fn comment_state(comment: Option<&CommentRecord>) -> Option<serde_json::Value> {
-    comment.filter(|c| !c.deleted).map(output::comment_json)
-}
-
-fn release_state(release: Option<&ReleaseRecord>) -> Option<serde_json::Value> {
-    release.filter(|r| !r.deleted).map(output::release_json)
-}
 
 async fn delete_members(tx: &Transaction<'_>, repo_id: i64, branch: &str) -> StoreResult<()> {
     let sql = "DELETE FROM branch_commits WHERE repo_id = $1 AND branch = $2";

@@ -7,8 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::output;
 use crate::storage::changes::{
-    branch_key, comment_key, commit_key, issue_key, parse_state, pull_key, release_key, tag_key, Cause, ChangeBounds,
-    ChangeFilter, ChangeLog, ChangeOp, ChangeRecord, NewChange, REPOSITORY_KEY,
+    branch_key, comment_key, comment_state, commit_key, issue_key, issue_state, parse_state, pull_key, release_key,
+    release_state, tag_key, Cause, ChangeBounds, ChangeFilter, ChangeLog, ChangeOp, ChangeRecord, NewChange,
+    REPOSITORY_KEY,
 };
 use crate::storage::copy::{from_json_text as from_json, to_json_text as json};
 use crate::storage::copy::{
@@ -383,19 +384,6 @@ fn append_changes(c: &Connection, changes: &[NewChange], now: i64) -> StoreResul
         ])?;
     }
     Ok(())
-}
-
-/// An issue as its query shows it: deleted and transferred ones are not listed.
-fn issue_state(issue: Option<&IssueRecord>) -> Option<serde_json::Value> {
-    issue.filter(|i| !i.deleted && i.transferred_to.is_none()).map(output::issue_json)
-}
-
-fn comment_state(comment: Option<&CommentRecord>) -> Option<serde_json::Value> {
-    comment.filter(|c| !c.deleted).map(output::comment_json)
-}
-
-fn release_state(release: Option<&ReleaseRecord>) -> Option<serde_json::Value> {
-    release.filter(|r| !r.deleted).map(output::release_json)
 }
 
 /// The commit columns of `COMMIT_COLUMNS`, unqualified (as `RETURNING` names them).
