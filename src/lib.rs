@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod feed;
 pub mod github;
 pub mod handlers;
 pub mod http;

@@ -103,6 +103,9 @@ pub async fn run(
         work_available.clone(),
     );
     state.cluster = backend.cluster.clone();
+    state.copy = Some(backend.copy.clone());
+    state.changes = backend.change_signal();
+    state.shutdown = shutdown.clone();
     let state = Arc::new(state);
     state.sources.load_github().await?;
     if let Err(e) = state.tracked.reload().await {
@@ -129,7 +132,7 @@ pub async fn run(
     tasks.spawn(http::serve(listeners.admin, http::admin_router(state.clone()), admin_options, shutdown.clone()));
     let wake_workers = (config.serve.role != Role::Receiver).then(|| work_available.clone());
     let secrets_changed = if receives { vault.on_change() } else { None };
-    if let Some(listener) = backend.listener(wake_workers, secrets_changed, shutdown.clone()) {
+    if let Some(listener) = backend.listener(wake_workers, secrets_changed, true, shutdown.clone()) {
         tasks.spawn(listener);
     }
     if config.serve.role != Role::Receiver {
@@ -171,6 +174,7 @@ pub async fn run(
                 };
                 set.spawn(poller.run(stop.clone()));
             }
+            set.spawn(crate::feed::prune_loop(copy.clone(), config.changes.retention, stop.clone()));
             set.spawn(prune_loop(state.clone(), config.queue.retention, stop));
             set
         }

@@ -8,6 +8,7 @@ mod contract;
 mod copy;
 mod durability;
 mod fake_github;
+mod feed;
 mod flood;
 mod hardening;
 mod helpers;

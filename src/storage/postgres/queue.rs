@@ -474,7 +474,7 @@ impl PgQueue {
         let statement = tx.prepare_cached(&COMPLETE).await?;
         let finished: i64 = tx.query_one(&statement, &params).await?.get(0);
         // Last: the change counter's lock is the last one taken and the shortest held.
-        super::copy::append_changes(&tx, &appended).await?;
+        super::copy::append_changes(&tx, &appended, &self.db.changes_channel).await?;
         tx.commit().await?;
         Ok(u64::try_from(finished).unwrap_or(0))
     }
