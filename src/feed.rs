@@ -145,7 +145,7 @@ pub async fn read_waiting(
 pub fn change_json(c: &ChangeRecord) -> Value {
     json!({
         "seq": c.seq,
-        "at": crate::time::rfc3339(c.at_ms),
+        "at": crate::time::rfc3339_millis(c.at_ms),
         "repository": c.repository,
         "kind": c.kind,
         "key": c.key,
