@@ -3,6 +3,7 @@
 //! reached only through the `Queue` and `Registry` traits.
 
 pub mod admin;
+pub mod assets;
 pub mod feed;
 pub mod health;
 pub mod sources;
@@ -254,8 +255,12 @@ async fn limit_head(request: axum::extract::Request, next: axum::middleware::Nex
 /// (the bearer token when one is configured, `Origin` and CSRF checks for anything that
 /// changes state) and with the browser hardening headers on every answer.
 pub fn admin_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(status_page::status_page))
+    // The dashboard's files hold no data: outside the guard, so that a browser can load
+    // the page before it has the admin token (the page then asks for it). Everything the
+    // page shows comes from `/api/`, behind the guard.
+    let dashboard = Router::new().route("/", get(assets::index)).route("/assets/{file}", get(assets::asset));
+    let guarded = Router::new()
+        .route("/status", get(status_page::status_page))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/api/deliveries", get(health::api_deliveries))
@@ -263,7 +268,9 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/api/csrf", get(admin::csrf))
         .route("/api/changes", get(feed::changes))
         .route("/api/snapshot", get(feed::snapshot))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard));
+    dashboard
+        .merge(guarded)
         .layer(axum::middleware::from_fn(limit_head))
         .layer(axum::middleware::map_response(admin::hardening_headers))
         .with_state(state)

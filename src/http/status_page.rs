@@ -1,6 +1,7 @@
-//! `GET /` on the admin listener: a small status page (repositories, mode, last delivery,
-//! recent deliveries), refreshed every few seconds. Everything shown is escaped; no
-//! secret or payload is ever on it.
+//! `GET /status` on the admin listener: a small status page (repositories, mode, last
+//! delivery, recent deliveries), refreshed every few seconds, for a browser without
+//! JavaScript (the dashboard at `/` needs it). Everything shown is escaped; no secret or
+//! payload is ever on it.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -36,14 +37,15 @@ pub async fn status_page(State(state): State<Arc<AppState>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, Html("<h1>futurnal</h1><p>The database does not answer.</p>"))
             .into_response();
     };
+    // The dashboard's stylesheet: the CSP allows no inline style.
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>futurnal</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
-         td,th{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}.dead{color:#b00}</style></head><body>",
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>futurnal</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body class=\"plain\"><main>",
     );
     let _ = write!(
         page,
-        "<h1>futurnal</h1><p>Role {} · queue depth {} of {} · refreshed every 5 s</p>",
+        "<h1>futurnal</h1><p>Role {} · queue depth {} of {} · refreshed every 5 s · <a href=\"/\">the dashboard</a></p>",
         escape(state.role),
         stats.as_ref().map_or(state.queue.approximate_depth(), |s| s.depth),
         state.max_queued
@@ -95,7 +97,7 @@ pub async fn status_page(State(state): State<Arc<AppState>>) -> Response {
             escape(d.last_error.as_deref().unwrap_or("")),
         );
     }
-    page.push_str("</table></body></html>");
+    page.push_str("</table></main></body></html>");
     Html(page).into_response()
 }
 

@@ -514,8 +514,9 @@ async fn health_on_both_listeners_and_metrics_on_admin() {
         .await
         .unwrap();
     assert_eq!(api.as_array().unwrap().len(), 1);
-    // The status page: repositories and recent deliveries, escaped, no secret.
-    let page = app.client.get(format!("http://{}/", app.admin)).send().await.unwrap().text().await.unwrap();
+    // The status page (the page without script; `/` is the dashboard): repositories and
+    // recent deliveries, escaped, no secret.
+    let page = app.client.get(format!("http://{}/status", app.admin)).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("octo/hello") && page.contains("Recent deliveries") && page.contains("push"), "{page}");
     assert!(!page.contains(SECRET));
     // Alone on its database, this instance leads: /health, /metrics and the page say so.
@@ -534,7 +535,7 @@ async fn health_on_both_listeners_and_metrics_on_admin() {
     );
     let metrics = app.client.get(format!("http://{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(&format!("futurnal_leader{{instance=\"{me}\"}} 1")), "{metrics}");
-    let page = app.client.get(format!("http://{}/", app.admin)).send().await.unwrap().text().await.unwrap();
+    let page = app.client.get(format!("http://{}/status", app.admin)).send().await.unwrap().text().await.unwrap();
     assert!(
         page.contains("Instances") && page.contains(&format!("{me} (this one)")) && page.contains(">leader<"),
         "{page}"
