@@ -3,6 +3,7 @@
 //! reached only through the `Queue` and `Registry` traits.
 
 pub mod admin;
+pub mod dashboard;
 pub mod feed;
 pub mod health;
 pub mod sources;
@@ -80,6 +81,14 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// How often an idle change stream sends a comment.
     pub heartbeat: Duration,
+    /// The dashboard's charts (`None` where only the webhook router is served).
+    pub activity: Option<Arc<crate::activity::Activity>>,
+    /// For the dashboard's actions: GitHub (with the token, when there is one) and the
+    /// git sync (`None` on a receiver-only instance).
+    pub github: Option<Arc<crate::github::client::GitHubClient>>,
+    pub sync: Option<Arc<crate::sync::SyncEngine>>,
+    pub github_web_url: String,
+    pub hooks: dashboard::HookCache,
 }
 
 /// Unconditional reloads (a hook whose keychain entry could not be read) run at most
@@ -128,6 +137,11 @@ impl AppState {
             changes: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             heartbeat: config.changes.heartbeat,
+            activity: None,
+            github: None,
+            sync: None,
+            github_web_url: dashboard::web_url(&config.github_api_url),
+            hooks: dashboard::HookCache::default(),
             role: match config.serve.role {
                 crate::cli::Role::All => "all",
                 crate::cli::Role::Receiver => "receiver",
@@ -258,7 +272,15 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/", get(status_page::status_page))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
-        .route("/api/deliveries", get(health::api_deliveries))
+        .route("/api/overview", get(dashboard::overview))
+        .route("/api/repositories", get(dashboard::repositories))
+        .route("/api/repositories/{id}/sync", post(dashboard::sync))
+        .route("/api/repositories/{id}/ping", post(dashboard::ping))
+        .route("/api/repositories/{id}/catch-up", post(dashboard::catch_up))
+        .route("/api/repositories/{id}/{what}", get(dashboard::copy))
+        .route("/api/deliveries", get(dashboard::deliveries))
+        .route("/api/deliveries/replay", post(dashboard::replay_matching))
+        .route("/api/deliveries/{id}", get(dashboard::delivery))
         .route("/api/deliveries/{id}/replay", post(admin::replay))
         .route("/api/csrf", get(admin::csrf))
         .route("/api/changes", get(feed::changes))

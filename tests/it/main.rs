@@ -6,6 +6,7 @@ mod changes;
 mod cli;
 mod contract;
 mod copy;
+mod dashboard_api;
 mod durability;
 mod fake_github;
 mod feed;
