@@ -43,7 +43,11 @@ pub(super) async fn changes(config: &Config, backend: &Backend, args: ChangesArg
             println!("No changes after seq {}.", filter.since);
             return Ok(());
         }
-        return out.print(&page.changes);
+        out.print(&page.changes)?;
+        if page.changes.len() >= limit as usize && page.next < page.newest {
+            eprintln!("More changes follow: --since {} lists the next ones.", page.next);
+        }
+        return Ok(());
     }
     // Heard from the database on PostgreSQL; looked for every POLL on SQLite.
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod dashboard;
 pub mod feed;
 pub mod health;
 pub mod sources;
@@ -81,6 +82,14 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// How often an idle change stream sends a comment.
     pub heartbeat: Duration,
+    /// The dashboard's charts (`None` where only the webhook router is served).
+    pub activity: Option<Arc<crate::activity::Activity>>,
+    /// For the dashboard's actions: GitHub (with the token, when there is one) and the
+    /// git sync (`None` on a receiver-only instance).
+    pub github: Option<Arc<crate::github::client::GitHubClient>>,
+    pub sync: Option<Arc<crate::sync::SyncEngine>>,
+    pub github_web_url: String,
+    pub hooks: dashboard::HookCache,
 }
 
 /// Unconditional reloads (a hook whose keychain entry could not be read) run at most
@@ -129,6 +138,11 @@ impl AppState {
             changes: Arc::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             heartbeat: config.changes.heartbeat,
+            activity: None,
+            github: None,
+            sync: None,
+            github_web_url: dashboard::web_url(&config.github_api_url),
+            hooks: dashboard::HookCache::default(),
             role: match config.serve.role {
                 crate::cli::Role::All => "all",
                 crate::cli::Role::Receiver => "receiver",
@@ -258,18 +272,26 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
     // The dashboard's files hold no data: outside the guard, so that a browser can load
     // the page before it has the admin token (the page then asks for it). Everything the
     // page shows comes from `/api/`, behind the guard.
-    let dashboard = Router::new().route("/", get(assets::index)).route("/assets/{file}", get(assets::asset));
+    let files = Router::new().route("/", get(assets::index)).route("/assets/{file}", get(assets::asset));
     let guarded = Router::new()
         .route("/status", get(status_page::status_page))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
-        .route("/api/deliveries", get(health::api_deliveries))
+        .route("/api/overview", get(dashboard::overview))
+        .route("/api/repositories", get(dashboard::repositories))
+        .route("/api/repositories/{id}/sync", post(dashboard::sync))
+        .route("/api/repositories/{id}/ping", post(dashboard::ping))
+        .route("/api/repositories/{id}/catch-up", post(dashboard::catch_up))
+        .route("/api/repositories/{id}/{what}", get(dashboard::copy))
+        .route("/api/deliveries", get(dashboard::deliveries))
+        .route("/api/deliveries/replay", post(dashboard::replay_matching))
+        .route("/api/deliveries/{id}", get(dashboard::delivery))
         .route("/api/deliveries/{id}/replay", post(admin::replay))
         .route("/api/csrf", get(admin::csrf))
         .route("/api/changes", get(feed::changes))
         .route("/api/snapshot", get(feed::snapshot))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard));
-    dashboard
+    files
         .merge(guarded)
         .layer(axum::middleware::from_fn(limit_head))
         .layer(axum::middleware::map_response(admin::hardening_headers))

@@ -184,6 +184,8 @@ pub trait CopyStore: Send + Sync {
     fn changes(&self, filter: ChangeFilter) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>>;
     /// The sequence numbers kept, and the newest handed out.
     fn changes_bounds(&self) -> BoxFuture<'_, StoreResult<ChangeBounds>>;
+    /// The changes a delivery (or `poll`, `sync`) caused, in order, at most `limit`.
+    fn changes_caused_by(&self, cause: &str, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>>;
     /// Drops the changes appended before `before_ms` (the oldest first, in steps that
     /// keep each transaction short) and says how many went. Numbers are never handed out
     /// again.

@@ -398,6 +398,30 @@ const TABLES: &[Table] = &[
             col("cause", Text),
         ],
     },
+    Table {
+        name: "delivery_attempts",
+        copied: true,
+        ignored: &[],
+        from: "FROM delivery_attempts ORDER BY rowid",
+        count: "SELECT COUNT(*) FROM delivery_attempts",
+        columns: &[
+            col("delivery_id", Text),
+            col("attempt", Int),
+            col("started_at", BigInt),
+            col("finished_at", BigInt),
+            col("worker", Text),
+            col("outcome", Text),
+            col("error", Text),
+        ],
+    },
+    Table {
+        name: "activity",
+        copied: true,
+        ignored: &[],
+        from: "FROM activity ORDER BY minute, instance",
+        count: "SELECT COUNT(*) FROM activity",
+        columns: &[col("minute", BigInt), col("instance", Text), col("data", Text)],
+    },
 ];
 
 const PENDING: &str = "('queued', 'processing', 'retrying')";

@@ -384,6 +384,7 @@ async fn committed_changes_wake_the_followers() {
 async fn the_changes_command_prints_ndjson_and_follows_through_a_daemon_restart() {
     let app = spawn_app(AppOptions::default()).await;
     deliver_issue(&app, 1).await;
+    deliver_issue(&app, 9).await;
     let once = futurnal(app.dir.path(), &["sources", "github", "changes", "--json"]);
     assert_eq!(once.code, 0, "{}", once.stderr);
     let lines: Vec<Value> = once.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -392,6 +393,9 @@ async fn the_changes_command_prints_ndjson_and_follows_through_a_daemon_restart(
     let table = futurnal(app.dir.path(), &["sources", "github", "changes", "octo/hello", "--kind", "issue"]);
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(table.stdout.starts_with("     SEQ") && table.stdout.contains("issue#1"), "{}", table.stdout);
+    let first = futurnal(app.dir.path(), &["sources", "github", "changes", "--json", "--limit", "1"]);
+    assert_eq!(first.stdout.lines().count(), 1, "{}", first.stdout);
+    assert!(first.stderr.contains("More changes follow: --since 1"), "{}", first.stderr);
     let bad = futurnal(app.dir.path(), &["sources", "github", "changes", "--kind", "widget"]);
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("unknown kind 'widget'"), "{}", bad.stderr);

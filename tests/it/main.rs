@@ -7,6 +7,7 @@ mod cli;
 mod contract;
 mod copy;
 mod dashboard;
+mod dashboard_api;
 mod durability;
 mod fake_github;
 mod feed;

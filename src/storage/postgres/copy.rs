@@ -906,6 +906,20 @@ impl CopyStore for PgCopyStore {
         })
     }
 
+    fn changes_caused_by(&self, cause: &str, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>> {
+        let cause = cause.to_owned();
+        Box::pin(async move {
+            let limit = i64::from(limit);
+            self.select(
+                "SELECT seq, at, repo_id, repository, kind, key, op, state, cause FROM changes \
+                 WHERE cause = $1 ORDER BY seq LIMIT $2",
+                &[(&cause, Type::TEXT), (&limit, Type::INT8)],
+                change_from_row,
+            )
+            .await
+        })
+    }
+
     fn prune_changes(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
             let step = crate::storage::copy::PRUNE_STEP;

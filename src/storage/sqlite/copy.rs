@@ -645,6 +645,18 @@ impl CopyStore for SqliteCopyStore {
         }))
     }
 
+    fn changes_caused_by(&self, cause: &str, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>> {
+        let cause = cause.to_owned();
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT seq, at, repo_id, repository, kind, key, op, state, cause FROM changes \
+                 WHERE cause = ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![cause, limit], change_from_row)?
+            .collect::<Result<_, _>>()?)
+        }))
+    }
+
     fn prune_changes(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(async move {
             let mut pruned = 0u64;
