@@ -7,6 +7,7 @@ mod cli;
 mod contract;
 mod copy;
 mod durability;
+mod entities;
 mod fake_github;
 mod flood;
 mod hardening;
