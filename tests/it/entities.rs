@@ -1,8 +1,10 @@
 //! Reviews, review comments, labels and milestones end to end: GitHub's example deliveries
 //! (and variants built from them in code: the corpus is used as it is) through the
-//! receiver and the workers, read back through the store. Order safety: an older
-//! delivery handled later never overwrites newer state, and what was deleted stays
-//! deleted.
+//! receiver and the workers, read back through the store and the query commands. Order
+//! safety: an older delivery handled later never overwrites newer state, and what was
+//! deleted stays deleted.
+
+use std::path::Path;
 
 use futurnal::storage::copy::{IssueState, MilestoneState, PullState};
 use futurnal::storage::queue::DeliveryStatus;
@@ -277,5 +279,132 @@ async fn issue_and_pull_request_actions_move_labels_assignees_and_the_milestone(
     demilestoned["pull_request"]["updated_at"] = "2019-05-15T15:31:00Z".into();
     deliver(&app, "pull_request", &demilestoned).await;
     assert_eq!(pull().await.milestone, None);
+    app.stop().await;
+}
+
+/// The CLI off the async threads (the daemon under test shares the runtime).
+async fn cli(dir: &Path, args: &[&str]) -> CliOutput {
+    // The dir's PostgreSQL schema (in that run) belongs to the test's thread.
+    crate::pg_mode::schema_for(dir);
+    let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        futurnal(&dir, &args)
+    })
+    .await
+    .unwrap()
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_commands_print_productmd_keys_tables_and_clear_errors() {
+    let app = spawn_app(AppOptions::default()).await;
+    let dir = app.dir.path().to_owned();
+    deliver(&app, "pull_request_review", &example("pull_request_review/submitted.payload.json")).await;
+    deliver(&app, "pull_request_review_comment", &example("pull_request_review_comment/created.payload.json")).await;
+    deliver(&app, "label", &example("label/created.payload.json")).await;
+    deliver(&app, "milestone", &example("milestone/created.payload.json")).await;
+    deliver(&app, "issues", &example("issues/milestoned.payload.json")).await;
+    deliver(&app, "pull_request", &example("pull_request/labeled.payload.json")).await;
+
+    let json = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        async move {
+            let mut all = vec!["--json", "sources", "github"];
+            all.extend_from_slice(args);
+            let out = cli(&dir, &all).await;
+            assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+            let list = out.json();
+            assert_eq!(list.as_array().map(Vec::len), Some(1), "{args:?}: {list}");
+            list[0].clone()
+        }
+    };
+    let review = json(&["reviews", REPO]).await;
+    for key in ["id", "pull_number", "author", "state", "body", "commit_id", "submitted_at"] {
+        assert!(review.get(key).is_some(), "reviews lacks {key}: {review}");
+    }
+    assert_eq!(review["submitted_at"], "2019-05-15T15:20:38Z");
+    assert_eq!(review["state"], "commented");
+    assert_eq!(json(&["reviews", REPO, "--pull", "2"]).await, review);
+    let comment = json(&["review-comments", REPO, "--pull", "2"]).await;
+    for key in
+        ["id", "review_id", "pull_number", "path", "line", "body", "author", "in_reply_to", "created_at", "updated_at"]
+    {
+        assert!(comment.get(key).is_some(), "review-comments lacks {key}: {comment}");
+    }
+    assert_eq!(
+        (&comment["line"], &comment["side"], &comment["in_reply_to"]),
+        (&json!(265), &json!("RIGHT"), &Value::Null)
+    );
+    let label = json(&["labels", REPO]).await;
+    assert_eq!(keys(&label), ["color", "description", "id", "name"]);
+    assert_eq!((&label["name"], &label["color"]), (&json!(":bug: Bugfix"), &json!("cb1f00")));
+    let milestone = json(&["milestones", REPO]).await;
+    for key in ["number", "title", "state", "due_on", "created_at", "updated_at", "closed_at"] {
+        assert!(milestone.get(key).is_some(), "milestones lacks {key}: {milestone}");
+    }
+    assert_eq!(
+        (&milestone["due_on"], &milestone["closed_at"]),
+        (&json!("2019-05-23T07:00:00Z"), &Value::Null),
+        "RFC 3339 UTC times"
+    );
+    assert_eq!(json(&["milestones", REPO, "--state", "all"]).await, milestone);
+    let none = cli(&dir, &["--json", "sources", "github", "milestones", REPO, "--state", "closed"]).await;
+    assert_eq!(none.json(), json!([]));
+    assert_eq!(json(&["issues", REPO, "--state", "all"]).await["milestone"], 1);
+    assert_eq!(json(&["pulls", REPO, "--state", "all"]).await["milestone"], 1);
+
+    // Tables: a header and a row each.
+    for (args, header, cell) in [
+        (&["reviews", REPO][..], "ID", "commented"),
+        (&["review-comments", REPO, "--pull", "2"][..], "PATH", "README.md"),
+        (&["labels", REPO][..], "NAME", "cb1f00"),
+        (&["milestones", REPO][..], "#", "v1.0"),
+    ] {
+        let mut all = vec!["sources", "github"];
+        all.extend_from_slice(args);
+        let out = cli(&dir, &all).await;
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {}", out.stdout);
+        assert!(
+            lines[0].split_whitespace().any(|h| h == header) && lines[1].contains(cell),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+
+    // Bad input: an unknown repository fails (1, one line); bad flags are usage errors (2).
+    for query in [&["reviews", "octo/nope"][..], &["labels", "octo/nope"], &["milestones", "octo/nope"]] {
+        let mut all = vec!["sources", "github"];
+        all.extend_from_slice(query);
+        let out = cli(&dir, &all).await;
+        assert_eq!(out.code, 1, "{query:?}: {}", out.stderr);
+        assert!(out.stderr.starts_with("error: ") && out.stderr.contains("not tracked"), "{}", out.stderr);
+        assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
+    }
+    for usage in [
+        &["milestones", REPO, "--state", "merged"][..],
+        &["review-comments", REPO],
+        &["reviews", REPO, "--pull", "two"],
+        &["labels"],
+    ] {
+        let mut all = vec!["sources", "github"];
+        all.extend_from_slice(usage);
+        let out = cli(&dir, &all).await;
+        assert_eq!(out.code, 2, "{usage:?}: {}", out.stderr);
+    }
+    let out = cli(&dir, &["sources", "github", "milestones", REPO, "--state", "merged"]).await;
+    assert!(
+        out.stderr.contains("open") && out.stderr.contains("closed") && out.stderr.contains("all"),
+        "{}",
+        out.stderr
+    );
     app.stop().await;
 }
