@@ -243,6 +243,9 @@ async fn issue_and_pull_request_actions_move_labels_assignees_and_the_milestone(
     milestoned["issue"]["updated_at"] = "2019-05-15T15:21:00Z".into();
     deliver(&app, "issues", &milestoned).await;
     assert_eq!(issue(2).await.milestone, Some(1));
+    // The demilestoned delivery again, late (older than what is stored): ignored.
+    deliver(&app, "issues", &example("issues/demilestoned.payload.json")).await;
+    assert_eq!(issue(2).await.milestone, Some(1), "an older demilestoned delivery is ignored");
     // A label and an assignee removed (GitHub's own examples still list them).
     let mut unlabeled = example("issues/unlabeled.payload.json");
     unlabeled["issue"]["labels"] = json!([]);
