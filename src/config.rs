@@ -42,6 +42,20 @@ pub struct FileConfig {
     pub sqlite: FileSqlite,
     #[serde(default)]
     pub postgres: FilePostgres,
+    #[serde(default)]
+    pub changes: FileChanges,
+}
+
+/// The change feed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileChanges {
+    /// Changes older than this are pruned (0: kept for ever); a cursor older than what
+    /// is kept is answered 410.
+    pub retention_days: Option<u64>,
+    /// An idle change stream (SSE) sends a comment this often (default 15), so that
+    /// proxies do not close it.
+    pub heartbeat_secs: Option<u64>,
 }
 
 /// Settings of a PostgreSQL database (`database_url = "postgres://…"`).
@@ -223,6 +237,14 @@ pub struct Config {
     pub serve: ServeConfig,
     pub poll: PollConfig,
     pub tunnel: TunnelConfig,
+    pub changes: ChangesConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChangesConfig {
+    /// `None`: kept for ever.
+    pub retention: Option<Duration>,
+    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -331,6 +353,7 @@ impl std::fmt::Debug for FileConfig {
             .field("tunnel", &self.tunnel)
             .field("sqlite", &self.sqlite)
             .field("postgres", &self.postgres)
+            .field("changes", &self.changes)
             .finish()
     }
 }
@@ -675,6 +698,15 @@ impl Config {
             quiet: Duration::from_secs(file.poll.webhook_quiet_secs.unwrap_or(2 * reconcile_secs).max(1)),
             per_repository,
         };
+        let changes = ChangesConfig {
+            retention: match file.changes.retention_days.unwrap_or(30) {
+                0 => None,
+                days => {
+                    Some(Duration::from_secs(days.checked_mul(86_400).context("changes.retention_days is too large")?))
+                }
+            },
+            heartbeat: Duration::from_secs(file.changes.heartbeat_secs.unwrap_or(15).clamp(1, 3600)),
+        };
         let tunnel = TunnelConfig {
             ngrok_api_url: file
                 .tunnel
@@ -697,6 +729,7 @@ impl Config {
             serve,
             poll,
             tunnel,
+            changes,
         })
     }
 }
@@ -801,6 +834,8 @@ mod tests {
         // release ones: a short retention, a small cap).
         let huge = parse("[queue]\nretention_days = 300000000000000\n").unwrap_err();
         assert!(format!("{huge:#}").contains("retention_days is too large"), "{huge:#}");
+        let huge = parse("[changes]\nretention_days = 300000000000000\n").unwrap_err();
+        assert!(format!("{huge:#}").contains("changes.retention_days is too large"), "{huge:#}");
         let huge = parse("[sqlite]\nmax_database_mb = 30000000000000\n").unwrap_err();
         assert!(format!("{huge:#}").contains("max_database_mb is too large"), "{huge:#}");
     }
@@ -819,6 +854,10 @@ mod tests {
         assert_eq!(c.webhook.max_body_bytes, 25 * 1024 * 1024);
         assert_eq!(c.sqlite.synchronous, Synchronous::Full);
         assert!(c.webhook.verify_signatures);
+        assert_eq!(c.changes.retention, Some(Duration::from_secs(30 * 86_400)));
+        let forever: FileConfig = toml::from_str("[changes]\nretention_days = 0\n").unwrap();
+        let forever = Config::resolve(&global(), None, forever, |_| None).unwrap();
+        assert_eq!(forever.changes.retention, None);
     }
 
     #[test]

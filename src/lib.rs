@@ -1,9 +1,11 @@
 //! futurnal: a daemon and CLI that keeps a local, queryable copy of GitHub repositories
 //! up to date from webhooks. See ARCHITECTURE.md for the map.
 
+pub mod activity;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod feed;
 pub mod github;
 pub mod handlers;
 pub mod http;

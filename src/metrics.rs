@@ -91,15 +91,19 @@ pub struct Metrics {
     /// By cause: changed, unreadable, periodic.
     secret_reloads: [AtomicU64; 4],
     git_fetches: AtomicU64,
+    /// The same counts per minute (and latencies), for the dashboard's charts.
+    pub activity: crate::activity::Recorder,
 }
 
 impl Metrics {
     pub fn received(&self, outcome: ReceiveOutcome) {
         self.received[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.activity.received(outcome);
     }
 
     pub fn processed(&self, outcome: ProcessOutcome) {
         self.processed[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.activity.processed(outcome);
     }
 
     /// One poll or reconcile of a repository, and how many effects it applied.

@@ -25,6 +25,17 @@ pub fn delivery_json(d: &DeliveryRecord) -> Value {
     })
 }
 
+pub fn attempt_json(a: &crate::storage::queue::AttemptRecord) -> Value {
+    json!({
+        "attempt": a.attempt,
+        "started_at": rfc3339_opt(a.started_at_ms),
+        "finished_at": rfc3339(a.finished_at_ms),
+        "worker": a.worker,
+        "outcome": a.outcome,
+        "error": a.error,
+    })
+}
+
 /// `quiet`: how long without hearing from GitHub before webhook mode reads polling.
 pub fn repository_json(r: &TrackedRepository, quiet: std::time::Duration) -> Value {
     json!({

@@ -103,6 +103,24 @@ pub async fn run(
         work_available.clone(),
     );
     state.cluster = backend.cluster.clone();
+    state.copy = Some(backend.copy.clone());
+    state.changes = backend.change_signal();
+    state.shutdown = shutdown.clone();
+    let activity = Arc::new(crate::activity::Activity {
+        queue: backend.queue.clone(),
+        metrics: metrics.clone(),
+        instance: config.serve.instance.clone(),
+    });
+    state.activity = Some(activity.clone());
+    let github: Option<Arc<GitHubClient>> = overrides.github.clone().or_else(|| {
+        crate::github::client::Token::from_env()
+            .and_then(|t| GitHubClient::new(&config.github_api_url, Some(t)).ok())
+            .map(Arc::new)
+    });
+    state.github = github.clone();
+    if config.serve.role != Role::Receiver {
+        state.sync = Some(Arc::new(SyncEngine::new(&config, backend.copy.clone()).with_metrics(metrics.clone())));
+    }
     let state = Arc::new(state);
     state.sources.load_github().await?;
     if let Err(e) = state.tracked.reload().await {
@@ -115,21 +133,17 @@ pub async fn run(
     };
     let admin_options = ServerOptions { max_connections: None, ..server_options };
 
-    let github: Option<Arc<GitHubClient>> = overrides.github.clone().or_else(|| {
-        crate::github::client::Token::from_env()
-            .and_then(|t| GitHubClient::new(&config.github_api_url, Some(t)).ok())
-            .map(Arc::new)
-    });
     let webhook_port = listeners.webhook.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
     let mut tasks = JoinSet::new();
     if let Some(listener) = listeners.webhook {
         tasks.spawn(http::serve(listener, http::webhook_router(state.clone()), server_options, shutdown.clone()));
     }
     tasks.spawn(http::sources::refresh_daily(state.sources.clone(), shutdown.clone()));
+    tasks.spawn(activity.run(shutdown.clone()));
     tasks.spawn(http::serve(listeners.admin, http::admin_router(state.clone()), admin_options, shutdown.clone()));
     let wake_workers = (config.serve.role != Role::Receiver).then(|| work_available.clone());
     let secrets_changed = if receives { vault.on_change() } else { None };
-    if let Some(listener) = backend.listener(wake_workers, secrets_changed, shutdown.clone()) {
+    if let Some(listener) = backend.listener(wake_workers, secrets_changed, true, shutdown.clone()) {
         tasks.spawn(listener);
     }
     if config.serve.role != Role::Receiver {
@@ -171,6 +185,7 @@ pub async fn run(
                 };
                 set.spawn(poller.run(stop.clone()));
             }
+            set.spawn(crate::feed::prune_loop(copy.clone(), config.changes.retention, stop.clone()));
             set.spawn(prune_loop(state.clone(), config.queue.retention, stop));
             set
         }

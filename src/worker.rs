@@ -266,6 +266,10 @@ impl WorkerPool {
             Completion::Release => return,
         };
         self.metrics.processed(outcome);
+        if outcome == ProcessOutcome::Done {
+            let waited = crate::time::now_ms() - delivery.received_at_ms;
+            self.metrics.activity.queryable(waited.max(0) as f64);
+        }
         match completion {
             Completion::Done => {
                 tracing::info!(delivery_id = %id, event = %delivery.event, repository = delivery.repository.as_deref().unwrap_or("-"), attempt, "Delivery processed")

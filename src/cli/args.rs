@@ -112,6 +112,26 @@ pub struct ServeArgs {
     pub instance: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct ChangesArgs {
+    /// Only this repository's changes.
+    pub repo: Option<String>,
+    /// Changes after this sequence number (0: from the start).
+    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    pub since: i64,
+    /// Only changes of this kind (commit, branch, tag, pull_request, issue, comment,
+    /// release, repository, …).
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// At most this many (without --follow).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Keep printing changes as they are made (through daemon restarts) until
+    /// interrupted.
+    #[arg(long)]
+    pub follow: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -211,6 +231,9 @@ pub enum GithubCommand {
         #[arg(long, default_value_t = 500)]
         limit: u32,
     },
+    /// The change feed: every change to the local copy, oldest first, from a cursor.
+    /// With --json, one JSON object per line.
+    Changes(ChangesArgs),
     /// Webhook deliveries and hooks.
     Webhook {
         #[command(subcommand)]

@@ -3,6 +3,7 @@
 //! the runtime and logging and dispatches; each command lives in its own file.
 
 pub mod args;
+mod changes;
 mod db;
 mod deliveries;
 mod enable;
@@ -95,6 +96,7 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
         | GithubCommand::ReviewComments { .. }
         | GithubCommand::Labels { .. }
         | GithubCommand::Milestones { .. }) => queries::query(config, backend, command).await,
+        GithubCommand::Changes(args) => changes::changes(config, backend, args).await,
         GithubCommand::Webhook { command } => match command {
             WebhookCommand::Deliveries(args) => deliveries::deliveries(config, backend, args).await,
             WebhookCommand::Replay { delivery_id } => deliveries::replay(config, backend, &delivery_id).await,

@@ -3,16 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::AppState;
-use crate::output::delivery_json;
-use crate::storage::queue::{DeliveryFilter, QueueStats};
+use crate::storage::queue::QueueStats;
 use crate::time::now_ms;
 
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,10 +42,14 @@ async fn instances(state: &AppState) -> Option<Vec<crate::storage::cluster::Inst
     }
 }
 
-/// 200 with the queue's state when the database answers, 503 when it does not.
-pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let stats = queue_stats(&state).await;
-    let instances = instances(&state).await.map(|list| {
+/// What `/health` says, and whether the database answered.
+pub async fn health_json(state: &AppState) -> Value {
+    health_body(state).await.0
+}
+
+async fn health_body(state: &AppState) -> (Value, bool) {
+    let stats = queue_stats(state).await;
+    let instances = instances(state).await.map(|list| {
         list.iter()
             .map(|i| {
                 json!({
@@ -72,7 +74,13 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         "queue_cap": state.max_queued,
         "oldest_queued_age_seconds": stats.as_ref().and_then(age_seconds),
     });
-    let status = if stats.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (body, stats.is_some())
+}
+
+/// 200 with the queue's state when the database answers, 503 when it does not.
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let (body, reachable) = health_body(&state).await;
+    let status = if reachable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
@@ -96,35 +104,4 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text.push_str(&format!("futurnal_instances {}\n", list.len()));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DeliveriesQuery {
-    status: Option<String>,
-    repository: Option<String>,
-    limit: Option<u32>,
-    /// A delivery id: only deliveries stored before it (the next page).
-    before: Option<String>,
-}
-
-/// `GET /api/deliveries?status=&repository=&limit=&before=`: what `webhook deliveries --json` prints.
-pub async fn api_deliveries(State(state): State<Arc<AppState>>, Query(q): Query<DeliveriesQuery>) -> Response {
-    let status = match q.status.as_deref().map(str::parse).transpose() {
-        Ok(status) => status,
-        Err(message) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response(),
-    };
-    let filter = DeliveryFilter {
-        repository_name: q.repository,
-        repository_github_id: None,
-        status,
-        before: q.before,
-        limit: q.limit.unwrap_or(50).min(1000),
-    };
-    match state.queue.list(filter).await {
-        Ok(records) => Json(records.iter().map(delivery_json).collect::<Vec<_>>()).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "Listing deliveries failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "database unavailable" }))).into_response()
-        }
-    }
 }

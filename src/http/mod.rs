@@ -3,6 +3,8 @@
 //! reached only through the `Queue` and `Registry` traits.
 
 pub mod admin;
+pub mod dashboard;
+pub mod feed;
 pub mod health;
 pub mod sources;
 pub mod status_page;
@@ -70,6 +72,23 @@ pub struct AppState {
     /// One reload at a time; the others wait for it and use its result. Holds when the
     /// last unconditional reload ran.
     secrets_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// The local copy and its change log, for the feed (`None` where only the webhook
+    /// router is served).
+    pub copy: Option<Arc<dyn crate::storage::copy::CopyStore>>,
+    /// Bumped when changes are committed (see `Backend::change_signal`).
+    pub changes: Arc<crate::storage::changes::ChangeSignal>,
+    /// Cancelled at shutdown: open change streams end, so that clients reconnect.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// How often an idle change stream sends a comment.
+    pub heartbeat: Duration,
+    /// The dashboard's charts (`None` where only the webhook router is served).
+    pub activity: Option<Arc<crate::activity::Activity>>,
+    /// For the dashboard's actions: GitHub (with the token, when there is one) and the
+    /// git sync (`None` on a receiver-only instance).
+    pub github: Option<Arc<crate::github::client::GitHubClient>>,
+    pub sync: Option<Arc<crate::sync::SyncEngine>>,
+    pub github_web_url: String,
+    pub hooks: dashboard::HookCache,
 }
 
 /// Unconditional reloads (a hook whose keychain entry could not be read) run at most
@@ -114,6 +133,15 @@ impl AppState {
             cluster: Arc::new(crate::storage::cluster::SingleInstance::new()),
             instance: config.serve.instance.clone(),
             leading: Arc::default(),
+            copy: None,
+            changes: Arc::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            heartbeat: config.changes.heartbeat,
+            activity: None,
+            github: None,
+            sync: None,
+            github_web_url: dashboard::web_url(&config.github_api_url),
+            hooks: dashboard::HookCache::default(),
             role: match config.serve.role {
                 crate::cli::Role::All => "all",
                 crate::cli::Role::Receiver => "receiver",
@@ -244,9 +272,19 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/", get(status_page::status_page))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
-        .route("/api/deliveries", get(health::api_deliveries))
+        .route("/api/overview", get(dashboard::overview))
+        .route("/api/repositories", get(dashboard::repositories))
+        .route("/api/repositories/{id}/sync", post(dashboard::sync))
+        .route("/api/repositories/{id}/ping", post(dashboard::ping))
+        .route("/api/repositories/{id}/catch-up", post(dashboard::catch_up))
+        .route("/api/repositories/{id}/{what}", get(dashboard::copy))
+        .route("/api/deliveries", get(dashboard::deliveries))
+        .route("/api/deliveries/replay", post(dashboard::replay_matching))
+        .route("/api/deliveries/{id}", get(dashboard::delivery))
         .route("/api/deliveries/{id}/replay", post(admin::replay))
         .route("/api/csrf", get(admin::csrf))
+        .route("/api/changes", get(feed::changes))
+        .route("/api/snapshot", get(feed::snapshot))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard))
         .layer(axum::middleware::from_fn(limit_head))
         .layer(axum::middleware::map_response(admin::hardening_headers))
@@ -255,7 +293,9 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerOptions {
-    /// A client that has not sent a whole request head by then is disconnected.
+    /// A client that has not sent a whole request head by then is disconnected (each
+    /// connection's deadline is spread over up to half as long again; see
+    /// [`spread_timeout`]).
     pub header_read_timeout: Duration,
     /// How long open connections may take to finish after shutdown starts.
     pub shutdown_grace: Duration,
@@ -293,6 +333,7 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServerOptions
         .max_buf_size(MAX_HEAD_BYTES);
     let permits = options.max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let mut accept_errors = AcceptErrors::default();
+    let mut accepted_count: u64 = 0;
     loop {
         // A permit first: past the cap the next connection waits in the listen queue.
         let permit = match &permits {
@@ -317,6 +358,9 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServerOptions
             },
         };
         let _ = stream.set_nodelay(true);
+        accepted_count = accepted_count.wrapping_add(1);
+        let mut builder = builder.clone();
+        builder.header_read_timeout(spread_timeout(options.header_read_timeout, accepted_count));
         let service = router.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request
@@ -335,6 +379,17 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServerOptions
     if tokio::time::timeout(options.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("Connections still open after the shutdown grace period were closed");
     }
+}
+
+/// The header read timeout of the `n`th connection: between `base` and 1.5 × `base`,
+/// spread evenly (the fractional parts of n·φ). Connections opened together and left idle
+/// (a burst of idle clients, a proxy's pool) then time out over a span of half the
+/// timeout, not all in the same instant, so their clients do not all come back at once.
+pub fn spread_timeout(base: Duration, n: u64) -> Duration {
+    // 2^64 / φ: adding it each time walks the fractional parts of n·φ.
+    const STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+    let fraction = n.wrapping_mul(STEP) as f64 / (u64::MAX as f64 + 1.0);
+    base.mul_f64(1.0 + fraction / 2.0)
 }
 
 /// Failed accepts, logged once a second with how many there were.
@@ -401,4 +456,22 @@ pub fn forwarded_client(
 /// directly have none).
 pub fn client_addr(request: &axum::http::request::Parts) -> Option<SocketAddr> {
     request.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_timeouts_spread_evenly_over_half_the_timeout_again() {
+        let base = Duration::from_secs(10);
+        let mut buckets = [0u32; 10];
+        for n in 1..=2000 {
+            let t = spread_timeout(base, n);
+            assert!(t >= base && t < base.mul_f64(1.5), "{t:?}");
+            buckets[((t - base).as_secs_f64() / 0.5) as usize] += 1;
+        }
+        // 2,000 connections opened together: about 200 time out in each half second.
+        assert!(buckets.iter().all(|&b| (180..=220).contains(&b)), "{buckets:?}");
+    }
 }

@@ -63,6 +63,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
     // Run to completion in a task of its own: a client that hangs up mid-request must not
     // cancel a write half-way, and what is stored is counted even if nobody reads the answer.
     let task_state = state.clone();
+    let arrived = std::time::Instant::now();
     let task = tokio::spawn(async move {
         let result = handle(&task_state, client, &parts.headers, body).await;
         let answer = match result {
@@ -72,6 +73,9 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
             }
         };
         task_state.metrics.received(answer.1);
+        if answer.1 == ReceiveOutcome::Queued {
+            task_state.metrics.activity.acknowledged(arrived.elapsed().as_secs_f64() * 1000.0);
+        }
         answer
     });
     let (status, _, payload) = match task.await {

@@ -85,10 +85,16 @@ impl Backend {
         &self,
         work: Option<Arc<tokio::sync::Notify>>,
         secrets: Option<crate::storage::postgres::WakeFn>,
+        changes: bool,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<crate::storage::BoxFuture<'static, ()>> {
         let db = self.postgres.clone()?;
         let mut channels: crate::storage::postgres::Listen = Vec::new();
+        if changes {
+            // Committed by any instance (this one too): this process's followers look.
+            let signal = db.changes.clone();
+            channels.push((db.changes_channel.clone(), Arc::new(move |_| signal.notify())));
+        }
         if let Some(work) = work {
             channels.push((db.work_channel.clone(), Arc::new(move |_| work.notify_one())));
         }
@@ -102,6 +108,18 @@ impl Backend {
     }
 
     /// The shared hook secrets (sealed), on PostgreSQL.
+    /// What this process's feed followers wait on: bumped after this process commits
+    /// changes (SQLite), or whenever any instance does (PostgreSQL, once
+    /// [`Backend::listener`] runs with `changes`). Followers still look on a timer: other
+    /// processes writing the same SQLite file do not bump it.
+    pub fn change_signal(&self) -> Arc<crate::storage::changes::ChangeSignal> {
+        match (&self.sqlite, &self.postgres) {
+            (Some(db), _) => db.change_signal(),
+            (_, Some(db)) => db.changes.clone(),
+            (None, None) => Arc::default(),
+        }
+    }
+
     pub fn shared_secrets(&self) -> Option<crate::storage::postgres::secrets::PgSecrets> {
         self.postgres.clone().map(crate::storage::postgres::secrets::PgSecrets::new)
     }

@@ -124,6 +124,33 @@ pub struct ChangeBounds {
     pub newest: i64,
 }
 
+/// Tells this process's feed followers that changes were committed: bumped after every
+/// commit that appended some (and, on PostgreSQL, when another instance says it did).
+/// Only a hint that it is worth reading again; followers also look on a timer.
+#[derive(Debug)]
+pub struct ChangeSignal {
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ChangeSignal {
+    fn default() -> Self {
+        Self { tx: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+impl ChangeSignal {
+    pub fn notify(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver whose `changed()` completes at the next [`ChangeSignal::notify`]:
+    /// subscribe before reading, so that a commit between the read and the wait is not
+    /// missed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
 /// A change about to be appended (its number and time are the database's to give).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NewChange {

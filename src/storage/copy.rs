@@ -222,7 +222,20 @@ pub trait CopyStore: Send + Sync {
     fn changes(&self, filter: ChangeFilter) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>>;
     /// The sequence numbers kept, and the newest handed out.
     fn changes_bounds(&self) -> BoxFuture<'_, StoreResult<ChangeBounds>>;
+    /// The changes a delivery (or `poll`, `sync`) caused, in order, at most `limit`.
+    fn changes_caused_by(&self, cause: &str, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>>;
+    /// Drops the changes appended before `before_ms` (the oldest first, in steps that
+    /// keep each transaction short) and says how many went. Numbers are never handed out
+    /// again.
+    fn prune_changes(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
+    /// The repository's comments, deleted ones left out, oldest first.
+    fn comments(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<CommentRecord>>>;
+    /// What the change log shows of the repository itself (`None`: not stored).
+    fn repository_row(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Option<RepositoryRow>>>;
 }
+
+/// Changes pruned per statement (see [`CopyStore::prune_changes`]).
+pub(crate) const PRUNE_STEP: i64 = 5_000;
 
 /// Lists (parents, paths, labels) as both backends store them: JSON text.
 pub(crate) fn to_json_text<T: serde::Serialize>(value: &T) -> String {

@@ -25,7 +25,7 @@
 //!
 //! - SQLite integers become `BIGINT`, except `deliveries.attempts` (`INTEGER`); 0/1 flags
 //!   (`archived`, `deleted`, `draft`, `merged`, `prerelease`) become `BOOLEAN`. Reviews,
-//!   review comments, labels and milestones (migration 9 on both sides) are copied like
+//!   review comments, labels and milestones (migration 10 on both sides) are copied like
 //!   the issues: column for column, deleted rows (the tombstones that keep a deletion
 //!   sticky) included.
 //! - Lists (`branches`, `parents`, `paths`, `labels`, `assignees`) are JSON text on
@@ -480,6 +480,30 @@ const TABLES: &[Table] = &[
             col("state", Text),
             col("cause", Text),
         ],
+    },
+    Table {
+        name: "delivery_attempts",
+        copied: true,
+        ignored: &[],
+        from: "FROM delivery_attempts ORDER BY rowid",
+        count: "SELECT COUNT(*) FROM delivery_attempts",
+        columns: &[
+            col("delivery_id", Text),
+            col("attempt", Int),
+            col("started_at", BigInt),
+            col("finished_at", BigInt),
+            col("worker", Text),
+            col("outcome", Text),
+            col("error", Text),
+        ],
+    },
+    Table {
+        name: "activity",
+        copied: true,
+        ignored: &[],
+        from: "FROM activity ORDER BY minute, instance",
+        count: "SELECT COUNT(*) FROM activity",
+        columns: &[col("minute", BigInt), col("instance", Text), col("data", Text)],
     },
 ];
 

@@ -267,6 +267,18 @@ pub struct DeliveryRecord {
     pub worker: Option<String>,
 }
 
+/// One attempt at a delivery: when, by whom, how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: i64,
+    pub worker: Option<String>,
+    /// done, ignored, retry or dead.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
     /// Deliveries whose repository has this GitHub id or (case-insensitively) this name.
@@ -276,6 +288,31 @@ pub struct DeliveryFilter {
     /// Only deliveries stored before this one (a page's cursor).
     pub before: Option<String>,
     pub limit: u32,
+    /// Only this event's (`push`, `issues`, …).
+    pub event: Option<String>,
+    /// Only this action's (`opened`, …).
+    pub action: Option<String>,
+    /// Only those received at or after / before these times (ms).
+    pub received_since_ms: Option<i64>,
+    pub received_until_ms: Option<i64>,
+    /// Only those whose delivery id starts with this.
+    pub id_prefix: Option<String>,
+}
+
+impl DeliveryFilter {
+    /// `id_prefix` as a `LIKE` pattern: `%` and `_` in it match only themselves.
+    pub(crate) fn id_pattern(&self) -> Option<String> {
+        self.id_prefix.as_ref().map(|p| {
+            let escaped: String = p
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("{escaped}%")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,9 +372,21 @@ pub trait Queue: Send + Sync {
     /// being processed right now).
     fn replay(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<DeliveryRecord>>;
     fn get(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Option<DeliveryRecord>>>;
+    /// A stored delivery's payload as stored (`None`: no such delivery, or pruned).
+    fn payload(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Option<StoredBody>>>;
+    /// Every attempt at a delivery that ended (done, ignored, retry, dead), oldest first
+    /// (a replay numbers its attempts from 1 again).
+    fn attempts(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Vec<AttemptRecord>>>;
+    /// Writes this instance's activity rows (`minute`, JSON), replacing what it wrote
+    /// for those minutes before.
+    fn put_activity(&self, instance: &str, rows: Vec<(i64, String)>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Every instance's activity rows from `since_ms` on (`prune` drops those older than
+    /// `crate::activity::KEEP_MS`).
+    fn activity(&self, since_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(i64, String)>>>;
     fn list(&self, filter: DeliveryFilter) -> BoxFuture<'_, StoreResult<Vec<DeliveryRecord>>>;
     fn stats(&self) -> BoxFuture<'_, StoreResult<QueueStats>>;
-    /// Deletes finished deliveries (done, ignored, dead) received before this time.
+    /// Deletes finished deliveries (done, ignored, dead) received before this time, with
+    /// their attempts, and activity rows past `crate::activity::KEEP_MS`.
     fn prune(&self, received_before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
     /// Pending deliveries as last counted by this process: cheap, for the queue cap.
     fn approximate_depth(&self) -> u64;

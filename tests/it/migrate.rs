@@ -21,7 +21,7 @@ const GONE_ID: u64 = 4343;
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// Every table `db migrate` copies.
-const TABLES: [&str; 19] = [
+const TABLES: [&str; 21] = [
     "repositories",
     "hooks",
     "poll_watermarks",
@@ -41,6 +41,8 @@ const TABLES: [&str; 19] = [
     "queue_domains",
     "redelivery_requests",
     "changes",
+    "delivery_attempts",
+    "activity",
 ];
 
 /// A fixture payload retargeted at `repo` (GitHub id `id`).

@@ -419,16 +419,22 @@ pub(super) async fn apply_effects(
 /// before it appears. The lock is the last one taken (after domains, deliveries and the
 /// repository's row, the order every writer keeps) and is held only for the insert and
 /// the commit; a transaction that changed nothing takes no lock at all.
-pub(super) async fn append_changes(tx: &Transaction<'_>, changes: &[NewChange]) -> StoreResult<()> {
+///
+/// The same statement sends `NOTIFY` on `channel` (`PgDb::changes_channel`): PostgreSQL
+/// delivers it when this transaction commits, and never if it does not, so every
+/// instance's feed followers hear of exactly the changes that were committed. (Commits
+/// that notify take one lock in turn; these are already serialized by the counter row.)
+pub(super) async fn append_changes(tx: &Transaction<'_>, changes: &[NewChange], channel: &str) -> StoreResult<()> {
     if changes.is_empty() {
         return Ok(());
     }
     let count = length(changes.len())?;
     let counter = tx
         .query_typed_one(
-            "UPDATE change_counter SET last_seq = last_seq + $1 \
+            "WITH told AS (SELECT pg_notify($2, '')) \
+             UPDATE change_counter SET last_seq = last_seq + $1 FROM told \
              RETURNING last_seq, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT",
-            &[(&count, Type::INT8)],
+            &[(&count, Type::INT8), (&channel, Type::TEXT)],
         )
         .await?;
     let (last, at): (i64, i64) = (counter.try_get(0)?, counter.try_get(1)?);
@@ -751,7 +757,7 @@ impl CopyStore for PgCopyStore {
             let tx = client.transaction().await?;
             let mut changes = Vec::new();
             apply_effects(&tx, repo_id, &effects, &cause, &mut changes).await?;
-            append_changes(&tx, &changes).await?;
+            append_changes(&tx, &changes, &self.db.changes_channel).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -966,6 +972,62 @@ impl CopyStore for PgCopyStore {
                 .await?;
             let (oldest, newest) = rows.first().copied().unwrap_or((None, 0));
             Ok(ChangeBounds { oldest: oldest.unwrap_or(newest + 1), newest })
+        })
+    }
+
+    fn changes_caused_by(&self, cause: &str, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>> {
+        let cause = cause.to_owned();
+        Box::pin(async move {
+            let limit = i64::from(limit);
+            self.select(
+                "SELECT seq, at, repo_id, repository, kind, key, op, state, cause FROM changes \
+                 WHERE cause = $1 ORDER BY seq LIMIT $2",
+                &[(&cause, Type::TEXT), (&limit, Type::INT8)],
+                change_from_row,
+            )
+            .await
+        })
+    }
+
+    fn prune_changes(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let step = crate::storage::copy::PRUNE_STEP;
+            let mut pruned = 0u64;
+            loop {
+                let client = self.db.client().await?;
+                let n = client
+                    .execute_typed(
+                        "DELETE FROM changes WHERE seq IN \
+                         (SELECT seq FROM changes WHERE at < $1 ORDER BY seq LIMIT $2)",
+                        &[(&before_ms, Type::INT8), (&step, Type::INT8)],
+                    )
+                    .await?;
+                pruned += n;
+                if n < step as u64 {
+                    return Ok(pruned);
+                }
+            }
+        })
+    }
+
+    fn comments(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<CommentRecord>>> {
+        Box::pin(async move {
+            self.select(
+                &format!(
+                    "SELECT {COMMENT_COLUMNS} FROM issue_comments WHERE repo_id = $1 AND NOT deleted \
+                     ORDER BY created_at, id"
+                ),
+                &[(&repo_id, Type::INT8)],
+                comment_from_row,
+            )
+            .await
+        })
+    }
+
+    fn repository_row(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Option<RepositoryRow>>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {REPOSITORY_COLUMNS} FROM repositories WHERE id = $1");
+            Ok(self.select(&sql, &[(&repo_id, Type::INT8)], repository_from_row).await?.into_iter().next())
         })
     }
 }
@@ -1687,7 +1749,7 @@ mod tests {
         let tx = first.transaction().await.unwrap();
         let mut changes = Vec::new();
         apply_effects(&tx, first_repo, &[pull(1, 1, "open", false)], &Cause::Poll, &mut changes).await.unwrap();
-        append_changes(&tx, &changes).await.unwrap();
+        append_changes(&tx, &changes, &db.changes_channel).await.unwrap();
 
         let second = {
             let store = PgCopyStore::new(db.clone());

@@ -266,9 +266,30 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO change_counter (last_seq) VALUES (0);
     "#,
-    // 9: reviews, review comments, labels and milestones, and the milestone of each issue
+    // 9: for the dashboard: every attempt at a delivery (pruned with it), a minute's
+    // activity per instance (the charts), and a delivery's changes found by its id.
+    r#"
+    CREATE TABLE delivery_attempts (
+        delivery_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at BIGINT,
+        finished_at BIGINT NOT NULL,
+        worker TEXT,
+        outcome TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX delivery_attempts_by_delivery ON delivery_attempts(delivery_id, attempt);
+    CREATE TABLE activity (
+        minute BIGINT NOT NULL,
+        instance TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (minute, instance)
+    );
+    CREATE INDEX changes_by_cause ON changes(cause, seq);
+    "#,
+    // 10: reviews, review comments, labels and milestones, and the milestone of each issue
     // and pull request (see `storage::entities` for the rules that fill them). The same columns
-    // as SQLite's migration 9.
+    // as SQLite's migration 10.
     r#"
     ALTER TABLE pulls ADD COLUMN milestone BIGINT;
     ALTER TABLE issues ADD COLUMN milestone BIGINT;

@@ -79,6 +79,11 @@ pub struct PgDb {
     pub(crate) work_channel: String,
     /// Where "the shared hook secrets changed" goes (see `secrets`).
     pub(crate) secrets_channel: String,
+    /// Where "changes were committed" goes: sent by the transaction that appends them,
+    /// so PostgreSQL delivers it at that commit (see `copy::append_changes`).
+    pub(crate) changes_channel: String,
+    /// This process's feed followers: bumped when the listener hears `changes_channel`.
+    pub(crate) changes: Arc<crate::storage::changes::ChangeSignal>,
 }
 
 /// What the listener listens to: a channel, and what it calls on a notification there
@@ -122,8 +127,18 @@ impl PgDb {
             Some(schema) => format!("futurnal_{what}_{schema}"),
             None => format!("futurnal_{what}"),
         };
-        let (work_channel, secrets_channel) = (channel("work"), channel("secrets"));
-        let db = Self { pool, backoff: Mutex::default(), config, connector, work_channel, secrets_channel };
+        let (work_channel, secrets_channel, changes_channel) =
+            (channel("work"), channel("secrets"), channel("changes"));
+        let db = Self {
+            pool,
+            backoff: Mutex::default(),
+            config,
+            connector,
+            work_channel,
+            secrets_channel,
+            changes_channel,
+            changes: Arc::default(),
+        };
         let mut client = db.pool.get().await.map_err(|e| {
             let (url, why) = (crate::config::redact_url(url), error::describe_pool(&e));
             anyhow::anyhow!("cannot connect to PostgreSQL at {url}: {why}")

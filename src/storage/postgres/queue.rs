@@ -25,8 +25,8 @@ use super::{PgDb, NOW_MS};
 use crate::domain::{ordering_domain, repo_key};
 use crate::storage::changes::Cause;
 use crate::storage::queue::{
-    ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
-    InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
+    AttemptRecord, ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    EnqueueOutcome, InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
 };
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -158,7 +158,13 @@ static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
            FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[]) \
              AS u(id, fence, status, error, delay) \
            WHERE d.id = u.id AND d.fence = u.fence AND d.status = 'processing' \
-           RETURNING d.domain, u.status), \
+           RETURNING d.domain, u.status, d.delivery_id, d.attempts, d.started_at, d.worker, d.last_error), \
+         recorded AS ( \
+           INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, worker, outcome, error) \
+           SELECT delivery_id, attempts, started_at, {NOW_MS}, worker, \
+             CASE status WHEN 'retrying' THEN 'retry' ELSE status END, \
+             CASE WHEN status = 'done' THEN NULL ELSE last_error END \
+           FROM changed WHERE status <> 'queued'), \
          finished AS ( \
            SELECT domain, count(*) AS n FROM changed \
            WHERE status IN ('done', 'ignored', 'dead') AND domain IS NOT NULL GROUP BY domain), \
@@ -474,7 +480,7 @@ impl PgQueue {
         let statement = tx.prepare_cached(&COMPLETE).await?;
         let finished: i64 = tx.query_one(&statement, &params).await?.get(0);
         // Last: the change counter's lock is the last one taken and the shortest held.
-        super::copy::append_changes(&tx, &appended).await?;
+        super::copy::append_changes(&tx, &appended, &self.db.changes_channel).await?;
         tx.commit().await?;
         Ok(u64::try_from(finished).unwrap_or(0))
     }
@@ -554,6 +560,9 @@ impl PgQueue {
                      AND (($2::BIGINT IS NULL AND $3::TEXT IS NULL) OR repository_github_id = $2 \
                           OR lower(repository) = lower($3)) \
                      AND ($5::TEXT IS NULL OR id < (SELECT id FROM deliveries WHERE delivery_id = $5)) \
+                     AND ($6::TEXT IS NULL OR event = $6) AND ($7::TEXT IS NULL OR action = $7) \
+                     AND ($8::BIGINT IS NULL OR received_at >= $8) AND ($9::BIGINT IS NULL OR received_at < $9) \
+                     AND ($10::TEXT IS NULL OR delivery_id LIKE $10 ESCAPE '\\') \
                      ORDER BY id DESC LIMIT $4"
                 ),
                 &[
@@ -562,6 +571,11 @@ impl PgQueue {
                     &filter.repository_name,
                     &i64::from(filter.limit.max(1)),
                     &filter.before,
+                    &filter.event,
+                    &filter.action,
+                    &filter.received_since_ms,
+                    &filter.received_until_ms,
+                    &filter.id_pattern(),
                 ],
             )
             .await?;
@@ -687,6 +701,70 @@ impl Queue for PgQueue {
         })
     }
 
+    fn payload(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Option<StoredBody>>> {
+        let delivery_id = delivery_id.to_owned();
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            let row = client
+                .query_opt("SELECT body_codec, body FROM deliveries WHERE delivery_id = $1", &[&delivery_id])
+                .await?;
+            Ok(row.and_then(|r| {
+                let (codec, body): (String, Option<Vec<u8>>) = (r.get(0), r.get(1));
+                body.map(|b| StoredBody::from_parts(&codec, b))
+            }))
+        })
+    }
+
+    fn attempts(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Vec<AttemptRecord>>> {
+        let delivery_id = delivery_id.to_owned();
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            let rows = client
+                .query(
+                    "SELECT attempt, started_at, finished_at, worker, outcome, error FROM delivery_attempts \
+                     WHERE delivery_id = $1 ORDER BY finished_at, attempt",
+                    &[&delivery_id],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AttemptRecord {
+                        attempt: u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
+                        started_at_ms: r.get(1),
+                        finished_at_ms: r.get(2),
+                        worker: r.get(3),
+                        outcome: r.get(4),
+                        error: r.get(5),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn put_activity(&self, instance: &str, rows: Vec<(i64, String)>) -> BoxFuture<'_, StoreResult<()>> {
+        let instance = instance.to_owned();
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            let (minutes, data): (Vec<i64>, Vec<String>) = rows.into_iter().unzip();
+            client
+                .execute(
+                    "INSERT INTO activity (minute, instance, data) SELECT m, $2, d FROM UNNEST($1::BIGINT[], $3::TEXT[]) \
+                     AS u(m, d) ON CONFLICT (minute, instance) DO UPDATE SET data = excluded.data",
+                    &[&minutes, &instance, &data],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn activity(&self, since_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(i64, String)>>> {
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            let rows = client.query("SELECT minute, data FROM activity WHERE minute >= $1", &[&since_ms]).await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
     fn list(&self, filter: DeliveryFilter) -> BoxFuture<'_, StoreResult<Vec<DeliveryRecord>>> {
         Box::pin(self.list_records(filter))
     }
@@ -701,13 +779,18 @@ impl Queue for PgQueue {
             let mut total = 0;
             // In batches, each its own short transaction: no long lock on the table.
             loop {
-                let deleted = client
-                    .execute(
-                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-                         WHERE received_at < $1 AND status IN ('done', 'ignored', 'dead') LIMIT 2000)",
+                let deleted: i64 = client
+                    .query_one(
+                        "WITH gone AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                           WHERE received_at < $1 AND status IN ('done', 'ignored', 'dead') LIMIT 2000) \
+                           RETURNING delivery_id), \
+                         attempts AS (DELETE FROM delivery_attempts a USING gone WHERE a.delivery_id = gone.delivery_id) \
+                         SELECT count(*) FROM gone",
                         &[&received_before_ms],
                     )
-                    .await?;
+                    .await?
+                    .get(0);
+                let deleted = u64::try_from(deleted).unwrap_or(0);
                 total += deleted;
                 if deleted == 0 {
                     break;
@@ -715,6 +798,8 @@ impl Queue for PgQueue {
             }
             let window_start = now_ms() - crate::github::catch_up::REDELIVERY_WINDOW_MS;
             client.execute("DELETE FROM redelivery_requests WHERE asked_at < $1", &[&window_start]).await?;
+            let activity_cutoff = now_ms() - crate::activity::KEEP_MS;
+            client.execute("DELETE FROM activity WHERE minute < $1", &[&activity_cutoff]).await?;
             Ok(total)
         })
     }

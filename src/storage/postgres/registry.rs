@@ -116,7 +116,7 @@ impl Registry for PgRegistry {
             if !initial.is_empty() {
                 let mut changes = Vec::new();
                 apply_effects(&tx, id, &initial, &crate::storage::changes::Cause::Sync, &mut changes).await?;
-                append_changes(&tx, &changes).await?;
+                append_changes(&tx, &changes, &self.db.changes_channel).await?;
             }
             let added = find(&*tx, &RepoRef::Id(id))
                 .await?

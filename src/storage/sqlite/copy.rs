@@ -375,6 +375,9 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect], cause: &C
 /// commits in order: `seq` order is commit order, with no counter of our own.
 /// (`AUTOINCREMENT`: a number is never handed out twice, even once older rows are gone.)
 fn append_changes(c: &Connection, changes: &[NewChange], now: i64) -> StoreResult<()> {
+    if !changes.is_empty() {
+        super::note_changes_appended();
+    }
     for change in changes {
         c.prepare_cached(
             "INSERT INTO changes (at, repo_id, repository, kind, key, op, state, cause) \
@@ -675,6 +678,61 @@ impl CopyStore for SqliteCopyStore {
                 )?
                 .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(ChangeBounds { oldest: oldest.unwrap_or(newest + 1), newest })
+        }))
+    }
+
+    fn changes_caused_by(&self, cause: &str, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>> {
+        let cause = cause.to_owned();
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT seq, at, repo_id, repository, kind, key, op, state, cause FROM changes \
+                 WHERE cause = ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![cause, limit], change_from_row)?
+            .collect::<Result<_, _>>()?)
+        }))
+    }
+
+    fn prune_changes(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(async move {
+            let mut pruned = 0u64;
+            loop {
+                // Oldest first: numbers grow with time, so the scan stops at the first
+                // step's worth it finds.
+                let n = self
+                    .db
+                    .write(move |c| {
+                        Ok(c.prepare_cached(
+                            "DELETE FROM changes WHERE seq IN \
+                             (SELECT seq FROM changes WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+                        )?
+                        .execute(params![before_ms, crate::storage::copy::PRUNE_STEP])?)
+                    })
+                    .await?;
+                pruned += n as u64;
+                if (n as i64) < crate::storage::copy::PRUNE_STEP {
+                    return Ok(pruned);
+                }
+            }
+        })
+    }
+
+    fn comments(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Vec<CommentRecord>>> {
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {COMMENT_COLUMNS} FROM issue_comments WHERE repo_id = ?1 AND deleted = 0 \
+                 ORDER BY created_at, id"
+            ))?
+            .query_map([repo_id], comment_from_row)?
+            .collect::<Result<_, _>>()?)
+        }))
+    }
+
+    fn repository_row(&self, repo_id: i64) -> BoxFuture<'_, StoreResult<Option<RepositoryRow>>> {
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {REPOSITORY_COLUMNS} FROM repositories WHERE id = ?1"))?
+                .query_row([repo_id], repository_from_row)
+                .optional()?)
         }))
     }
 }

@@ -223,7 +223,28 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX changes_by_repository ON changes(repo_id, seq);
     "#,
-    // 9: reviews, review comments, labels and milestones, and the milestone of each issue
+    // 9: for the dashboard: every attempt at a delivery (pruned with it), a minute's
+    // activity per instance (the charts), and a delivery's changes found by its id.
+    r#"
+    CREATE TABLE delivery_attempts (
+        delivery_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER NOT NULL,
+        worker TEXT,
+        outcome TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX delivery_attempts_by_delivery ON delivery_attempts(delivery_id, attempt);
+    CREATE TABLE activity (
+        minute INTEGER NOT NULL,
+        instance TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (minute, instance)
+    ) WITHOUT ROWID;
+    CREATE INDEX changes_by_cause ON changes(cause, seq);
+    "#,
+    // 10: reviews, review comments, labels and milestones, and the milestone of each issue
     // and pull request (see `storage::entities` for the rules that fill them).
     r#"
     ALTER TABLE pulls ADD COLUMN milestone INTEGER;

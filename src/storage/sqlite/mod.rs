@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::config::Synchronous;
+use crate::storage::changes::ChangeSignal;
 use crate::storage::{StoreError, StoreResult};
 use migrations::MIGRATIONS;
 
@@ -52,6 +53,20 @@ pub struct SqliteDb {
     readers: Arc<[Mutex<Connection>]>,
     next_reader: AtomicUsize,
     checkpointer: Mutex<Option<mpsc::Sender<()>>>,
+    /// Bumped after each commit that appended to the change log.
+    changes: Arc<ChangeSignal>,
+}
+
+thread_local! {
+    /// Set on the writer thread by [`note_changes_appended`] while a batch runs; read and
+    /// cleared once the batch has committed.
+    static CHANGES_APPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called by whatever appends to the change log inside a write: followers are told once
+/// the batch commits.
+pub(crate) fn note_changes_appended() {
+    CHANGES_APPENDED.with(|c| c.set(true));
 }
 
 enum Message {
@@ -120,9 +135,11 @@ impl SqliteDb {
             .collect::<Result<Arc<[_]>, _>>()
             .with_context(|| format!("failed to open database {}", path.display()))?;
         let (tx, rx) = mpsc::sync_channel(CHANNEL_BOUND);
+        let changes = Arc::new(ChangeSignal::default());
+        let signal = changes.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, options.background_checkpoints))?;
+            .spawn(move || writer_loop(writer_conn, rx, options.background_checkpoints, &signal))?;
         Ok(Self {
             path: path.to_owned(),
             writer: tx,
@@ -130,11 +147,18 @@ impl SqliteDb {
             readers,
             next_reader: AtomicUsize::new(0),
             checkpointer: Mutex::new(checkpointer),
+            changes,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What this process's writes to the change log bump once committed (another
+    /// process writing the same file does not: its followers look on a timer).
+    pub fn change_signal(&self) -> Arc<ChangeSignal> {
+        self.changes.clone()
     }
 
     /// Runs `work` on the writer thread inside a group-committed transaction. The result
@@ -239,7 +263,7 @@ fn in_savepoint<R>(conn: &Connection, work: impl FnOnce(&Connection) -> StoreRes
 /// between two batches (after their answers went out): what is left to copy is little.
 const WRITER_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>, finish_checkpoints: bool) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>, finish_checkpoints: bool, changes: &ChangeSignal) {
     let mut last_checkpoint = std::time::Instant::now();
     let mut stopping = false;
     while !stopping {
@@ -256,7 +280,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>, finish_checkpoints
             }
         }
         if !jobs.is_empty() {
-            run_batch(&conn, jobs);
+            run_batch(&conn, jobs, changes);
         }
         if finish_checkpoints && last_checkpoint.elapsed() >= WRITER_CHECKPOINT_INTERVAL {
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -272,7 +296,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Message>, finish_checkpoints
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
 }
 
-fn run_batch(conn: &Connection, mut jobs: Vec<Box<dyn WriteJob>>) {
+fn run_batch(conn: &Connection, mut jobs: Vec<Box<dyn WriteJob>>, changes: &ChangeSignal) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StoreError::from(e);
         tracing::error!(error = %err, jobs = jobs.len(), "Database write failed to start");
@@ -288,6 +312,10 @@ fn run_batch(conn: &Connection, mut jobs: Vec<Box<dyn WriteJob>>) {
     if let Err(e) = &commit {
         tracing::error!(error = %e, jobs = jobs.len(), "Database commit failed; nothing of this batch was acknowledged");
         let _ = conn.execute_batch("ROLLBACK");
+    }
+    // Before the jobs hear back: a writer that returned has been announced.
+    if CHANGES_APPENDED.with(|c| c.replace(false)) && commit.is_ok() {
+        changes.notify();
     }
     for job in jobs {
         job.finish(commit.clone());

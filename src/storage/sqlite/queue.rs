@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::domain::{ordering_domain, repo_key};
 use crate::storage::changes::Cause;
 use crate::storage::queue::{
-    ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome,
-    InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
+    AttemptRecord, ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    EnqueueOutcome, InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
 };
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
@@ -254,45 +254,75 @@ fn apply_reports(c: &Connection, reports: &[Report], now: i64) -> StoreResult<u6
     let mut finished = 0;
     for Report { handle, completion, .. } in reports {
         let (seq, fence) = (handle.raw(), handle.fence());
-        let changed = match completion {
-            Completion::Done => c
-                .prepare_cached(
+        // (rows updated, whether that finished the delivery, the attempt's outcome)
+        let (updated, finishes, outcome) = match completion {
+            Completion::Done => (
+                c.prepare_cached(
                     "UPDATE deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, \
                      finished_at = ?2, lease_until = NULL WHERE seq = ?1 AND fence = ?3 AND status = 'processing'",
                 )?
                 .execute(params![seq, now, fence])?,
-            Completion::Ignored(reason) => c
-                .prepare_cached(
+                true,
+                Some("done"),
+            ),
+            Completion::Ignored(reason) => (
+                c.prepare_cached(
                     "UPDATE deliveries SET status = 'ignored', attempts = attempts + 1, last_error = ?3, \
                      finished_at = ?2, lease_until = NULL WHERE seq = ?1 AND fence = ?4 AND status = 'processing'",
                 )?
                 .execute(params![seq, now, reason, fence])?,
-            Completion::Dead { error } => c
-                .prepare_cached(
+                true,
+                Some("ignored"),
+            ),
+            Completion::Dead { error } => (
+                c.prepare_cached(
                     "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = ?3, \
                      finished_at = ?2, lease_until = NULL WHERE seq = ?1 AND fence = ?4 AND status = 'processing'",
                 )?
                 .execute(params![seq, now, error, fence])?,
-            Completion::Retry { error, delay_ms } => {
+                true,
+                Some("dead"),
+            ),
+            Completion::Retry { error, delay_ms } => (
                 c.prepare_cached(
                     "UPDATE deliveries SET status = 'retrying', attempts = attempts + 1, last_error = ?2, \
                      next_attempt_at = ?3, lease_until = NULL WHERE seq = ?1 AND fence = ?4 AND status = 'processing'",
                 )?
-                .execute(params![seq, error, now + delay_ms, fence])?;
-                0
-            }
-            Completion::Release => {
+                .execute(params![seq, error, now + delay_ms, fence])?,
+                false,
+                Some("retry"),
+            ),
+            // Handed back unprocessed: not an attempt.
+            Completion::Release => (
                 c.prepare_cached(
                     "UPDATE deliveries SET status = 'queued', lease_until = NULL \
                      WHERE seq = ?1 AND fence = ?2 AND status = 'processing'",
                 )?
-                .execute(params![seq, fence])?;
-                0
-            }
+                .execute(params![seq, fence])?,
+                false,
+                None,
+            ),
         };
-        finished += changed as u64;
+        if let (1, Some(outcome)) = (updated, outcome) {
+            record_attempt(c, seq, now, outcome)?;
+        }
+        if finishes {
+            finished += updated as u64;
+        }
     }
     Ok(finished)
+}
+
+/// The attempt a claim just ended, as the delivery's row now says it (its number, who
+/// made it and when it started, its error).
+fn record_attempt(c: &Connection, seq: i64, now: i64, outcome: &str) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, worker, outcome, error) \
+         SELECT delivery_id, attempts, started_at, ?2, worker, ?3, CASE WHEN ?3 = 'done' THEN NULL ELSE last_error END \
+         FROM deliveries WHERE seq = ?1",
+    )?
+    .execute(params![seq, now, outcome])?;
+    Ok(())
 }
 
 fn renew_leases(c: &Connection, handles: &[ClaimHandle], lease_ms: i64, now: i64) -> StoreResult<usize> {
@@ -415,6 +445,62 @@ impl Queue for SqliteQueue {
         Box::pin(self.db.read(move |c| get_record(c, &delivery_id)))
     }
 
+    fn payload(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Option<StoredBody>>> {
+        let delivery_id = delivery_id.to_owned();
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached("SELECT body_codec, body FROM deliveries WHERE delivery_id = ?1")?
+                .query_row([&delivery_id], |r| {
+                    let (codec, body): (String, Option<Vec<u8>>) = (r.get(0)?, r.get(1)?);
+                    Ok(body.map(|b| StoredBody::from_parts(&codec, b)))
+                })
+                .optional()?
+                .flatten())
+        }))
+    }
+
+    fn attempts(&self, delivery_id: &str) -> BoxFuture<'_, StoreResult<Vec<AttemptRecord>>> {
+        let delivery_id = delivery_id.to_owned();
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT attempt, started_at, finished_at, worker, outcome, error FROM delivery_attempts \
+                 WHERE delivery_id = ?1 ORDER BY finished_at, rowid",
+            )?
+            .query_map([&delivery_id], |r| {
+                Ok(AttemptRecord {
+                    attempt: r.get(0)?,
+                    started_at_ms: r.get(1)?,
+                    finished_at_ms: r.get(2)?,
+                    worker: r.get(3)?,
+                    outcome: r.get(4)?,
+                    error: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+        }))
+    }
+
+    fn put_activity(&self, instance: &str, rows: Vec<(i64, String)>) -> BoxFuture<'_, StoreResult<()>> {
+        let instance = instance.to_owned();
+        Box::pin(self.db.write(move |c| {
+            for (minute, data) in &rows {
+                c.prepare_cached(
+                    "INSERT INTO activity (minute, instance, data) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (minute, instance) DO UPDATE SET data = excluded.data",
+                )?
+                .execute(params![minute, instance, data])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn activity(&self, since_ms: i64) -> BoxFuture<'_, StoreResult<Vec<(i64, String)>>> {
+        Box::pin(self.db.read(move |c| {
+            Ok(c.prepare_cached("SELECT minute, data FROM activity WHERE minute >= ?1")?
+                .query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?)
+        }))
+    }
+
     fn list(&self, filter: DeliveryFilter) -> BoxFuture<'_, StoreResult<Vec<DeliveryRecord>>> {
         Box::pin(self.db.read(move |c| {
             let sql = format!(
@@ -422,8 +508,12 @@ impl Queue for SqliteQueue {
                  WHERE (?1 IS NULL OR status = ?1) \
                  AND ((?2 IS NULL AND ?3 IS NULL) OR repository_github_id = ?2 OR repository = ?3 COLLATE NOCASE) \
                  AND (?5 IS NULL OR seq < (SELECT seq FROM deliveries WHERE delivery_id = ?5)) \
+                 AND (?6 IS NULL OR event = ?6) AND (?7 IS NULL OR action = ?7) \
+                 AND (?8 IS NULL OR received_at >= ?8) AND (?9 IS NULL OR received_at < ?9) \
+                 AND (?10 IS NULL OR delivery_id LIKE ?10 ESCAPE '\\') \
                  ORDER BY seq DESC LIMIT ?4"
             );
+            let pattern = filter.id_pattern();
             let rows = c
                 .prepare_cached(&sql)?
                 .query_map(
@@ -433,6 +523,11 @@ impl Queue for SqliteQueue {
                         filter.repository_name,
                         filter.limit.max(1) as i64,
                         filter.before,
+                        filter.event,
+                        filter.action,
+                        filter.received_since_ms,
+                        filter.received_until_ms,
+                        pattern,
                     ],
                     record_from_row,
                 )?
@@ -469,11 +564,20 @@ impl Queue for SqliteQueue {
                 let deleted = self
                     .db
                     .write(move |c| {
-                        Ok(c.prepare_cached(
-                            "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
-                             WHERE received_at < ?1 AND status IN ('done', 'ignored', 'dead') LIMIT 2000)",
-                        )?
-                        .execute([received_before_ms])? as u64)
+                        let ids = c
+                            .prepare_cached(
+                                "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
+                                 WHERE received_at < ?1 AND status IN ('done', 'ignored', 'dead') LIMIT 2000) \
+                                 RETURNING delivery_id",
+                            )?
+                            .query_map([received_before_ms], |r| r.get::<_, String>(0))?
+                            .collect::<Result<Vec<String>, _>>()?;
+                        // Their attempts go with them.
+                        let mut forget = c.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?;
+                        for id in &ids {
+                            forget.execute([id])?;
+                        }
+                        Ok(ids.len() as u64)
                     })
                     .await?;
                 total += deleted;
@@ -484,6 +588,8 @@ impl Queue for SqliteQueue {
                         .write(move |c| {
                             c.prepare_cached("DELETE FROM redelivery_requests WHERE asked_at < ?1")?
                                 .execute([window_start])?;
+                            c.prepare_cached("DELETE FROM activity WHERE minute < ?1")?
+                                .execute([now_ms() - crate::activity::KEEP_MS])?;
                             Ok(())
                         })
                         .await?;
