@@ -143,7 +143,7 @@ pub(super) async fn query(config: &Config, backend: &Backend, command: GithubCom
         }
         GithubCommand::ReviewComments { repo, pull, limit } => {
             let repo = find_repo(backend, &repo).await?;
-            let rows = backend.copy.review_comments(repo.id, pull, limit.clamp(1, 100_000)).await?;
+            let rows = backend.copy.review_comments(repo.id, Some(pull), limit.clamp(1, 100_000)).await?;
             print_rows(
                 config,
                 &rows,

@@ -202,11 +202,12 @@ pub trait CopyStore: Send + Sync {
     fn releases(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReleaseRecord>>>;
     /// Newest submitted first; only those of pull request `pull` when given.
     fn reviews(&self, repo_id: i64, pull: Option<u64>, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReviewRecord>>>;
-    /// One pull request's review comments, newest first; deleted ones are not listed.
+    /// Review comments, newest first (only pull request `pull`'s when given); deleted ones
+    /// are not listed.
     fn review_comments(
         &self,
         repo_id: i64,
-        pull: u64,
+        pull: Option<u64>,
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<ReviewCommentRecord>>>;
     /// By name; deleted ones are not listed.

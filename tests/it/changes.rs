@@ -466,7 +466,7 @@ async fn reviews_review_comments_labels_and_milestones_append_a_change_only_when
         // A review comment: new, the same, older, newer, deleted, then nothing after that.
         let changes = apply(&copy, id, vec![review_comment(8, 2_000, false)], Cause::Sync).await;
         assert_eq!(summary(&changes), [s("review_comment", "review_comment#8", ChangeOp::Upsert)], "{name}");
-        let listed = copy.review_comments(id, 42, 10).await.unwrap().remove(0);
+        let listed = copy.review_comments(id, Some(42), 10).await.unwrap().remove(0);
         assert_eq!(changes[0].state.as_ref(), Some(&output::review_comment_json(&listed)), "{name}");
         let stale = vec![review_comment(8, 2_000, false), review_comment(8, 1_000, false)];
         assert!(apply(&copy, id, stale, Cause::Sync).await.is_empty(), "{name}");

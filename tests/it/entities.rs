@@ -87,7 +87,7 @@ async fn reviews_and_review_comments_from_githubs_examples_older_ones_and_delete
     let created = example("pull_request_review_comment/created.payload.json");
     let pull = created["pull_request"]["number"].as_u64().unwrap();
     deliver(&app, "pull_request_review_comment", &created).await;
-    let comments = || async { app.copy.review_comments(repo.id, pull, 100).await.unwrap() };
+    let comments = || async { app.copy.review_comments(repo.id, Some(pull), 100).await.unwrap() };
     let stored = comments().await;
     assert_eq!(stored.len(), 1);
     let (c, raw) = (&stored[0], &created["comment"]);
@@ -97,7 +97,7 @@ async fn reviews_and_review_comments_from_githubs_examples_older_ones_and_delete
     assert_eq!(c.body.as_deref(), raw["body"].as_str());
     assert_eq!((c.author.as_deref(), c.in_reply_to), (Some("Codertocat"), None));
     assert_eq!(c.updated_at, futurnal::time::parse_ms("2019-05-15T15:20:38Z").unwrap());
-    assert!(app.copy.review_comments(repo.id, pull + 1, 100).await.unwrap().is_empty());
+    assert!(app.copy.review_comments(repo.id, Some(pull + 1), 100).await.unwrap().is_empty());
 
     let mut newer = example("pull_request_review_comment/edited.payload.json");
     newer["comment"]["body"] = "Edited: even more emoji".into();
@@ -409,5 +409,66 @@ async fn query_commands_print_productmd_keys_tables_and_clear_errors() {
         "{}",
         out.stderr
     );
+    app.stop().await;
+}
+
+/// The snapshot a consumer resyncs from (`/api/snapshot`) holds reviews, review comments,
+/// labels and milestones exactly as folding their changes builds them: renames and
+/// deletions included, so resyncing then following the feed loses and repeats nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_holds_the_new_entities_as_their_changes_build_them() {
+    use std::collections::BTreeMap;
+    let app = spawn_app(AppOptions::default()).await;
+    let repo = tracked(&app).await;
+    deliver(&app, "pull_request_review", &example("pull_request_review/submitted.payload.json")).await;
+    deliver(&app, "pull_request_review", &example("pull_request_review/dismissed.payload.json")).await;
+    let created = example("pull_request_review_comment/created.payload.json");
+    deliver(&app, "pull_request_review_comment", &created).await;
+    let mut reply = created.clone();
+    reply["comment"]["id"] = 1.into();
+    reply["comment"]["in_reply_to_id"] = created["comment"]["id"].clone();
+    deliver(&app, "pull_request_review_comment", &reply).await;
+    deliver(&app, "pull_request_review_comment", &example("pull_request_review_comment/deleted.payload.json")).await;
+    deliver(&app, "label", &example("label/created.payload.json")).await;
+    let mut renamed = example("label/edited.payload.json");
+    renamed["label"]["name"] = "bug".into();
+    renamed["changes"] = json!({"name": {"from": ":bug: Bugfix"}});
+    deliver(&app, "label", &renamed).await;
+    let mut other = example("label/created.payload.json");
+    other["label"]["name"] = "wontfix".into();
+    other["label"]["id"] = 5.into();
+    deliver(&app, "label", &other).await;
+    other["action"] = "deleted".into();
+    deliver(&app, "label", &other).await;
+    deliver(&app, "milestone", &example("milestone/created.payload.json")).await;
+    deliver(&app, "milestone", &example("milestone/closed.payload.json")).await;
+    let mut second = example("milestone/created.payload.json");
+    second["milestone"]["number"] = 2.into();
+    deliver(&app, "milestone", &second).await;
+    second["action"] = "deleted".into();
+    deliver(&app, "milestone", &second).await;
+
+    let kinds = ["review", "review_comment", "label", "milestone"];
+    let all = futurnal::storage::changes::ChangeFilter { since: 0, limit: 10_000, repository: None, kind: None };
+    let mut folded = BTreeMap::new();
+    for change in app.copy.changes(all).await.unwrap().into_iter().filter(|c| kinds.contains(&c.kind.as_str())) {
+        match change.state {
+            Some(state) => folded.insert((change.kind, change.key), state),
+            None => folded.remove(&(change.kind, change.key)),
+        };
+    }
+    let (_, entities) = futurnal::feed::snapshot(&*app.copy, repo.id, None).await.unwrap();
+    let snapshot: BTreeMap<(String, String), Value> = entities
+        .into_iter()
+        .filter(|e| kinds.contains(&e["kind"].as_str().unwrap()))
+        .map(|e| ((e["kind"].as_str().unwrap().to_owned(), e["key"].as_str().unwrap().to_owned()), e["state"].clone()))
+        .collect();
+    assert_eq!(snapshot, folded);
+    let keys: Vec<&str> = snapshot.keys().map(|(_, key)| key.as_str()).collect();
+    assert_eq!(keys, ["label:bug", "milestone#1", "review#237895671", "review_comment#1"]);
+    assert_eq!(snapshot[&("review".to_owned(), "review#237895671".to_owned())]["state"], "dismissed");
+    let (_, only) = futurnal::feed::snapshot(&*app.copy, repo.id, Some("label")).await.unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["kind"], "label");
     app.stop().await;
 }

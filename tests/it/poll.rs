@@ -307,7 +307,7 @@ async fn polling_fills_reviews_review_comments_labels_and_milestones_and_an_idle
     let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
     wait_until(Duration::from_secs(15), "reviews, review comments, labels and milestones", || async {
         app.copy.reviews(repo.id, None, 100).await.unwrap().len() == 1
-            && app.copy.review_comments(repo.id, 1, 1000).await.unwrap().len() == 150
+            && app.copy.review_comments(repo.id, Some(1), 1000).await.unwrap().len() == 150
             && app.copy.labels(repo.id, 1000).await.unwrap().len() == 120
             && app.copy.milestones(repo.id, MilestoneState::All, 100).await.unwrap().len() == 2
     })
@@ -315,7 +315,7 @@ async fn polling_fills_reviews_review_comments_labels_and_milestones_and_an_idle
     let review = app.copy.reviews(repo.id, None, 100).await.unwrap().remove(0);
     assert_eq!((review.id, review.pull_number, review.state.as_str()), (10, 1, "approved"), "pending left out");
     assert_eq!(review.submitted_at, futurnal::time::parse_ms(submitted));
-    let newest = app.copy.review_comments(repo.id, 1, 1).await.unwrap().remove(0);
+    let newest = app.copy.review_comments(repo.id, Some(1), 1).await.unwrap().remove(0);
     assert_eq!((newest.pull_number, newest.review_id, newest.side.as_deref()), (1, Some(10), Some("RIGHT")));
     let open = app.copy.milestones(repo.id, MilestoneState::Open, 100).await.unwrap();
     assert_eq!(open.iter().map(|m| m.number).collect::<Vec<_>>(), [2]);

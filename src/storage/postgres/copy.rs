@@ -904,11 +904,11 @@ impl CopyStore for PgCopyStore {
     fn review_comments(
         &self,
         repo_id: i64,
-        pull: u64,
+        pull: Option<u64>,
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<ReviewCommentRecord>>> {
         Box::pin(async move {
-            let (pull, limit) = (to_db(pull)?, i64::from(limit));
+            let (pull, limit) = (pull.map(to_db).transpose()?, i64::from(limit));
             self.select(
                 entities::REVIEW_COMMENTS_QUERY,
                 &[(&repo_id, Type::INT8), (&pull, Type::INT8), (&limit, Type::INT8)],
@@ -1259,7 +1259,7 @@ mod tests {
             reviews.push(store.reviews(repo_id, pull, limit).await.unwrap());
         }
         let mut review_comments = Vec::new();
-        for (pull, limit) in [(42, 100), (42, 1), (43, 100)] {
+        for (pull, limit) in [(Some(42), 100), (Some(42), 1), (Some(43), 100), (None, 100)] {
             review_comments.push(store.review_comments(repo_id, pull, limit).await.unwrap());
         }
         let labels = vec![store.labels(repo_id, 100).await.unwrap(), store.labels(repo_id, 2).await.unwrap()];

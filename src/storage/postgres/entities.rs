@@ -319,7 +319,7 @@ pub(super) fn reviews_query(pull: Option<u64>) -> &'static str {
 
 pub(super) const REVIEW_COMMENTS_QUERY: &str = "SELECT id, review_id, pull_number, path, line, side, body, author, \
      in_reply_to, commit_id, html_url, created_at, updated_at, deleted FROM review_comments \
-     WHERE repo_id = $1 AND pull_number = $2 AND NOT deleted \
+     WHERE repo_id = $1 AND ($2::BIGINT IS NULL OR pull_number = $2) AND NOT deleted \
      ORDER BY created_at DESC NULLS LAST, id DESC LIMIT $3";
 
 pub(super) const LABELS_QUERY: &str = "SELECT name, github_id, color, description, deleted FROM labels \

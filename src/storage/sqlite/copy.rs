@@ -637,7 +637,7 @@ impl CopyStore for SqliteCopyStore {
     fn review_comments(
         &self,
         repo_id: i64,
-        pull: u64,
+        pull: Option<u64>,
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<ReviewCommentRecord>>> {
         Box::pin(self.db.read(move |c| entities::review_comments(c, repo_id, pull, limit)))

@@ -289,11 +289,12 @@ pub(super) fn reviews(c: &Connection, repo_id: i64, pull: Option<u64>, limit: u3
 pub(super) fn review_comments(
     c: &Connection,
     repo_id: i64,
-    pull: u64,
+    pull: Option<u64>,
     limit: u32,
 ) -> StoreResult<Vec<ReviewCommentRecord>> {
     Ok(c.prepare_cached(&format!(
-        "SELECT {REVIEW_COMMENT_COLUMNS} FROM review_comments WHERE repo_id = ?1 AND pull_number = ?2 AND deleted = 0 \
+        "SELECT {REVIEW_COMMENT_COLUMNS} FROM review_comments \
+         WHERE repo_id = ?1 AND (?2 IS NULL OR pull_number = ?2) AND deleted = 0 \
          ORDER BY created_at IS NULL, created_at DESC, id DESC LIMIT ?3"
     ))?
     .query_map(params![repo_id, pull, limit], review_comment_from_row)?
