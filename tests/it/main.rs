@@ -8,6 +8,7 @@ mod contract;
 mod copy;
 mod dashboard_api;
 mod durability;
+mod entities;
 mod fake_github;
 mod feed;
 mod flood;
