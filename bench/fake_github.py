@@ -19,6 +19,9 @@ Control endpoints (no token needed), for the person driving it:
     POST /_fake/repos     {"full_name": "o/r", "id": 7}          add (or renumber) a repo
     POST /_fake/pulls     {"repo": "o/r", "items": [...]}         replace pulls (new ETag)
     POST /_fake/issues    {"repo": "o/r", "items": [...]}         replace issues (new ETag)
+    POST /_fake/labels    {"repo": "o/r", "items": [...]}         replace labels (so /_fake/milestones)
+    POST /_fake/reviews   {"repo": "o/r", "pull": 2, "items": [...]}  a pull request's reviews
+                          (so /_fake/review_comments); these lists' ETags follow each page's content
     POST /_fake/fail      {"status": 502} or {"status": 429, "retry_after": 7}
                           the next API request gets that answer (calls queue up)
     POST /_fake/rate_limit {"remaining": 0, "reset": UNIX}       set the core bucket
@@ -250,6 +253,8 @@ class Repo:
         self.hooks = []
         self.pulls, self.pulls_version = [], 0
         self.issues, self.issues_version = [], 0
+        self.labels, self.milestones = [], []
+        self.reviews, self.review_comments = {}, {}  # pull number -> items
 
     owner = property(lambda self: self.full_name.split("/")[0])
     name = property(lambda self: (self.full_name.split("/") + [""])[1])
@@ -490,6 +495,69 @@ def list_items(kind):
     return handler
 
 
+def list_page(fake, resource, items, params, headers):
+    """One page with `Link` and an ETag of the page's content (304 for a match)."""
+    page, link = paginate(items, params, f"{fake.base_url}/{resource}")
+    body = dumps(page).encode()
+    query = urllib.parse.urlencode(params)
+    etag = '"%s"' % hashlib.sha256(f"{resource}|{query}|".encode() + body).hexdigest()[:16]
+    fresh = any(v.strip().removeprefix("W/") in (etag, "*")
+                for value in headers.get_all("If-None-Match", []) for v in value.split(","))
+    if fresh:
+        return Answer(304, headers={"ETag": etag})
+    out = {"ETag": etag}
+    if link:
+        out["Link"] = link
+    return Answer(200, raw=body, headers=out, content_type="application/json; charset=utf-8")
+
+
+def h_list_labels(fake, m, params, headers, raw):
+    with fake.lock:
+        repo = fake.repo(m["owner"], m["repo"])
+        if repo is None:
+            return not_found()
+        items, full_name = sorted(repo.labels, key=lambda l: get(l, "id") or 0), repo.full_name
+    return list_page(fake, f"repos/{full_name}/labels", items, params, headers)
+
+
+def h_list_milestones(fake, m, params, headers, raw):
+    with fake.lock:
+        repo = fake.repo(m["owner"], m["repo"])
+        if repo is None:
+            return not_found()
+        items, full_name = list(repo.milestones), repo.full_name
+    wanted = param(params, "state") or "open"
+    if wanted != "all":
+        items = [i for i in items if (get(i, "state") or "open") == wanted]
+    items.sort(key=lambda i: (parse_ts(get(i, "due_on")) is None, parse_ts(get(i, "due_on")) or 0, get(i, "number") or 0))
+    if param(params, "direction") == "desc":
+        items.reverse()
+    return list_page(fake, f"repos/{full_name}/milestones", items, params, headers)
+
+
+def pull_list(kind):
+    def handler(fake, m, params, headers, raw):
+        with fake.lock:
+            repo = fake.repo(m["owner"], m["repo"])
+            number = int(m["number"]) if m["number"].isdigit() else None
+            known = repo is not None and number is not None and (
+                any(get(p, "number") == number for p in repo.pulls)
+                or number in repo.reviews or number in repo.review_comments)
+            if not known:
+                return not_found()
+            items = list((repo.reviews if kind == "reviews" else repo.review_comments).get(number, []))
+            full_name = repo.full_name
+        if kind == "reviews":
+            items.sort(key=lambda i: get(i, "id") or 0)
+        else:
+            def created(item):
+                ts = parse_ts(get(item, "created_at"))
+                return (ts is not None, ts.timestamp() if ts else 0, get(item, "id") or 0)
+            items.sort(key=created)
+        return list_page(fake, f"repos/{full_name}/pulls/{number}/{kind}", items, params, headers)
+    return handler
+
+
 def h_list_hooks(fake, m, params, headers, raw):
     with fake.lock:
         repo = fake.repo(m["owner"], m["repo"])
@@ -696,6 +764,10 @@ ROUTES = [(p, pattern(p), methods) for p, methods in [
     ("/repos/{owner}/{repo}", {"GET": h_get_repo}),
     ("/repos/{owner}/{repo}/pulls", {"GET": list_items("pulls")}),
     ("/repos/{owner}/{repo}/issues", {"GET": list_items("issues")}),
+    ("/repos/{owner}/{repo}/pulls/{number}/reviews", {"GET": pull_list("reviews")}),
+    ("/repos/{owner}/{repo}/pulls/{number}/comments", {"GET": pull_list("comments")}),
+    ("/repos/{owner}/{repo}/labels", {"GET": h_list_labels}),
+    ("/repos/{owner}/{repo}/milestones", {"GET": h_list_milestones}),
     ("/repos/{owner}/{repo}/hooks", {"GET": h_list_hooks, "POST": h_create_hook}),
     (HOOK, {"GET": h_get_hook, "PATCH": h_update_hook, "DELETE": h_delete_hook}),
     (HOOK + "/config", {"GET": h_get_hook_config, "PATCH": h_update_hook_config}),
@@ -825,6 +897,24 @@ def control(fake, method, path, raw):
                 repo.pulls, repo.pulls_version = data["items"], fake.version
             else:
                 repo.issues, repo.issues_version = data["items"], fake.version
+            return Answer(204)
+    if method == "POST" and path in ("/_fake/labels", "/_fake/milestones"):
+        with fake.lock:
+            repo = repo_of()
+            if repo is None or not isinstance(get(data, "items"), list):
+                return not_found() if repo is None else Answer(400, {"message": "want {\"items\": [...]}"})
+            if path.endswith("labels"):
+                repo.labels = data["items"]
+            else:
+                repo.milestones = data["items"]
+            return Answer(204)
+    if method == "POST" and path in ("/_fake/reviews", "/_fake/review_comments"):
+        with fake.lock:
+            repo = repo_of()
+            if repo is None or not isinstance(get(data, "items"), list) or not isinstance(get(data, "pull"), int):
+                return not_found() if repo is None else Answer(400, {"message": "want {\"pull\": 2, \"items\": [...]}"})
+            target = repo.reviews if path.endswith("reviews") else repo.review_comments
+            target[data["pull"]] = data["items"]
             return Answer(204)
     if (method, path) == ("POST", "/_fake/fail"):
         if not isinstance(get(data, "status"), int):

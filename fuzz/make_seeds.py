@@ -31,7 +31,11 @@ REPOSITORY = {
     "id": None, "full_name": None, "name": None, "owner": ACCOUNT, "private": None, "visibility": None,
     "archived": None, "default_branch": None, "clone_url": None,
 }
-LABEL = {"name": None}
+LABEL = {"name": None, "id": None, "color": None, "description": None}
+MILESTONE = {
+    "number": None, "id": None, "title": None, "description": None, "state": None, "due_on": None,
+    "created_at": None, "updated_at": None, "closed_at": None, "html_url": None,
+}
 GIT_REF = {"ref": None, "sha": None}
 COMMIT = {
     "id": None, "message": None, "timestamp": None, "author": {"name": None, "email": None},
@@ -39,8 +43,8 @@ COMMIT = {
 }
 ISSUE = {
     "number": None, "title": None, "body": None, "state": None, "user": ACCOUNT, "labels": [LABEL],
-    "assignees": [ACCOUNT], "comments": None, "created_at": None, "updated_at": None, "closed_at": None,
-    "pull_request": {"url": None},
+    "assignees": [ACCOUNT], "milestone": {"number": None}, "comments": None, "created_at": None,
+    "updated_at": None, "closed_at": None, "pull_request": {"url": None},
 }
 LEAN = {
     "action": None, "number": None, "ref": None, "before": None, "after": None, "created": None, "deleted": None,
@@ -50,16 +54,29 @@ LEAN = {
     "commits": [COMMIT], "head_commit": COMMIT,
     "pull_request": {
         "number": None, "title": None, "body": None, "state": None, "draft": None, "merged": None, "user": ACCOUNT,
-        "labels": [LABEL], "assignees": [ACCOUNT], "base": GIT_REF, "head": GIT_REF, "created_at": None,
-        "updated_at": None, "closed_at": None, "merged_at": None,
+        "labels": [LABEL], "assignees": [ACCOUNT], "milestone": {"number": None}, "base": GIT_REF, "head": GIT_REF,
+        "created_at": None, "updated_at": None, "closed_at": None, "merged_at": None,
     },
     "issue": ISSUE,
-    "comment": {"id": None, "body": None, "user": ACCOUNT, "created_at": None, "updated_at": None},
+    "comment": {
+        "id": None, "body": None, "user": ACCOUNT, "created_at": None, "updated_at": None,
+        "pull_request_review_id": None, "path": None, "line": None, "side": None, "in_reply_to_id": None,
+        "commit_id": None, "html_url": None,
+    },
+    "review": {
+        "id": None, "user": ACCOUNT, "body": None, "state": None, "commit_id": None, "submitted_at": None,
+        "html_url": None,
+    },
+    "label": LABEL,
+    "milestone": MILESTONE,
     "release": {
         "id": None, "tag_name": None, "name": None, "draft": None, "prerelease": None, "created_at": None,
         "published_at": None,
     },
-    "changes": {"new_repository": {"full_name": None}, "new_issue": {"number": None}, "repository": None},
+    "changes": {
+        "new_repository": {"full_name": None}, "new_issue": {"number": None}, "repository": None,
+        "name": {"from": None},
+    },
 }
 
 

@@ -847,7 +847,10 @@ mod tests {
         assert_eq!(c.github_api_url, DEFAULT_GITHUB_API_URL);
         assert_eq!(c.serve.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.serve.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
-        assert_eq!(c.webhook.events.len(), 9);
+        assert_eq!(c.webhook.events.len(), 13);
+        for event in ["pull_request_review", "pull_request_review_comment", "label", "milestone"] {
+            assert!(c.webhook.events.iter().any(|e| e.as_str() == event), "{event} is enabled by default");
+        }
         assert_eq!(c.webhook.max_body_bytes, 25 * 1024 * 1024);
         assert_eq!(c.sqlite.synchronous, Synchronous::Full);
         assert!(c.webhook.verify_signatures);

@@ -168,7 +168,17 @@ mod tests {
         assert_eq!(ordering_domain("id:5", "push"), "id:5/git");
         assert_eq!(ordering_domain("id:5", "create"), "id:5/git");
         assert_eq!(ordering_domain("id:5", "delete"), "id:5/git");
-        for event in ["pull_request", "issues", "issue_comment", "release", "repository", "label"] {
+        for event in [
+            "pull_request",
+            "issues",
+            "issue_comment",
+            "release",
+            "repository",
+            "pull_request_review",
+            "pull_request_review_comment",
+            "label",
+            "milestone",
+        ] {
             assert_eq!(ordering_domain("id:5", event), "id:5/meta", "{event}");
         }
         assert_eq!(DomainKind::of_domain("id:5/git"), DomainKind::Git);

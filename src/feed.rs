@@ -15,10 +15,11 @@ use serde_json::{json, Value};
 
 use crate::output;
 use crate::storage::changes::{
-    branch_key, comment_key, commit_key, issue_key, issue_state, pull_key, release_key, release_state, tag_key,
-    ChangeFilter, ChangeRecord, ChangeSignal, KINDS, REPOSITORY_KEY,
+    branch_key, comment_key, commit_key, issue_key, issue_state, label_key, milestone_key, pull_key, release_key,
+    release_state, review_comment_key, review_key, tag_key, ChangeFilter, ChangeRecord, ChangeSignal, KINDS,
+    REPOSITORY_KEY,
 };
-use crate::storage::copy::{CopyStore, IssueState, PullState};
+use crate::storage::copy::{CopyStore, IssueState, MilestoneState, PullState};
 use crate::storage::StoreResult;
 
 /// Changes per page unless asked otherwise, and at most.
@@ -209,6 +210,28 @@ pub async fn snapshot(copy: &dyn CopyStore, repo_id: i64, kind: Option<&str>) ->
             if let Some(state) = release_state(Some(&r)) {
                 push("release", release_key(r.id), state);
             }
+        }
+    }
+    // The queries list only what exists (deleted review comments, labels and milestones
+    // are left out), as their changes' states show it.
+    if wanted("review") {
+        for r in copy.reviews(repo_id, None, u32::MAX).await? {
+            push("review", review_key(r.id), output::review_json(&r));
+        }
+    }
+    if wanted("review_comment") {
+        for c in copy.review_comments(repo_id, None, u32::MAX).await? {
+            push("review_comment", review_comment_key(c.id), output::review_comment_json(&c));
+        }
+    }
+    if wanted("label") {
+        for l in copy.labels(repo_id, u32::MAX).await? {
+            push("label", label_key(&l.name), output::label_json(&l));
+        }
+    }
+    if wanted("milestone") {
+        for m in copy.milestones(repo_id, MilestoneState::All, u32::MAX).await? {
+            push("milestone", milestone_key(m.number), output::milestone_json(&m));
         }
     }
     Ok((seq, entities))

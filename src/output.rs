@@ -145,6 +145,7 @@ pub fn pull_json(p: &crate::storage::copy::PullRecord) -> Value {
         "author": p.author,
         "labels": p.labels,
         "assignees": p.assignees,
+        "milestone": p.milestone,
         "base_ref": p.base_ref,
         "head_ref": p.head_ref,
         "head_sha": p.head_sha,
@@ -163,6 +164,7 @@ pub fn issue_json(i: &crate::storage::copy::IssueRecord) -> Value {
         "author": i.author,
         "labels": i.labels,
         "assignees": i.assignees,
+        "milestone": i.milestone,
         "comments": i.comments,
         "created_at": rfc3339_opt(i.created_at),
         "updated_at": rfc3339(i.updated_at),
@@ -178,6 +180,60 @@ pub fn release_json(r: &crate::storage::copy::ReleaseRecord) -> Value {
         "prerelease": r.prerelease,
         "created_at": rfc3339_opt(r.created_at),
         "published_at": rfc3339_opt(r.published_at),
+    })
+}
+
+pub fn review_json(r: &crate::storage::entities::ReviewRecord) -> Value {
+    json!({
+        "id": r.id,
+        "pull_number": r.pull_number,
+        "author": r.author,
+        "state": r.state,
+        "body": r.body,
+        "commit_id": r.commit_id,
+        "submitted_at": rfc3339_opt(r.submitted_at),
+        "html_url": r.html_url,
+    })
+}
+
+pub fn review_comment_json(c: &crate::storage::entities::ReviewCommentRecord) -> Value {
+    json!({
+        "id": c.id,
+        "review_id": c.review_id,
+        "pull_number": c.pull_number,
+        "path": c.path,
+        "line": c.line,
+        "side": c.side,
+        "body": c.body,
+        "author": c.author,
+        "in_reply_to": c.in_reply_to,
+        "commit_id": c.commit_id,
+        "html_url": c.html_url,
+        "created_at": rfc3339_opt(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    })
+}
+
+pub fn label_json(l: &crate::storage::entities::LabelRecord) -> Value {
+    json!({
+        "name": l.name,
+        "color": l.color,
+        "description": l.description,
+        "id": l.github_id,
+    })
+}
+
+pub fn milestone_json(m: &crate::storage::entities::MilestoneRecord) -> Value {
+    json!({
+        "number": m.number,
+        "title": m.title,
+        "state": m.state,
+        "description": m.description,
+        "due_on": rfc3339_opt(m.due_on),
+        "created_at": rfc3339_opt(m.created_at),
+        "updated_at": rfc3339(m.updated_at),
+        "closed_at": rfc3339_opt(m.closed_at),
+        "html_url": m.html_url,
     })
 }
 

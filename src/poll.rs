@@ -2,14 +2,22 @@
 //! working webhook are polled every interval (jittered), and those in webhook mode are
 //! reconciled hourly. A poll reads refs with `git ls-remote` (no API quota) and syncs only
 //! what moved, and lists pull requests and issues with conditional requests (a 304 costs
-//! no quota). Its effects go through the same normalizers and store as webhook deliveries.
-//! A reconcile also checks the hook: gone or inactive on GitHub means back to polling.
+//! no quota); for each pull request changed since the last poll, its reviews and review
+//! comments; and the repository's labels and milestones, every page conditionally (those
+//! lists do not put what changed first). An unchanged repository therefore costs no
+//! quota at all. Its effects go through the same normalizers and store as webhook
+//! deliveries. A reconcile also checks the hook: gone or inactive on GitHub means back to
+//! polling.
+//!
+//! Polling does not notice deletions of reviews, review comments, labels or milestones
+//! (a list only shows what exists, and a row missing from a list read a moment ago may be
+//! one a webhook just stored); webhooks do.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futurnal_github::payload::{Issue, PullRequest};
+use futurnal_github::payload::{Issue, Label, Milestone, PullRequest, Review, ReviewComment};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +25,7 @@ use crate::config::PollConfig;
 use crate::github::client::GitHubClient;
 use crate::github::hooks;
 use crate::handlers::normalize;
-use crate::storage::copy::{CopyStore, Effect};
+use crate::storage::copy::{CopyStore, Effect, LabelNaming};
 use crate::storage::registry::{PollWatermarks, Registry, TrackedRepository};
 use crate::sync::SyncEngine;
 
@@ -129,24 +137,56 @@ impl Poller {
                 Some(marks) => marks.clone(),
                 None => self.registry.poll_watermarks(repo.id).await?,
             };
-            let (mut effects, pulls_seen) = self.pulls(github, repo, marks.pulls_seen.as_deref()).await?;
-            let (issues, issues_since) = self.issues(github, repo, marks.issues_since.as_deref()).await?;
-            effects.extend(issues);
-            count += effects.len();
-            if !effects.is_empty() {
-                self.copy.apply(repo.id, effects, crate::storage::changes::Cause::Poll).await?;
-            }
-            // Moved on only once what was read is stored.
-            let moved = PollWatermarks {
-                pulls_seen: pulls_seen.max(marks.pulls_seen.clone()),
-                issues_since: issues_since.max(marks.issues_since.clone()),
+            // What the conditional reads remember (ETags, pages) is forgotten unless what
+            // they read is stored: else the next poll's 304s would skip what was lost.
+            let mut read = Vec::new();
+            let stored = self.poll_api(github, repo, &marks, &mut read).await;
+            let (applied, moved) = match stored {
+                Ok(done) => done,
+                Err(e) => {
+                    for path in &read {
+                        github.forget_conditional(path);
+                    }
+                    return Err(e);
+                }
             };
+            count += applied;
             if moved != marks {
                 self.registry.set_poll_watermarks(repo.id, moved.clone()).await?;
             }
             state.marks = Some(moved);
         }
         Ok(count)
+    }
+
+    /// The API half of a poll: reads and stores what changed (`read` collects the paths
+    /// read conditionally). Returns how many effects it applied and the watermarks to keep.
+    async fn poll_api(
+        &self,
+        github: &GitHubClient,
+        repo: &TrackedRepository,
+        marks: &PollWatermarks,
+        read: &mut Vec<String>,
+    ) -> anyhow::Result<(usize, PollWatermarks)> {
+        let pulls = self.pulls(github, repo, marks.pulls_seen.as_deref(), read).await?;
+        let mut effects = pulls.effects;
+        for number in pulls.changed {
+            effects.extend(self.reviews(github, repo, number, read).await?);
+        }
+        let (issues, issues_since) = self.issues(github, repo, marks.issues_since.as_deref(), read).await?;
+        effects.extend(issues);
+        effects.extend(self.labels(github, repo, read).await?);
+        effects.extend(self.milestones(github, repo, read).await?);
+        let count = effects.len();
+        if !effects.is_empty() {
+            self.copy.apply(repo.id, effects, crate::storage::changes::Cause::Poll).await?;
+        }
+        // Moved on only once what was read is stored.
+        let moved = PollWatermarks {
+            pulls_seen: pulls.newest.max(marks.pulls_seen.clone()),
+            issues_since: issues_since.max(marks.issues_since.clone()),
+        };
+        Ok((count, moved))
     }
 
     /// Webhook mode needs GitHub to have been heard from recently; a quiet repository may
@@ -177,38 +217,127 @@ impl Poller {
 
     /// Pull requests updated since the last poll. GitHub's list has no `since`, so it is
     /// read newest-updated first, page after page, until a page reaches what the last
-    /// poll saw (the first poll reads them all).
+    /// poll saw (the first poll reads them all). `changed`: those updated at or after what
+    /// the last poll saw (every one at the first poll), whose reviews are read next (a
+    /// review or review comment moves its pull request's `updated_at`).
     async fn pulls(
         &self,
         github: &GitHubClient,
         repo: &TrackedRepository,
         seen: Option<&str>,
-    ) -> anyhow::Result<(Vec<Effect>, Option<String>)> {
+        read: &mut Vec<String>,
+    ) -> anyhow::Result<PolledPulls> {
         let path = format!("/repos/{}/pulls?state=all&sort=updated&direction=desc&per_page=100", repo.full_name);
         let more = |page: &[serde_json::Value]| match (seen, page.last().and_then(|p| p["updated_at"].as_str())) {
             (Some(seen), Some(oldest_on_page)) => oldest_on_page >= seen,
             _ => true,
         };
-        let Some(list) = github.get_conditional_list(&path, more).await? else { return Ok((Vec::new(), None)) };
-        let mut effects = Vec::new();
-        let mut newest: Option<String> = None;
+        read.push(path.clone());
+        let mut polled = PolledPulls::default();
+        let Some(list) = github.get_conditional_list(&path, more).await? else { return Ok(polled) };
         for item in &list {
             match serde_json::from_value::<PullRequest>(item.clone())
                 .map_err(|e| e.to_string())
                 .and_then(|pr| normalize::pull_record(&pr).map(|record| (pr.updated_at.clone(), record)))
             {
                 Ok((updated_at, record)) => {
-                    if newest.as_deref().is_none_or(|n| updated_at.as_str() > n) {
-                        newest = Some(updated_at);
+                    if seen.is_none_or(|seen| updated_at.as_str() >= seen) {
+                        polled.changed.push(record.number);
                     }
-                    effects.push(Effect::Pull(record));
+                    if polled.newest.as_deref().is_none_or(|n| updated_at.as_str() > n) {
+                        polled.newest = Some(updated_at);
+                    }
+                    polled.effects.push(Effect::Pull(record));
                 }
                 Err(e) => {
                     tracing::warn!(repository = %repo.full_name, error = %e, "Skipping a pull request the API sent")
                 }
             }
         }
-        Ok((effects, newest))
+        Ok(polled)
+    }
+
+    /// One pull request's reviews and review comments, every page, each conditionally.
+    /// Pending reviews (only their author sees them; webhooks never tell of them) are
+    /// left out. A pull request the API no longer knows (404) has none.
+    async fn reviews(
+        &self,
+        github: &GitHubClient,
+        repo: &TrackedRepository,
+        number: u64,
+        read: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<Effect>> {
+        let mut effects = Vec::new();
+        let reviews = format!("/repos/{}/pulls/{number}/reviews?per_page=100", repo.full_name);
+        read.push(reviews.clone());
+        for item in list_unless_gone(github, &reviews).await?.unwrap_or_default() {
+            match serde_json::from_value::<Review>(item) {
+                Ok(review) if review.state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("pending")) => {}
+                Ok(review) => effects.push(Effect::Review(normalize::review_record(&review, number))),
+                Err(e) => tracing::warn!(repository = %repo.full_name, error = %e, "Skipping a review the API sent"),
+            }
+        }
+        let comments = format!("/repos/{}/pulls/{number}/comments?per_page=100", repo.full_name);
+        read.push(comments.clone());
+        for item in list_unless_gone(github, &comments).await?.unwrap_or_default() {
+            let record = serde_json::from_value::<ReviewComment>(item)
+                .map_err(|e| e.to_string())
+                .and_then(|c| normalize::review_comment_record(&c, number, false));
+            match record {
+                Ok(record) => effects.push(Effect::ReviewComment(record)),
+                Err(e) => {
+                    tracing::warn!(repository = %repo.full_name, error = %e, "Skipping a review comment the API sent")
+                }
+            }
+        }
+        Ok(effects)
+    }
+
+    /// The repository's labels, when any page of them changed.
+    async fn labels(
+        &self,
+        github: &GitHubClient,
+        repo: &TrackedRepository,
+        read: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<Effect>> {
+        let path = format!("/repos/{}/labels?per_page=100", repo.full_name);
+        read.push(path.clone());
+        let Some(list) = github.get_conditional_all(&path).await? else { return Ok(Vec::new()) };
+        let mut effects = Vec::new();
+        for item in list {
+            match serde_json::from_value::<Label>(item) {
+                // The list shows each label under its name now: elsewhere, it was renamed.
+                Ok(label) => effects.push(Effect::Label {
+                    label: normalize::label_record(&label, false),
+                    naming: LabelNaming::Current,
+                }),
+                Err(e) => tracing::warn!(repository = %repo.full_name, error = %e, "Skipping a label the API sent"),
+            }
+        }
+        Ok(effects)
+    }
+
+    /// The repository's milestones, open and closed, when any page of them changed.
+    async fn milestones(
+        &self,
+        github: &GitHubClient,
+        repo: &TrackedRepository,
+        read: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<Effect>> {
+        let path = format!("/repos/{}/milestones?state=all&per_page=100", repo.full_name);
+        read.push(path.clone());
+        let Some(list) = github.get_conditional_all(&path).await? else { return Ok(Vec::new()) };
+        let mut effects = Vec::new();
+        for item in list {
+            let record = serde_json::from_value::<Milestone>(item)
+                .map_err(|e| e.to_string())
+                .and_then(|m| normalize::milestone_record(&m, false));
+            match record {
+                Ok(record) => effects.push(Effect::Milestone(record)),
+                Err(e) => tracing::warn!(repository = %repo.full_name, error = %e, "Skipping a milestone the API sent"),
+            }
+        }
+        Ok(effects)
     }
 
     /// Issues updated since the last poll (`since`), every page of them.
@@ -217,10 +346,12 @@ impl Poller {
         github: &GitHubClient,
         repo: &TrackedRepository,
         since: Option<&str>,
+        read: &mut Vec<String>,
     ) -> anyhow::Result<(Vec<Effect>, Option<String>)> {
         let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
         let path =
             format!("/repos/{}/issues?state=all&sort=updated&direction=desc&per_page=100{since}", repo.full_name);
+        read.push(path.clone());
         let Some(list) = github.get_conditional_list(&path, |_| true).await? else { return Ok((Vec::new(), None)) };
         let mut effects = Vec::new();
         let mut newest: Option<String> = None;
@@ -243,6 +374,28 @@ impl Poller {
             }
         }
         Ok((effects, newest))
+    }
+}
+
+/// What a poll read of the pull requests.
+#[derive(Default)]
+struct PolledPulls {
+    effects: Vec<Effect>,
+    /// The newest `updated_at` read.
+    newest: Option<String>,
+    /// Those changed since the last poll, by number.
+    changed: Vec<u64>,
+}
+
+/// A whole list, conditionally (`None`: unchanged), or `None` too when GitHub answers 404.
+async fn list_unless_gone(github: &GitHubClient, path: &str) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
+    match github.get_conditional_all(path).await {
+        Ok(list) => Ok(list),
+        Err(e) if e.status() == Some(404) => {
+            tracing::warn!(path, error = %e, "A pull request's list is gone; skipping it");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -7,9 +7,10 @@
 
 use futurnal::handlers::git::{created_ref, deleted_ref, push_ref};
 use futurnal::handlers::normalize;
-use futurnal::storage::copy::Effect;
+use futurnal::storage::copy::{Effect, LabelNaming};
 use futurnal_github::payload::{
-    IssueCommentEvent, IssuesEvent, PingEvent, PullRequestEvent, PushEvent, RefEvent, ReleaseEvent, RepositoryEvent,
+    IssueCommentEvent, IssuesEvent, LabelEvent, MilestoneEvent, PingEvent, PullRequestEvent,
+    PullRequestReviewCommentEvent, PullRequestReviewEvent, PushEvent, RefEvent, ReleaseEvent, RepositoryEvent,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -55,6 +56,45 @@ fuzz_target!(|data: &[u8]| {
             panic!("a repository event gave another effect")
         };
         assert_eq!((full_name.as_deref(), github_id), (Some(event.repository.full_name.as_str()), event.repository.id));
+    }
+    if let Some(event) = parse::<PullRequestReviewEvent>(data) {
+        let Effect::Review(review) = normalize::pull_request_review(&event) else {
+            panic!("a review gave another effect")
+        };
+        assert_eq!((review.id, review.pull_number), (event.review.id, event.pull_request.number));
+        assert_eq!(review.state, review.state.to_ascii_lowercase(), "states are stored lower case");
+        assert!(event.action != "dismissed" || review.state == "dismissed");
+    }
+    if let Some(event) = parse::<PullRequestReviewCommentEvent>(data) {
+        match normalize::pull_request_review_comment(&event) {
+            Ok(Effect::ReviewComment(c)) => {
+                assert_eq!(
+                    (c.id, c.pull_number, c.line),
+                    (event.comment.id, event.pull_request.number, event.comment.line)
+                );
+                assert_eq!(c.deleted, event.action == "deleted");
+            }
+            Ok(other) => panic!("a review comment gave {other:?}"),
+            Err(_) => {}
+        }
+    }
+    if let Some(event) = parse::<LabelEvent>(data) {
+        let Effect::Label { label, naming } = normalize::label(&event) else { panic!("a label gave another effect") };
+        assert_eq!((label.name.as_str(), label.github_id), (event.label.name.as_str(), event.label.id));
+        assert_eq!(label.deleted, event.action == "deleted");
+        if let LabelNaming::RenamedFrom(from) = naming {
+            assert!(event.action == "edited" && from != label.name, "a rename from {from:?}");
+        }
+    }
+    if let Some(event) = parse::<MilestoneEvent>(data) {
+        match normalize::milestone(&event) {
+            Ok(Effect::Milestone(m)) => {
+                assert_eq!(m.number, event.milestone.number);
+                assert_eq!(m.deleted, event.action == "deleted");
+            }
+            Ok(other) => panic!("a milestone gave {other:?}"),
+            Err(_) => {}
+        }
     }
     if let Some(event) = parse::<PushEvent>(data) {
         let change = push_ref(&event);

@@ -199,6 +199,38 @@ pub enum GithubCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Pull request reviews of the local copy, newest submitted first.
+    Reviews {
+        repo: String,
+        /// Only the reviews of this pull request.
+        #[arg(long, value_name = "N")]
+        pull: Option<u64>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Review comments (comments on the diff) of one pull request, newest first.
+    ReviewComments {
+        repo: String,
+        /// The pull request.
+        #[arg(long, value_name = "N")]
+        pull: u64,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Labels of the local copy, by name.
+    Labels {
+        repo: String,
+        #[arg(long, default_value_t = 500)]
+        limit: u32,
+    },
+    /// Milestones of the local copy, newest (highest number) first.
+    Milestones {
+        repo: String,
+        #[arg(long, value_enum, default_value_t = MilestoneStateArg::Open)]
+        state: MilestoneStateArg,
+        #[arg(long, default_value_t = 500)]
+        limit: u32,
+    },
     /// The change feed: every change to the local copy, oldest first, from a cursor.
     /// With --json, one JSON object per line.
     Changes(ChangesArgs),
@@ -261,6 +293,14 @@ pub enum WebhookCommand {
     RotateSecret { repo: String },
 }
 
+/// Which milestones `milestones` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MilestoneStateArg {
+    Open,
+    Closed,
+    All,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Tunnel {
     Ngrok,
@@ -303,7 +343,8 @@ pub struct DeliveriesArgs {
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// push, pull_request, issues, issue_comment, release, create, delete, repository or ping.
+    /// push, pull_request, issues, issue_comment, release, create, delete, repository,
+    /// pull_request_review, pull_request_review_comment, label, milestone or ping.
     pub event: String,
     /// Send this JSON file instead of the built-in example.
     #[arg(long, value_name = "FILE")]

@@ -91,7 +91,11 @@ async fn github_with_backend(config: &Config, backend: &Backend, command: Github
         | GithubCommand::Commits { .. }
         | GithubCommand::Pulls { .. }
         | GithubCommand::Issues { .. }
-        | GithubCommand::Releases { .. }) => queries::query(config, backend, command).await,
+        | GithubCommand::Releases { .. }
+        | GithubCommand::Reviews { .. }
+        | GithubCommand::ReviewComments { .. }
+        | GithubCommand::Labels { .. }
+        | GithubCommand::Milestones { .. }) => queries::query(config, backend, command).await,
         GithubCommand::Changes(args) => changes::changes(config, backend, args).await,
         GithubCommand::Webhook { command } => match command {
             WebhookCommand::Deliveries(args) => deliveries::deliveries(config, backend, args).await,

@@ -1,10 +1,11 @@
-//! Reading the local copy: `branches`, `commits`, `pulls`, `issues` and `releases`, as
-//! a table or (with `--json`) one JSON array.
+//! Reading the local copy: `branches`, `commits`, `pulls`, `issues`, `releases`,
+//! `reviews`, `review-comments`, `labels` and `milestones`, as a table or (with `--json`)
+//! one JSON array.
 
 use anyhow::bail;
 use serde_json::Value;
 
-use super::args::GithubCommand;
+use super::args::{GithubCommand, MilestoneStateArg};
 use super::repos::find_repo;
 use crate::config::Config;
 use crate::output::{self, print_json, print_table};
@@ -20,8 +21,13 @@ fn print_rows<T>(config: &Config, rows: &[T], to_json: fn(&T) -> Value, headers:
     }
 }
 
+/// A table cell for a text that may run over lines: its first line.
+fn first_line(text: Option<&str>) -> String {
+    text.and_then(|t| t.lines().next()).unwrap_or_default().to_owned()
+}
+
 pub(super) async fn query(config: &Config, backend: &Backend, command: GithubCommand) -> anyhow::Result<()> {
-    use crate::storage::copy::{IssueState, PullState};
+    use crate::storage::copy::{IssueState, MilestoneState, PullState};
     use crate::time::{rfc3339, rfc3339_opt};
     match command {
         GithubCommand::Branches { repo } => {
@@ -114,6 +120,72 @@ pub(super) async fn query(config: &Config, backend: &Backend, command: GithubCom
                     ]
                 },
             );
+        }
+        GithubCommand::Reviews { repo, pull, limit } => {
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.reviews(repo.id, pull, limit.clamp(1, 100_000)).await?;
+            print_rows(
+                config,
+                &rows,
+                output::review_json,
+                &["ID", "PULL", "STATE", "AUTHOR", "SUBMITTED", "BODY"],
+                |r| {
+                    vec![
+                        r.id.to_string(),
+                        r.pull_number.to_string(),
+                        r.state.clone(),
+                        r.author.clone().unwrap_or_default(),
+                        rfc3339_opt(r.submitted_at).unwrap_or_default(),
+                        first_line(r.body.as_deref()),
+                    ]
+                },
+            );
+        }
+        GithubCommand::ReviewComments { repo, pull, limit } => {
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.review_comments(repo.id, Some(pull), limit.clamp(1, 100_000)).await?;
+            print_rows(
+                config,
+                &rows,
+                output::review_comment_json,
+                &["ID", "REVIEW", "PATH", "LINE", "AUTHOR", "UPDATED", "BODY"],
+                |c| {
+                    vec![
+                        c.id.to_string(),
+                        c.review_id.map(|id| id.to_string()).unwrap_or_default(),
+                        c.path.clone().unwrap_or_default(),
+                        c.line.map(|l| l.to_string()).unwrap_or_default(),
+                        c.author.clone().unwrap_or_default(),
+                        rfc3339(c.updated_at),
+                        first_line(c.body.as_deref()),
+                    ]
+                },
+            );
+        }
+        GithubCommand::Labels { repo, limit } => {
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.labels(repo.id, limit.clamp(1, 100_000)).await?;
+            print_rows(config, &rows, output::label_json, &["NAME", "COLOR", "DESCRIPTION"], |l| {
+                vec![l.name.clone(), l.color.clone().unwrap_or_default(), first_line(l.description.as_deref())]
+            });
+        }
+        GithubCommand::Milestones { repo, state, limit } => {
+            let state = match state {
+                MilestoneStateArg::Open => MilestoneState::Open,
+                MilestoneStateArg::Closed => MilestoneState::Closed,
+                MilestoneStateArg::All => MilestoneState::All,
+            };
+            let repo = find_repo(backend, &repo).await?;
+            let rows = backend.copy.milestones(repo.id, state, limit.clamp(1, 100_000)).await?;
+            print_rows(config, &rows, output::milestone_json, &["#", "STATE", "DUE", "UPDATED", "TITLE"], |m| {
+                vec![
+                    m.number.to_string(),
+                    m.state.clone(),
+                    rfc3339_opt(m.due_on).unwrap_or_default(),
+                    rfc3339(m.updated_at),
+                    m.title.clone(),
+                ]
+            });
         }
         _ => unreachable!("only query commands reach here"),
     }

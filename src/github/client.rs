@@ -16,6 +16,9 @@ use serde_json::Value;
 const API_VERSION: &str = "2022-11-28";
 /// Retries of one request for 5xx, secondary limits and transport errors.
 const MAX_RETRIES: u32 = 4;
+/// Pages `get_conditional_all` reads at most (100 items each): a bound, should GitHub's
+/// `Link` headers ever loop.
+const MAX_PAGES: usize = 1_000;
 /// Longest wait for a rate-limit reset or `Retry-After` before giving up with an error.
 const MAX_WAIT: Duration = Duration::from_secs(3700);
 
@@ -91,6 +94,18 @@ pub struct GitHubClient {
     /// Sends no token, and needs none (`GET /meta`).
     anonymous: bool,
     etags: Mutex<HashMap<String, String>>,
+    /// Lists read page by page with a conditional request each (see
+    /// [`GitHubClient::get_conditional_all`]): every page as last read, by the list's path.
+    pages: Mutex<HashMap<String, Vec<CachedPage>>>,
+}
+
+/// One page of a list as last read: where, its ETag, its items and the next page's URL.
+#[derive(Debug, Clone)]
+struct CachedPage {
+    url: String,
+    etag: String,
+    items: Vec<Value>,
+    next: Option<String>,
 }
 
 impl GitHubClient {
@@ -111,6 +126,7 @@ impl GitHubClient {
             token,
             anonymous: false,
             etags: Mutex::default(),
+            pages: Mutex::default(),
         })
     }
 
@@ -199,6 +215,52 @@ impl GitHubClient {
             next = link;
         }
         Ok(Some(items))
+    }
+
+    /// A whole list read with a conditional request for every page: `None` when every page
+    /// answered 304 (no quota spent), else every item. For lists whose order does not put
+    /// what changed first (labels, milestones, a pull request's reviews): a change on a
+    /// later page leaves the first page's ETag as it was, so the first page alone cannot
+    /// say that nothing changed. The pages are kept in memory to answer the unchanged ones.
+    pub async fn get_conditional_all(&self, path: &str) -> Result<Option<Vec<Value>>, ApiError> {
+        let cached = self.pages.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned().unwrap_or_default();
+        let mut pages = Vec::with_capacity(cached.len().max(1));
+        let mut changed = false;
+        let mut next = Some(path.to_owned());
+        while let Some(url) = next.take() {
+            if pages.len() > MAX_PAGES {
+                break;
+            }
+            let known = cached.iter().find(|p| p.url == url);
+            let reply = self.send(Method::GET, &url, None, known.map(|p| p.etag.as_str())).await?;
+            let page = match known {
+                Some(known) if reply.status == StatusCode::NOT_MODIFIED => known.clone(),
+                _ => {
+                    changed = true;
+                    let items = match reply.body {
+                        Value::Array(items) => items,
+                        Value::Null => Vec::new(),
+                        other => vec![other],
+                    };
+                    CachedPage { url, etag: reply.etag.unwrap_or_default(), items, next: reply.next }
+                }
+            };
+            next = page.next.clone();
+            pages.push(page);
+        }
+        if !changed && pages.len() == cached.len() {
+            return Ok(None);
+        }
+        let items = pages.iter().flat_map(|p| p.items.iter().cloned()).collect();
+        self.pages.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), pages);
+        Ok(Some(items))
+    }
+
+    /// Forgets what the conditional reads of `path` remembered, so that the next read
+    /// fetches it whole: for a caller that could not store what it read.
+    pub fn forget_conditional(&self, path: &str) {
+        self.etags.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+        self.pages.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
     }
 
     async fn request(

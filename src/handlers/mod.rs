@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futurnal_github::payload::{
-    IssueCommentEvent, IssuesEvent, PingEvent, PullRequestEvent, PushEvent, RefEvent, ReleaseEvent, RepositoryEvent,
+    IssueCommentEvent, IssuesEvent, LabelEvent, MilestoneEvent, PingEvent, PullRequestEvent,
+    PullRequestReviewCommentEvent, PullRequestReviewEvent, PushEvent, RefEvent, ReleaseEvent, RepositoryEvent,
 };
 use futurnal_github::WebhookEventType;
 use serde::de::DeserializeOwned;
@@ -142,6 +143,12 @@ impl EventHandlers {
             WebhookEventType::Create => Parsed::Create(parse::<RefEvent>(&json)?),
             WebhookEventType::Delete => Parsed::Delete(parse::<RefEvent>(&json)?),
             WebhookEventType::Repository => Parsed::Repository(parse::<RepositoryEvent>(&json)?),
+            WebhookEventType::PullRequestReview => Parsed::Review(parse::<PullRequestReviewEvent>(&json)?),
+            WebhookEventType::PullRequestReviewComment => {
+                Parsed::ReviewComment(parse::<PullRequestReviewCommentEvent>(&json)?)
+            }
+            WebhookEventType::Label => Parsed::Label(parse::<LabelEvent>(&json)?),
+            WebhookEventType::Milestone => Parsed::Milestone(parse::<MilestoneEvent>(&json)?),
             WebhookEventType::Ping => {
                 parse::<PingEvent>(&json)?;
                 return Ok(HandlerOutcome::Done.into());
@@ -170,6 +177,10 @@ impl EventHandlers {
             Parsed::Issues(event) => vec![normalize::issues(&event).map_err(permanent)?],
             Parsed::IssueComment(event) => normalize::issue_comment(&event).map_err(permanent)?,
             Parsed::Release(event) => vec![normalize::release(&event)],
+            Parsed::Review(event) => vec![normalize::pull_request_review(&event)],
+            Parsed::ReviewComment(event) => vec![normalize::pull_request_review_comment(&event).map_err(permanent)?],
+            Parsed::Label(event) => vec![normalize::label(&event)],
+            Parsed::Milestone(event) => vec![normalize::milestone(&event).map_err(permanent)?],
             Parsed::Repository(event) => {
                 // A rename changes what the cache keys on.
                 self.recently_tracked.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -193,6 +204,10 @@ enum Parsed {
     Issues(IssuesEvent),
     IssueComment(IssueCommentEvent),
     Release(ReleaseEvent),
+    Review(PullRequestReviewEvent),
+    ReviewComment(PullRequestReviewCommentEvent),
+    Label(LabelEvent),
+    Milestone(MilestoneEvent),
     Create(RefEvent),
     Delete(RefEvent),
     Repository(RepositoryEvent),

@@ -1,11 +1,18 @@
 //! Payload → effect, for the events whose payload is the data (pull requests, issues,
-//! comments, releases, repository changes). Pure functions, tested on GitHub's examples.
+//! comments, releases, reviews, review comments, labels, milestones, repository changes).
+//! Pure functions, tested on GitHub's examples. The REST API's objects are the same, so
+//! polling goes through the `*_record` functions too.
 
 use futurnal_github::payload::{
-    Account, Issue, IssueCommentEvent, IssuesEvent, Label, PullRequest, PullRequestEvent, ReleaseEvent, RepositoryEvent,
+    Account, Issue, IssueCommentEvent, IssuesEvent, Label, LabelEvent, Milestone, MilestoneEvent, MilestoneRef,
+    PullRequest, PullRequestEvent, PullRequestReviewCommentEvent, PullRequestReviewEvent, ReleaseEvent,
+    RepositoryEvent, Review, ReviewComment,
 };
 
-use crate::storage::copy::{CommentRecord, Effect, IssueRecord, PullRecord, ReleaseRecord};
+use crate::storage::copy::{
+    CommentRecord, Effect, IssueRecord, LabelNaming, LabelRecord, MilestoneRecord, PullRecord, ReleaseRecord,
+    ReviewCommentRecord, ReviewRecord,
+};
 use crate::time::parse_ms;
 
 fn time(value: &Option<String>) -> Option<i64> {
@@ -22,6 +29,14 @@ fn names(labels: &[Label]) -> Vec<String> {
 
 fn logins(accounts: &[Account]) -> Vec<String> {
     accounts.iter().map(|a| a.login.clone()).collect()
+}
+
+fn login(account: &Option<Account>) -> Option<String> {
+    account.as_ref().map(|a| a.login.clone()).filter(|l| !l.is_empty())
+}
+
+fn milestone_number(milestone: &Option<MilestoneRef>) -> Option<u64> {
+    milestone.as_ref().and_then(|m| m.number)
 }
 
 pub fn pull_request(event: &PullRequestEvent) -> Result<Effect, String> {
@@ -41,6 +56,7 @@ pub fn pull_record(pr: &PullRequest) -> Result<PullRecord, String> {
         author: pr.user.as_ref().map(|u| u.login.clone()),
         labels: names(&pr.labels),
         assignees: logins(&pr.assignees),
+        milestone: milestone_number(&pr.milestone),
         base_ref: pr.base.git_ref.clone(),
         base_sha: pr.base.sha.clone(),
         head_ref: pr.head.git_ref.clone(),
@@ -63,6 +79,7 @@ pub fn issue_record(issue: &Issue, deleted: bool, transferred_to: Option<String>
         author: issue.user.as_ref().map(|u| u.login.clone()),
         labels: names(&issue.labels),
         assignees: logins(&issue.assignees),
+        milestone: milestone_number(&issue.milestone),
         comments: issue.comments,
         created_at: time(&issue.created_at),
         updated_at: required_time(&issue.updated_at, "issue.updated_at")?,
@@ -115,6 +132,112 @@ pub fn release(event: &ReleaseEvent) -> Effect {
         published_at: time(&r.published_at),
         deleted: event.action == "deleted",
     })
+}
+
+/// A review as a webhook or the reviews list shows it, on pull request `pull_number`.
+/// States are stored lower case (the list says `APPROVED`, a webhook `approved`).
+pub fn review_record(review: &Review, pull_number: u64) -> ReviewRecord {
+    ReviewRecord {
+        id: review.id,
+        pull_number,
+        author: login(&review.user),
+        state: review.state.as_deref().unwrap_or_default().to_ascii_lowercase(),
+        body: review.body.clone(),
+        commit_id: review.commit_id.clone(),
+        submitted_at: time(&review.submitted_at),
+        html_url: review.html_url.clone(),
+    }
+}
+
+pub fn pull_request_review(event: &PullRequestReviewEvent) -> Effect {
+    let mut record = review_record(&event.review, event.pull_request.number);
+    if event.action == "dismissed" {
+        record.state = "dismissed".into();
+    }
+    Effect::Review(record)
+}
+
+/// A review comment as a webhook or the review comments list shows it.
+pub fn review_comment_record(
+    comment: &ReviewComment,
+    pull_number: u64,
+    deleted: bool,
+) -> Result<ReviewCommentRecord, String> {
+    Ok(ReviewCommentRecord {
+        id: comment.id,
+        review_id: comment.pull_request_review_id,
+        pull_number,
+        path: comment.path.clone(),
+        line: comment.line,
+        side: comment.side.clone(),
+        body: comment.body.clone(),
+        author: login(&comment.user),
+        in_reply_to: comment.in_reply_to_id,
+        commit_id: comment.commit_id.clone(),
+        html_url: comment.html_url.clone(),
+        created_at: time(&comment.created_at),
+        updated_at: required_time(&comment.updated_at, "comment.updated_at")?,
+        deleted,
+    })
+}
+
+pub fn pull_request_review_comment(event: &PullRequestReviewCommentEvent) -> Result<Effect, String> {
+    review_comment_record(&event.comment, event.pull_request.number, event.action == "deleted")
+        .map(Effect::ReviewComment)
+}
+
+/// A label as the `label` event or the labels list shows it.
+pub fn label_record(label: &Label, deleted: bool) -> LabelRecord {
+    LabelRecord {
+        name: label.name.clone(),
+        github_id: label.id,
+        color: label.color.clone(),
+        description: label.description.clone(),
+        deleted,
+    }
+}
+
+/// A `label` event: `edited` with `changes.name.from` is a rename.
+pub fn label(event: &LabelEvent) -> Effect {
+    let renamed_from = (event.action == "edited")
+        .then(|| event.changes.as_ref().and_then(|c| c["name"]["from"].as_str()))
+        .flatten()
+        .filter(|from| *from != event.label.name);
+    let naming = match renamed_from {
+        Some(from) => LabelNaming::RenamedFrom(from.to_owned()),
+        None => LabelNaming::AsSent,
+    };
+    Effect::Label { label: label_record(&event.label, event.action == "deleted"), naming }
+}
+
+/// A milestone as the `milestone` event or the milestones list shows it.
+pub fn milestone_record(milestone: &Milestone, deleted: bool) -> Result<MilestoneRecord, String> {
+    Ok(MilestoneRecord {
+        number: milestone.number,
+        github_id: milestone.id,
+        title: milestone.title.clone().unwrap_or_default(),
+        // Missing from some deliveries: empty keeps the stored state.
+        state: milestone.state.clone().unwrap_or_default(),
+        description: milestone.description.clone(),
+        due_on: time(&milestone.due_on),
+        created_at: time(&milestone.created_at),
+        updated_at: required_time(&milestone.updated_at, "milestone.updated_at")?,
+        closed_at: time(&milestone.closed_at),
+        html_url: milestone.html_url.clone(),
+        deleted,
+    })
+}
+
+pub fn milestone(event: &MilestoneEvent) -> Result<Effect, String> {
+    let mut record = milestone_record(&event.milestone, event.action == "deleted")?;
+    if record.state.is_empty() {
+        record.state = match event.action.as_str() {
+            "closed" => "closed".into(),
+            "opened" | "created" => "open".into(),
+            _ => String::new(),
+        };
+    }
+    Ok(Effect::Milestone(record))
 }
 
 pub fn repository(event: &RepositoryEvent) -> Effect {

@@ -21,6 +21,10 @@ pub fn example(event: &WebhookEventType) -> Option<&'static str> {
         WebhookEventType::Create => include_str!("examples/create.json"),
         WebhookEventType::Delete => include_str!("examples/delete.json"),
         WebhookEventType::Repository => include_str!("examples/repository.json"),
+        WebhookEventType::PullRequestReview => include_str!("examples/pull_request_review.json"),
+        WebhookEventType::PullRequestReviewComment => include_str!("examples/pull_request_review_comment.json"),
+        WebhookEventType::Label => include_str!("examples/label.json"),
+        WebhookEventType::Milestone => include_str!("examples/milestone.json"),
         WebhookEventType::Ping => include_str!("examples/ping.json"),
         WebhookEventType::Other(_) => return None,
     })

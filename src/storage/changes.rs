@@ -7,8 +7,16 @@
 //! delivery, or an update older than the stored one (refused by the `updated_at` guards),
 //! appends nothing. Branches compare their head only (not when they were synced); each
 //! commit stored for the first time is a change of its own; an entity that leaves its
-//! query (a branch or tag deleted, an issue deleted or transferred, a comment or release
-//! deleted) is a `delete` with no state.
+//! query (a branch or tag deleted, an issue deleted or transferred, a comment, release,
+//! review comment, label or milestone deleted, a label renamed away from a name) is a
+//! `delete` with no state.
+//!
+//! Kinds and keys: `commit` (`commit:<sha>`), `branch` (`branch:<name>`), `tag`
+//! (`tag:<name>`), `pull_request` (`pull_request#<number>`), `issue` (`issue#<number>`),
+//! `comment` (`comment#<id>`), `release` (`release#<id>`), `review` (`review#<id>`),
+//! `review_comment` (`review_comment#<id>`), `label` (`label:<name>`: a rename is a
+//! `delete` of the old name and an `upsert` of the new), `milestone`
+//! (`milestone#<number>`), `repository` (`repository`).
 //!
 //! Sequence numbers start at 1 and only grow. A reader that has read every change up to
 //! `seq` N never later finds one below N: on SQLite every write goes through one writer
@@ -17,7 +25,20 @@
 use serde_json::Value;
 
 /// Kinds of entity a change is about.
-pub const KINDS: [&str; 8] = ["commit", "branch", "tag", "pull_request", "issue", "comment", "release", "repository"];
+pub const KINDS: [&str; 12] = [
+    "commit",
+    "branch",
+    "tag",
+    "pull_request",
+    "issue",
+    "comment",
+    "release",
+    "review",
+    "review_comment",
+    "label",
+    "milestone",
+    "repository",
+];
 
 /// What caused a change: a webhook delivery (by its id), a poll, or a sync run by hand
 /// (`sources github add` / `sync`).
@@ -84,7 +105,8 @@ pub struct ChangeRecord {
     /// The repository's full name when the change was made.
     pub repository: String,
     pub kind: String,
-    /// `pull_request#42`, `issue#7`, `comment#123`, `release#<id>`, `branch:main`,
+    /// `pull_request#42`, `issue#7`, `comment#123`, `release#<id>`, `review#<id>`,
+    /// `review_comment#<id>`, `label:<name>`, `milestone#<number>`, `branch:main`,
     /// `tag:v1`, `commit:<sha>`, `repository`.
     pub key: String,
     pub op: ChangeOp,
@@ -200,6 +222,26 @@ pub(crate) fn release_state(release: Option<&crate::storage::copy::ReleaseRecord
     release.filter(|r| !r.deleted).map(crate::output::release_json)
 }
 
+/// A review as its query shows it (a dismissed one is still listed, as `dismissed`).
+pub(crate) fn review_state(review: Option<&crate::storage::entities::ReviewRecord>) -> Option<Value> {
+    review.map(crate::output::review_json)
+}
+
+/// A review comment as its query shows it: a deleted one is not listed.
+pub(crate) fn review_comment_state(comment: Option<&crate::storage::entities::ReviewCommentRecord>) -> Option<Value> {
+    comment.filter(|c| !c.deleted).map(crate::output::review_comment_json)
+}
+
+/// A label as its query shows it: a deleted one is not listed.
+pub(crate) fn label_state(label: Option<&crate::storage::entities::LabelRecord>) -> Option<Value> {
+    label.filter(|l| !l.deleted).map(crate::output::label_json)
+}
+
+/// A milestone as its query shows it: a deleted one is not listed.
+pub(crate) fn milestone_state(milestone: Option<&crate::storage::entities::MilestoneRecord>) -> Option<Value> {
+    milestone.filter(|m| !m.deleted).map(crate::output::milestone_json)
+}
+
 pub(crate) fn parse_state(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
@@ -218,6 +260,22 @@ pub(crate) fn comment_key(id: u64) -> String {
 
 pub(crate) fn release_key(id: u64) -> String {
     format!("release#{id}")
+}
+
+pub(crate) fn review_key(id: u64) -> String {
+    format!("review#{id}")
+}
+
+pub(crate) fn review_comment_key(id: u64) -> String {
+    format!("review_comment#{id}")
+}
+
+pub(crate) fn label_key(name: &str) -> String {
+    format!("label:{name}")
+}
+
+pub(crate) fn milestone_key(number: u64) -> String {
+    format!("milestone#{number}")
 }
 
 pub(crate) fn branch_key(name: &str) -> String {

@@ -4,11 +4,15 @@
 //! Effects are applied in one transaction and are idempotent: a pull request or issue
 //! whose `updated_at` is older than the stored one never overwrites it (GitHub does not
 //! promise delivery order), a deleted comment or release stays deleted, and branch
-//! updates come from the mirror, which is the truth, not from the payload. What each
-//! apply changed is appended to the change log in the same transaction (see
-//! [`crate::storage::changes`]).
+//! updates come from the mirror, which is the truth, not from the payload. Reviews,
+//! review comments, labels and milestones follow the rules of
+//! [`crate::storage::entities`]. What each apply changed is appended to the change log
+//! in the same transaction (see [`crate::storage::changes`]).
 
 use crate::storage::changes::{Cause, ChangeBounds, ChangeFilter, ChangeRecord};
+pub use crate::storage::entities::{
+    LabelNaming, LabelRecord, MilestoneRecord, MilestoneState, ReviewCommentRecord, ReviewRecord,
+};
 use crate::storage::{BoxFuture, StoreResult};
 use crate::sync::git::CommitInfo;
 
@@ -23,6 +27,8 @@ pub struct PullRecord {
     pub author: Option<String>,
     pub labels: Vec<String>,
     pub assignees: Vec<String>,
+    /// The milestone's number.
+    pub milestone: Option<u64>,
     pub base_ref: String,
     pub base_sha: String,
     pub head_ref: String,
@@ -42,6 +48,8 @@ pub struct IssueRecord {
     pub author: Option<String>,
     pub labels: Vec<String>,
     pub assignees: Vec<String>,
+    /// The milestone's number.
+    pub milestone: Option<u64>,
     pub comments: u64,
     pub created_at: Option<i64>,
     pub updated_at: i64,
@@ -108,6 +116,18 @@ pub enum Effect {
     Issue(IssueRecord),
     Comment(CommentRecord),
     Release(ReleaseRecord),
+    /// A review submitted, edited or dismissed.
+    Review(ReviewRecord),
+    /// A review comment created, edited or deleted (a flag that sticks).
+    ReviewComment(ReviewCommentRecord),
+    /// A label created, edited, renamed or deleted (a flag that sticks), and how the
+    /// effect names it.
+    Label {
+        label: LabelRecord,
+        naming: LabelNaming,
+    },
+    /// A milestone created, edited, closed, opened or deleted (a flag that sticks).
+    Milestone(MilestoneRecord),
     /// Renamed or transferred (`full_name`), archived, deleted, visibility, default branch.
     Repository {
         full_name: Option<String>,
@@ -180,6 +200,25 @@ pub trait CopyStore: Send + Sync {
     fn pulls(&self, repo_id: i64, state: PullState, limit: u32) -> BoxFuture<'_, StoreResult<Vec<PullRecord>>>;
     fn issues(&self, repo_id: i64, state: IssueState, limit: u32) -> BoxFuture<'_, StoreResult<Vec<IssueRecord>>>;
     fn releases(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReleaseRecord>>>;
+    /// Newest submitted first; only those of pull request `pull` when given.
+    fn reviews(&self, repo_id: i64, pull: Option<u64>, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReviewRecord>>>;
+    /// Review comments, newest first (only pull request `pull`'s when given); deleted ones
+    /// are not listed.
+    fn review_comments(
+        &self,
+        repo_id: i64,
+        pull: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<ReviewCommentRecord>>>;
+    /// By name; deleted ones are not listed.
+    fn labels(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<LabelRecord>>>;
+    /// Newest (highest number) first; deleted ones are not listed.
+    fn milestones(
+        &self,
+        repo_id: i64,
+        state: MilestoneState,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<MilestoneRecord>>>;
     /// The change log after `filter.since`, in sequence order.
     fn changes(&self, filter: ChangeFilter) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>>;
     /// The sequence numbers kept, and the newest handed out.

@@ -24,7 +24,10 @@
 //! the differences, column by column, and what is done about them:
 //!
 //! - SQLite integers become `BIGINT`, except `deliveries.attempts` (`INTEGER`); 0/1 flags
-//!   (`archived`, `deleted`, `draft`, `merged`, `prerelease`) become `BOOLEAN`.
+//!   (`archived`, `deleted`, `draft`, `merged`, `prerelease`) become `BOOLEAN`. Reviews,
+//!   review comments, labels and milestones (migration 10 on both sides) are copied like
+//!   the issues: column for column, deleted rows (the tombstones that keep a deletion
+//!   sticky) included.
 //! - Lists (`branches`, `parents`, `paths`, `labels`, `assignees`) are JSON text on
 //!   both sides and are copied as text, byte for byte; so are the poll watermarks.
 //! - `deliveries.seq` (SQLite's acknowledgement order) becomes `deliveries.id`, and
@@ -258,6 +261,7 @@ const TABLES: &[Table] = &[
             col("updated_at", BigInt),
             col("closed_at", BigInt),
             col("merged_at", BigInt),
+            col("milestone", BigInt),
         ],
     },
     Table {
@@ -281,6 +285,7 @@ const TABLES: &[Table] = &[
             col("closed_at", BigInt),
             col("deleted", Bool),
             col("transferred_to", Text),
+            col("milestone", BigInt),
         ],
     },
     Table {
@@ -315,6 +320,84 @@ const TABLES: &[Table] = &[
             col("prerelease", Bool),
             col("created_at", BigInt),
             col("published_at", BigInt),
+            col("deleted", Bool),
+        ],
+    },
+    Table {
+        name: "reviews",
+        copied: true,
+        ignored: &[],
+        from: "FROM reviews ORDER BY repo_id, id",
+        count: "SELECT COUNT(*) FROM reviews",
+        columns: &[
+            col("repo_id", BigInt),
+            col("id", BigInt),
+            col("pull_number", BigInt),
+            col("author", Text),
+            col("state", Text),
+            col("body", Text),
+            col("commit_id", Text),
+            col("submitted_at", BigInt),
+            col("html_url", Text),
+        ],
+    },
+    Table {
+        name: "review_comments",
+        copied: true,
+        ignored: &[],
+        from: "FROM review_comments ORDER BY repo_id, id",
+        count: "SELECT COUNT(*) FROM review_comments",
+        columns: &[
+            col("repo_id", BigInt),
+            col("id", BigInt),
+            col("review_id", BigInt),
+            col("pull_number", BigInt),
+            col("path", Text),
+            col("line", BigInt),
+            col("side", Text),
+            col("body", Text),
+            col("author", Text),
+            col("in_reply_to", BigInt),
+            col("commit_id", Text),
+            col("html_url", Text),
+            col("created_at", BigInt),
+            col("updated_at", BigInt),
+            col("deleted", Bool),
+        ],
+    },
+    Table {
+        name: "labels",
+        copied: true,
+        ignored: &[],
+        from: "FROM labels ORDER BY repo_id, name",
+        count: "SELECT COUNT(*) FROM labels",
+        columns: &[
+            col("repo_id", BigInt),
+            col("name", Text),
+            col("github_id", BigInt),
+            col("color", Text),
+            col("description", Text),
+            col("deleted", Bool),
+        ],
+    },
+    Table {
+        name: "milestones",
+        copied: true,
+        ignored: &[],
+        from: "FROM milestones ORDER BY repo_id, number",
+        count: "SELECT COUNT(*) FROM milestones",
+        columns: &[
+            col("repo_id", BigInt),
+            col("number", BigInt),
+            col("github_id", BigInt),
+            col("title", Text),
+            col("state", Text),
+            col("description", Text),
+            col("due_on", BigInt),
+            col("created_at", BigInt),
+            col("updated_at", BigInt),
+            col("closed_at", BigInt),
+            col("html_url", Text),
             col("deleted", Bool),
         ],
     },

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod changes;
 pub mod cluster;
 pub mod copy;
+pub mod entities;
 pub mod migrate;
 pub mod postgres;
 pub mod queue;

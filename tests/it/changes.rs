@@ -10,7 +10,8 @@ use std::time::Duration;
 use futurnal::output;
 use futurnal::storage::changes::{Cause, ChangeBounds, ChangeFilter, ChangeOp, ChangeRecord};
 use futurnal::storage::copy::{
-    CommentRecord, CopyStore, Effect, IssueRecord, Membership, PullRecord, PullState, ReleaseRecord,
+    CommentRecord, CopyStore, Effect, IssueRecord, LabelNaming, LabelRecord, Membership, MilestoneRecord,
+    MilestoneState, PullRecord, PullState, ReleaseRecord, ReviewCommentRecord, ReviewRecord,
 };
 use futurnal::storage::queue::{Changes, Claimer, Completion, DeliveryStatus, Report};
 use futurnal::storage::registry::{NewRepository, RepoRef};
@@ -66,6 +67,7 @@ fn pull(number: u64, updated_at: i64, title: &str) -> PullRecord {
         author: Some("mona".into()),
         labels: vec!["bug".into()],
         assignees: vec![],
+        milestone: None,
         base_ref: "main".into(),
         base_sha: "b".repeat(40),
         head_ref: "feature".into(),
@@ -86,6 +88,7 @@ fn issue(number: u64, updated_at: i64, title: &str) -> IssueRecord {
         author: Some("mona".into()),
         labels: vec![],
         assignees: vec![],
+        milestone: None,
         comments: 0,
         created_at: Some(1_000),
         updated_at,
@@ -118,6 +121,67 @@ fn release(id: u64, name: &str, deleted: bool) -> ReleaseRecord {
         published_at: Some(2_000),
         deleted,
     }
+}
+
+fn review(id: u64, submitted_at: i64, state: &str, body: &str) -> Effect {
+    Effect::Review(ReviewRecord {
+        id,
+        pull_number: 42,
+        author: Some("mona".into()),
+        state: state.into(),
+        body: Some(body.into()),
+        commit_id: Some("f".repeat(40)),
+        submitted_at: Some(submitted_at),
+        html_url: None,
+    })
+}
+
+fn review_comment(id: u64, updated_at: i64, deleted: bool) -> Effect {
+    Effect::ReviewComment(ReviewCommentRecord {
+        id,
+        review_id: Some(1),
+        pull_number: 42,
+        path: Some("src/lib.rs".into()),
+        line: Some(10),
+        side: Some("RIGHT".into()),
+        body: Some(format!("review comment v{updated_at}")),
+        author: Some("mona".into()),
+        in_reply_to: None,
+        commit_id: None,
+        html_url: None,
+        created_at: Some(1_000),
+        updated_at,
+        deleted,
+    })
+}
+
+fn label(name: &str, id: u64, color: &str, deleted: bool, naming: LabelNaming) -> Effect {
+    Effect::Label {
+        label: LabelRecord {
+            name: name.into(),
+            github_id: Some(id),
+            color: Some(color.into()),
+            description: None,
+            deleted,
+        },
+        naming,
+    }
+}
+
+fn milestone(number: u64, updated_at: i64, state: &str, deleted: bool) -> Effect {
+    Effect::Milestone(MilestoneRecord {
+        number,
+        github_id: Some(900 + number),
+        title: format!("v{updated_at}"),
+        state: state.into(),
+        description: None,
+        due_on: Some(86_400_000),
+        created_at: Some(1_000),
+        updated_at,
+        closed_at: (state == "closed").then_some(updated_at),
+        html_url: None,
+        deleted,
+    })
 }
 
 fn rename(full_name: &str) -> Effect {
@@ -296,6 +360,25 @@ async fn each_effect_appends_one_change_with_its_kind_key_op_state_and_cause_and
             (&json!(true), &json!(true), &json!(1))
         );
 
+        // One of each of the other kinds (their rules: the test below).
+        let others = vec![
+            review(1, 5_000, "approved", "ok"),
+            review_comment(2, 5_000, false),
+            label("bug", 3, "d73a4a", false, LabelNaming::AsSent),
+            milestone(4, 5_000, "open", false),
+        ];
+        let changes = apply(&copy, id, others, Cause::Sync).await;
+        assert_eq!(
+            summary(&changes),
+            [
+                s("review", "review#1", ChangeOp::Upsert),
+                s("review_comment", "review_comment#2", ChangeOp::Upsert),
+                s("label", "label:bug", ChangeOp::Upsert),
+                s("milestone", "milestone#4", ChangeOp::Upsert)
+            ],
+            "{name}"
+        );
+
         // Deletions: a tag and a branch; deleting what is not there appends nothing.
         let gone = vec![Effect::DeleteTag { name: "v1".into() }, Effect::DeleteBranch { name: "main".into() }];
         let changes = apply(&copy, id, gone.clone(), Cause::Sync).await;
@@ -342,7 +425,112 @@ async fn each_effect_appends_one_change_with_its_kind_key_op_state_and_cause_and
         }
         assert_eq!(paged, everything, "{name}");
         let kinds: BTreeSet<&str> = everything.iter().map(|c| c.kind.as_str()).collect();
-        assert_eq!(kinds.len(), 8, "{name}: every kind appeared: {kinds:?}");
+        assert_eq!(
+            kinds,
+            futurnal::storage::changes::KINDS.into_iter().collect(),
+            "{name}: every kind appeared, and only those"
+        );
+        fresh.done().await;
+    }
+}
+
+/// Reviews, review comments, labels and milestones append a change only when what their
+/// query shows changed: a repeat, an older update, or anything after a deletion appends
+/// nothing; a deletion is a `delete`; a label's rename is the old name's `delete` and the
+/// new name's `upsert`. The state is the query's JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_review_comments_labels_and_milestones_append_a_change_only_when_their_query_changes() {
+    for fresh in backends().await {
+        let (name, backend) = (fresh.name, &fresh.backend);
+        let copy = backend.copy.clone();
+        let id = backend.registry.add(new_repo("o/r", Some(1)), vec![]).await.unwrap().id;
+
+        // A review: submitted, the same again, one submitted earlier, edited, dismissed.
+        let changes = apply(&copy, id, vec![review(7, 2_000, "approved", "first")], Cause::Sync).await;
+        assert_eq!(summary(&changes), [s("review", "review#7", ChangeOp::Upsert)], "{name}");
+        let listed = copy.reviews(id, Some(42), 10).await.unwrap().remove(0);
+        assert_eq!(changes[0].state.as_ref(), Some(&output::review_json(&listed)), "{name}");
+        let expected = json!({
+            "id": 7, "pull_number": 42, "author": "mona", "state": "approved", "body": "first",
+            "commit_id": "f".repeat(40), "submitted_at": "1970-01-01T00:00:02Z", "html_url": null,
+        });
+        assert_eq!(changes[0].state, Some(expected), "{name}");
+        let stale = vec![review(7, 2_000, "approved", "first"), review(7, 1_000, "commented", "older")];
+        assert!(apply(&copy, id, stale, Cause::Sync).await.is_empty(), "{name}: a repeat and an older one");
+        let changes = apply(&copy, id, vec![review(7, 2_000, "approved", "edited")], Cause::Sync).await;
+        assert_eq!(changes[0].state.as_ref().unwrap()["body"], "edited", "{name}");
+        let changes = apply(&copy, id, vec![review(7, 2_000, "dismissed", "edited")], Cause::Sync).await;
+        assert_eq!(changes[0].state.as_ref().unwrap()["state"], "dismissed", "{name}");
+        assert!(apply(&copy, id, vec![review(7, 2_000, "approved", "edited")], Cause::Sync).await.is_empty());
+
+        // A review comment: new, the same, older, newer, deleted, then nothing after that.
+        let changes = apply(&copy, id, vec![review_comment(8, 2_000, false)], Cause::Sync).await;
+        assert_eq!(summary(&changes), [s("review_comment", "review_comment#8", ChangeOp::Upsert)], "{name}");
+        let listed = copy.review_comments(id, Some(42), 10).await.unwrap().remove(0);
+        assert_eq!(changes[0].state.as_ref(), Some(&output::review_comment_json(&listed)), "{name}");
+        let stale = vec![review_comment(8, 2_000, false), review_comment(8, 1_000, false)];
+        assert!(apply(&copy, id, stale, Cause::Sync).await.is_empty(), "{name}");
+        let changes = apply(&copy, id, vec![review_comment(8, 3_000, false)], Cause::Sync).await;
+        assert_eq!(changes[0].state.as_ref().unwrap()["body"], "review comment v3000", "{name}");
+        let changes = apply(&copy, id, vec![review_comment(8, 3_000, true)], Cause::Sync).await;
+        assert_eq!(
+            (summary(&changes), changes[0].state.clone()),
+            (vec![s("review_comment", "review_comment#8", ChangeOp::Delete)], None),
+            "{name}"
+        );
+        assert!(apply(&copy, id, vec![review_comment(8, 4_000, false)], Cause::Sync).await.is_empty(), "{name}");
+
+        // A label: new, the same, renamed, an edit from before the rename, deleted, recreated late.
+        let changes = apply(&copy, id, vec![label("bug", 5, "d73a4a", false, LabelNaming::AsSent)], Cause::Sync).await;
+        assert_eq!(summary(&changes), [s("label", "label:bug", ChangeOp::Upsert)], "{name}");
+        assert_eq!(
+            changes[0].state,
+            Some(json!({"name": "bug", "color": "d73a4a", "description": null, "id": 5})),
+            "{name}"
+        );
+        let listed = copy.labels(id, 10).await.unwrap().remove(0);
+        assert_eq!(changes[0].state.as_ref(), Some(&output::label_json(&listed)), "{name}");
+        let same = label("bug", 5, "d73a4a", false, LabelNaming::Current);
+        assert!(apply(&copy, id, vec![same], Cause::Poll).await.is_empty(), "{name}");
+        let renamed = label("defect", 5, "d73a4a", false, LabelNaming::RenamedFrom("bug".into()));
+        let changes = apply(&copy, id, vec![renamed], Cause::Sync).await;
+        assert_eq!(
+            summary(&changes),
+            [s("label", "label:bug", ChangeOp::Delete), s("label", "label:defect", ChangeOp::Upsert)],
+            "{name}"
+        );
+        let before_rename = label("bug", 5, "ffffff", false, LabelNaming::AsSent);
+        assert!(apply(&copy, id, vec![before_rename], Cause::Sync).await.is_empty(), "{name}");
+        let deleted = label("defect", 5, "d73a4a", true, LabelNaming::AsSent);
+        let changes = apply(&copy, id, vec![deleted.clone()], Cause::Sync).await;
+        assert_eq!(summary(&changes), [s("label", "label:defect", ChangeOp::Delete)], "{name}");
+        let late = vec![deleted, label("defect", 5, "d73a4a", false, LabelNaming::AsSent)];
+        assert!(apply(&copy, id, late, Cause::Sync).await.is_empty(), "{name}: a deleted label stays deleted");
+        assert!(copy.labels(id, 10).await.unwrap().is_empty(), "{name}");
+
+        // A milestone: new, the same, older, closed, deleted, then nothing after that.
+        let changes = apply(&copy, id, vec![milestone(3, 2_000, "open", false)], Cause::Sync).await;
+        assert_eq!(summary(&changes), [s("milestone", "milestone#3", ChangeOp::Upsert)], "{name}");
+        let listed = copy.milestones(id, MilestoneState::Open, 10).await.unwrap().remove(0);
+        assert_eq!(changes[0].state.as_ref(), Some(&output::milestone_json(&listed)), "{name}");
+        assert_eq!(changes[0].state.as_ref().unwrap()["due_on"], "1970-01-02T00:00:00Z", "{name}");
+        let stale = vec![milestone(3, 2_000, "open", false), milestone(3, 1_000, "closed", false)];
+        assert!(apply(&copy, id, stale, Cause::Sync).await.is_empty(), "{name}");
+        let changes = apply(&copy, id, vec![milestone(3, 3_000, "closed", false)], Cause::Sync).await;
+        assert_eq!(changes[0].state.as_ref().unwrap()["state"], "closed", "{name}");
+        let changes = apply(&copy, id, vec![milestone(3, 3_000, "closed", true)], Cause::Sync).await;
+        assert_eq!(summary(&changes), [s("milestone", "milestone#3", ChangeOp::Delete)], "{name}");
+        assert!(apply(&copy, id, vec![milestone(3, 9_000, "open", false)], Cause::Sync).await.is_empty(), "{name}");
+
+        // An issue's milestone is part of the issue's state.
+        let mut with_milestone = issue(9, 2_000, "milestoned");
+        with_milestone.milestone = Some(3);
+        let changes = apply(&copy, id, vec![Effect::Issue(with_milestone.clone())], Cause::Sync).await;
+        assert_eq!(changes[0].state.as_ref().unwrap()["milestone"], 3, "{name}");
+        with_milestone.updated_at = 3_000;
+        with_milestone.milestone = None;
+        let changes = apply(&copy, id, vec![Effect::Issue(with_milestone)], Cause::Sync).await;
+        assert_eq!(changes[0].state.as_ref().unwrap()["milestone"], Value::Null, "{name}");
         fresh.done().await;
     }
 }
@@ -455,6 +643,45 @@ async fn postgres_concurrent_writers_changes_become_visible_in_sequence_order() 
     assert!(after(&copy, expected).await.is_empty());
     eprintln!("read {expected} changes in {reads} reads while they were written");
     fresh.done().await;
+}
+
+/// End to end: label and review comment deliveries append their changes with their
+/// delivery ids, and replays of them append nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_label_and_review_comment_deliveries_append_once() {
+    let app = spawn_app(AppOptions::default()).await;
+    let load = |path: &str| -> Vec<u8> {
+        let mut v: Value = serde_json::from_slice(&std::fs::read(fixture(path)).unwrap()).unwrap();
+        v["repository"]["id"] = 4242.into();
+        v["repository"]["full_name"] = "octo/hello".into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let deliver = |event: &'static str, body: Vec<u8>| {
+        let app = &app;
+        async move {
+            let d = Delivery::new(event, body);
+            let id = d.id.clone();
+            let (status, answer) = app.post(d).await;
+            assert_eq!(status, 202, "{answer}");
+            app.wait_for_status(&id, DeliveryStatus::Done).await;
+            id
+        }
+    };
+    let created = deliver("label", load("payloads/label/created.payload.json")).await;
+    let changes = after(&app.copy, 0).await;
+    assert_eq!(summary(&changes), [s("label", "label::bug: Bugfix", ChangeOp::Upsert)]);
+    assert_eq!(changes[0].cause, created);
+    assert_eq!(changes[0].state.as_ref().unwrap()["color"], "cb1f00");
+    let comment =
+        deliver("pull_request_review_comment", load("payloads/pull_request_review_comment/created.payload.json")).await;
+    let newest = app.copy.changes_bounds().await.unwrap().newest;
+    assert_eq!(after(&app.copy, newest - 1).await[0].cause, comment);
+    app.queue.replay(&created).await.unwrap();
+    app.wait_for_status(&created, DeliveryStatus::Done).await;
+    app.queue.replay(&comment).await.unwrap();
+    app.wait_for_status(&comment, DeliveryStatus::Done).await;
+    assert_eq!(after(&app.copy, newest).await, [], "replays append nothing");
+    app.stop().await;
 }
 
 fn pull_payload(updated_at: &str, title: &str) -> Vec<u8> {

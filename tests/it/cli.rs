@@ -78,8 +78,21 @@ fn simulate_every_event_against_a_running_daemon_then_list_deliveries() {
     assert_eq!(added.code, 0, "{}", added.stderr);
     let mut daemon = start_daemon(d, &[]);
     let url = daemon.url();
-    let events =
-        ["push", "pull_request", "issues", "issue_comment", "release", "create", "delete", "repository", "ping"];
+    let events = [
+        "push",
+        "pull_request",
+        "issues",
+        "issue_comment",
+        "release",
+        "create",
+        "delete",
+        "repository",
+        "pull_request_review",
+        "pull_request_review_comment",
+        "label",
+        "milestone",
+        "ping",
+    ];
     for event in events {
         let out = futurnal(d, &["--json", "sources", "github", "webhook", "simulate", event, "--url", &url]);
         assert_eq!(out.code, 0, "{event}: {} {}", out.stdout, out.stderr);
@@ -139,6 +152,19 @@ fn simulate_every_event_against_a_running_daemon_then_list_deliveries() {
     .json();
     assert_eq!(for_repo.as_array().unwrap().len(), 3);
     assert!(for_repo.as_array().unwrap().iter().all(|r| r["repository"] == "Codertocat/Hello-World"));
+    // The built-in examples are in the local copy, as the queries show it.
+    for (query, key, expected) in [
+        (&["reviews", "Codertocat/Hello-World"][..], "id", serde_json::json!(237895671)),
+        (&["review-comments", "Codertocat/Hello-World", "--pull", "2"], "id", serde_json::json!(284312630)),
+        (&["labels", "Codertocat/Hello-World"], "name", serde_json::json!(":bug: Bugfix")),
+        (&["milestones", "Codertocat/Hello-World"], "title", serde_json::json!("v1.0")),
+    ] {
+        let mut args = vec!["--json", "sources", "github"];
+        args.extend_from_slice(query);
+        let listed = futurnal(d, &args).json();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{query:?}: {listed}");
+        assert_eq!(listed[0][key], expected, "{query:?}: {listed}");
+    }
 
     // Replay from the CLI while the daemon runs: processed again.
     let replay_id =

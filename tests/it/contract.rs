@@ -130,6 +130,7 @@ fn issue(number: u64, updated_at: i64, title: &str) -> IssueRecord {
         author: Some("mona".into()),
         labels: vec![],
         assignees: vec![],
+        milestone: None,
         comments: 0,
         created_at: Some(1),
         updated_at,

@@ -267,9 +267,22 @@ struct Repo {
     pulls_version: u64,
     issues: Vec<Value>,
     issues_version: u64,
+    /// Each pull request's reviews and review comments. These lists' ETags, as GitHub's,
+    /// follow each page's content only: a change on one page leaves the others' as they were.
+    reviews: BTreeMap<u64, Vec<Value>>,
+    review_comments: BTreeMap<u64, Vec<Value>>,
+    labels: Vec<Value>,
+    milestones: Vec<Value>,
 }
 
 impl Repo {
+    /// Whether pull request `number` exists (listed, or given reviews or comments).
+    fn has_pull(&self, number: u64) -> bool {
+        self.pulls.iter().any(|p| p["number"].as_u64() == Some(number))
+            || self.reviews.contains_key(&number)
+            || self.review_comments.contains_key(&number)
+    }
+
     fn owner(&self) -> &str {
         self.full_name.split('/').next().unwrap_or_default()
     }
@@ -321,6 +334,8 @@ struct FakeState {
     /// the Unix time at `.1`, and that instant.
     tokio_clock: Option<(u64, tokio::time::Instant)>,
     failures: VecDeque<Failure>,
+    /// Failures for the next request to a path starting with the first field, each once.
+    path_failures: Vec<(String, u16)>,
     requests: usize,
     quota_used: usize,
     allow_loopback: bool,
@@ -546,6 +561,7 @@ impl FakeGitHub {
             reset: unix_now() + 3600,
             tokio_clock: None,
             failures: VecDeque::new(),
+            path_failures: Vec::new(),
             requests: 0,
             quota_used: 0,
             allow_loopback: true,
@@ -566,6 +582,10 @@ impl FakeGitHub {
             .route("/repos/{owner}/{repo}", get(get_repo))
             .route("/repos/{owner}/{repo}/pulls", get(list_pulls))
             .route("/repos/{owner}/{repo}/issues", get(list_issues))
+            .route("/repos/{owner}/{repo}/pulls/{number}/reviews", get(list_reviews))
+            .route("/repos/{owner}/{repo}/pulls/{number}/comments", get(list_review_comments))
+            .route("/repos/{owner}/{repo}/labels", get(list_labels))
+            .route("/repos/{owner}/{repo}/milestones", get(list_milestones))
             .route("/repos/{owner}/{repo}/hooks", get(list_hooks).post(create_hook))
             .route(hook, get(get_hook).patch(update_hook).delete(delete_hook))
             .route(&format!("{hook}/config"), get(get_hook_config).patch(update_hook_config))
@@ -621,6 +641,11 @@ impl FakeGitHub {
         self.inner.lock().failures.push_back(Failure::Status(status));
     }
 
+    /// The next API request to a path starting with `prefix` (no query) gets `status`.
+    pub fn fail_next_request_to(&self, prefix: &str, status: u16) {
+        self.inner.lock().path_failures.push((prefix.to_owned(), status));
+    }
+
     /// Every API request received, whatever its answer.
     pub fn requests(&self) -> usize {
         self.inner.lock().requests
@@ -644,6 +669,10 @@ impl FakeGitHub {
             pulls_version: 0,
             issues: Vec::new(),
             issues_version: 0,
+            reviews: BTreeMap::new(),
+            review_comments: BTreeMap::new(),
+            labels: Vec::new(),
+            milestones: Vec::new(),
         });
         repo.id = id;
     }
@@ -790,6 +819,26 @@ impl FakeGitHub {
         repo.issues = issues;
         repo.issues_version = version;
     }
+
+    /// Replaces pull request `number`'s reviews (GitHub's JSON objects).
+    pub fn set_reviews(&self, repo: &str, number: u64, reviews: Vec<Value>) {
+        self.inner.lock().control_repo(repo).reviews.insert(number, reviews);
+    }
+
+    /// Replaces pull request `number`'s review comments (GitHub's JSON objects).
+    pub fn set_review_comments(&self, repo: &str, number: u64, comments: Vec<Value>) {
+        self.inner.lock().control_repo(repo).review_comments.insert(number, comments);
+    }
+
+    /// Replaces the repository's labels (GitHub's JSON objects).
+    pub fn set_labels(&self, repo: &str, labels: Vec<Value>) {
+        self.inner.lock().control_repo(repo).labels = labels;
+    }
+
+    /// Replaces the repository's milestones, open and closed (GitHub's JSON objects).
+    pub fn set_milestones(&self, repo: &str, milestones: Vec<Value>) {
+        self.inner.lock().control_repo(repo).milestones = milestones;
+    }
 }
 
 fn delivery_detail(delivery: &StoredDelivery) -> Value {
@@ -829,6 +878,8 @@ async fn api_gate(State(inner): State<Arc<Inner>>, request: Request, next: Next)
             Gate::Limited
         } else if let Some(failure) = state.failures.pop_front() {
             Gate::Injected(failure)
+        } else if let Some(at) = state.path_failures.iter().position(|(prefix, _)| path.starts_with(prefix.as_str())) {
+            Gate::Injected(Failure::Status(state.path_failures.remove(at).1))
         } else {
             Gate::Pass
         }
@@ -948,9 +999,24 @@ fn list_items(
         }
     }
     let kind = if issues { "issues" } else { "pulls" };
-    let (page, link) = paginate(items, &params, &format!("{}/repos/{full_name}/{kind}", inner.base_url));
+    list_page(inner, &format!("repos/{full_name}/{kind}"), items, query, version, headers)
+}
+
+/// One page of a list as GitHub serves it: pagination (`Link`), a strong ETag of the
+/// page (with `version`: 0 for lists whose ETags follow their pages' content only), 304
+/// for a match.
+fn list_page(
+    inner: &Inner,
+    resource: &str,
+    items: Vec<Value>,
+    query: Option<String>,
+    version: u64,
+    headers: &HeaderMap,
+) -> Response {
+    let params = parse_query(query.as_deref());
+    let (page, link) = paginate(items, &params, &format!("{}/{resource}", inner.base_url));
     let body = serde_json::to_vec(&page).unwrap();
-    let etag = format!("\"{:016x}\"", hash_of((kind, &full_name, &query, version, &body)));
+    let etag = format!("\"{:016x}\"", hash_of((resource, &query, version, &body)));
     let fresh = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -972,6 +1038,83 @@ fn list_items(
     };
     response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&etag).unwrap());
     response
+}
+
+async fn list_reviews(
+    State(inner): Fake,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let (full_name, mut items, version) = {
+        let state = inner.lock();
+        let Some(repo) = state.repo(&owner, &name).filter(|r| r.has_pull(number)) else { return not_found() };
+        (repo.full_name.clone(), repo.reviews.get(&number).cloned().unwrap_or_default(), 0)
+    };
+    // Chronological, as GitHub lists them.
+    items.sort_by_key(|r| r["id"].as_u64());
+    list_page(&inner, &format!("repos/{full_name}/pulls/{number}/reviews"), items, query, version, &headers)
+}
+
+async fn list_review_comments(
+    State(inner): Fake,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let (full_name, mut items, version) = {
+        let state = inner.lock();
+        let Some(repo) = state.repo(&owner, &name).filter(|r| r.has_pull(number)) else { return not_found() };
+        (repo.full_name.clone(), repo.review_comments.get(&number).cloned().unwrap_or_default(), 0)
+    };
+    let params = parse_query(query.as_deref());
+    let field = if param(&params, "sort") == Some("updated") { "updated_at" } else { "created_at" };
+    items.sort_by_key(|item| (timestamp(item, field), item["id"].as_u64()));
+    if param(&params, "direction") == Some("desc") {
+        items.reverse();
+    }
+    list_page(&inner, &format!("repos/{full_name}/pulls/{number}/comments"), items, query, version, &headers)
+}
+
+async fn list_labels(
+    State(inner): Fake,
+    Path((owner, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let (full_name, mut items, version) = {
+        let state = inner.lock();
+        let Some(repo) = state.repo(&owner, &name) else { return not_found() };
+        (repo.full_name.clone(), repo.labels.clone(), 0)
+    };
+    items.sort_by_key(|l| l["id"].as_u64());
+    list_page(&inner, &format!("repos/{full_name}/labels"), items, query, version, &headers)
+}
+
+/// `state` (open by default, closed, all); sorted by `due_on` (the default) or
+/// `completeness`, ascending unless `direction=desc`.
+async fn list_milestones(
+    State(inner): Fake,
+    Path((owner, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let (full_name, mut items, version) = {
+        let state = inner.lock();
+        let Some(repo) = state.repo(&owner, &name) else { return not_found() };
+        (repo.full_name.clone(), repo.milestones.clone(), 0)
+    };
+    let params = parse_query(query.as_deref());
+    let wanted = param(&params, "state").unwrap_or("open");
+    if wanted != "all" {
+        items.retain(|m| m.get("state").and_then(Value::as_str).unwrap_or("open") == wanted);
+    }
+    // Milestones without a due date come last, as on GitHub.
+    items.sort_by_key(|m| (timestamp(m, "due_on").is_none(), timestamp(m, "due_on"), m["number"].as_u64()));
+    if param(&params, "direction") == Some("desc") {
+        items.reverse();
+    }
+    list_page(&inner, &format!("repos/{full_name}/milestones"), items, query, version, &headers)
 }
 
 async fn list_hooks(
@@ -1690,6 +1833,49 @@ async fn issues_filter_by_since_and_page_with_next_and_last_links() {
     assert_eq!(second.body.as_array().unwrap().len(), 2);
     assert!(second.header("link").contains("rel=\"prev\""));
     assert!(!second.header("link").contains("rel=\"next\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_comments_labels_and_milestones_page_with_an_etag_per_page() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo("octo/hello", 1);
+    let label = |n: u64, color: &str| json!({"id": n, "name": format!("l{n}"), "color": color});
+    fake.set_labels("octo/hello", (1..=3).map(|n| label(n, "000000")).collect());
+    let auth = ("authorization", "token test-token");
+    let first = call(&fake, "GET", "/repos/octo/hello/labels?per_page=2", None).await;
+    assert_eq!(first.body.as_array().unwrap().len(), 2);
+    let next = first.header("link").split(';').next().unwrap().trim_matches(|c| c == '<' || c == '>').to_owned();
+    let second = call(&fake, "GET", &next, None).await;
+    assert_eq!(second.body[0]["name"], "l3");
+    let (etag1, etag2) = (first.header("etag").to_owned(), second.header("etag").to_owned());
+    assert_ne!(etag1, etag2, "each page has its own ETag");
+    // The last label changes: the first page is the same (304, free), the second is not.
+    fake.set_labels("octo/hello", vec![label(1, "000000"), label(2, "000000"), label(3, "ffffff")]);
+    let used = fake.quota_used();
+    let path = "/repos/octo/hello/labels?per_page=2";
+    let again = call_with(&fake, "GET", path, None, &[auth, ("if-none-match", &etag1)]).await;
+    assert_eq!(again.status, 304);
+    let changed = call_with(&fake, "GET", &next, None, &[auth, ("if-none-match", &etag2)]).await;
+    assert_eq!((changed.status, &changed.body[0]["color"]), (200, &json!("ffffff")));
+    assert_eq!(fake.quota_used(), used + 1);
+
+    // Milestones: open by default, `state=all` for both; reviews and comments per pull request.
+    let milestone = |n: u64, state: &str| json!({"number": n, "state": state, "updated_at": "2024-01-01T00:00:00Z"});
+    fake.set_milestones("octo/hello", vec![milestone(1, "closed"), milestone(2, "open")]);
+    let open = call(&fake, "GET", "/repos/octo/hello/milestones", None).await;
+    assert_eq!(open.body, json!([milestone(2, "open")]));
+    let all = call(&fake, "GET", "/repos/octo/hello/milestones?state=all", None).await;
+    assert_eq!(all.body.as_array().unwrap().len(), 2);
+    fake.set_reviews(
+        "octo/hello",
+        5,
+        vec![json!({"id": 9, "state": "APPROVED"}), json!({"id": 8, "state": "COMMENTED"})],
+    );
+    let reviews = call(&fake, "GET", "/repos/octo/hello/pulls/5/reviews", None).await;
+    assert_eq!((reviews.body[0]["id"].as_u64(), reviews.body[1]["id"].as_u64()), (Some(8), Some(9)), "oldest first");
+    let comments = call(&fake, "GET", "/repos/octo/hello/pulls/5/comments", None).await;
+    assert_eq!((comments.status, comments.body.clone()), (200, json!([])), "a pull request without comments");
+    assert_eq!(call(&fake, "GET", "/repos/octo/hello/pulls/6/reviews", None).await.status, 404, "no such pull");
 }
 
 #[tokio::test(start_paused = true)]

@@ -113,6 +113,44 @@ async fn enable_creates_once_pings_delivers_and_disable_returns_to_polling() {
     app.stop().await;
 }
 
+/// A hook made before futurnal handled reviews, labels and milestones (or narrowed by
+/// hand) gets every event futurnal handles on the next `enable`, the new ones included,
+/// and GitHub's deliveries of them are then processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_again_subscribes_an_existing_hook_to_every_handled_event() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    let app = spawn_app(AppOptions::default()).await;
+    let (dir, api, url) = (app.dir.path().to_owned(), fake.url(), app.url());
+    let old = fake.add_hook(REPO, &url, Some("an-old-secret"), &["push", "pull_request", "issues"]);
+
+    let out = cli(&dir, &api, &["--json", "sources", "github", "webhook", "enable", REPO, "--public-url", &url]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!((out.json()["created"].as_bool(), out.json()["hook_id"].as_u64()), (Some(false), Some(old)));
+    let mut events = fake.hooks(REPO)[0].events.clone();
+    events.sort();
+    let mut expected: Vec<String> = futurnal_github::WebhookEventType::HANDLED
+        .iter()
+        .filter(|e| e.as_str() != "ping")
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(events, expected);
+    for event in ["pull_request_review", "pull_request_review_comment", "label", "milestone"] {
+        assert!(events.iter().any(|e| e == event), "{event}: {events:?}");
+    }
+
+    // GitHub now sends a label event, signed with the new secret: processed.
+    let label: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("payloads/label/created.payload.json")).unwrap()).unwrap();
+    let guids = fake.trigger(REPO, "label", label).await;
+    assert_eq!(guids.len(), 1);
+    app.wait_for_status(&guids[0], DeliveryStatus::Done).await;
+    let repo = app.registry.find(futurnal::storage::registry::RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    assert_eq!(app.copy.labels(repo.id, 10).await.unwrap()[0].name, ":bug: Bugfix");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_are_one_clear_line() {
     let fake = FakeGitHub::start().await;

@@ -9,6 +9,7 @@ mod copy;
 mod dashboard;
 mod dashboard_api;
 mod durability;
+mod entities;
 mod fake_github;
 mod feed;
 mod flood;

@@ -21,7 +21,7 @@ const GONE_ID: u64 = 4343;
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// Every table `db migrate` copies.
-const TABLES: [&str; 17] = [
+const TABLES: [&str; 21] = [
     "repositories",
     "hooks",
     "poll_watermarks",
@@ -33,6 +33,10 @@ const TABLES: [&str; 17] = [
     "issues",
     "issue_comments",
     "releases",
+    "reviews",
+    "review_comments",
+    "labels",
+    "milestones",
     "deliveries",
     "queue_domains",
     "redelivery_requests",
@@ -151,6 +155,20 @@ async fn a_migrated_database_answers_every_query_alike_and_its_queue_goes_on_in_
     comment["issue"]["updated_at"] = "2030-01-01T00:00:00Z".into();
     processed(&app, "issue_comment", &comment).await;
     processed(&app, "release", &payload("payloads/release/published.payload.json", REPO, ID)).await;
+    // A review, a review comment, labels (one deleted: its tombstone is copied too) and a
+    // milestone.
+    processed(&app, "pull_request_review", &payload("payloads/pull_request_review/submitted.payload.json", REPO, ID))
+        .await;
+    let review_comment = payload("payloads/pull_request_review_comment/created.payload.json", REPO, ID);
+    processed(&app, "pull_request_review_comment", &review_comment).await;
+    processed(&app, "label", &payload("payloads/label/created.payload.json", REPO, ID)).await;
+    let mut other_label = payload("payloads/label/created.payload.json", REPO, ID);
+    other_label["label"]["name"] = "wontfix".into();
+    other_label["label"]["id"] = 77.into();
+    processed(&app, "label", &other_label).await;
+    other_label["action"] = "deleted".into();
+    processed(&app, "label", &other_label).await;
+    processed(&app, "milestone", &payload("payloads/milestone/created.payload.json", REPO, ID)).await;
 
     // The registry: a hook that was pinged, poll watermarks, a redelivery asked for.
     let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
@@ -213,6 +231,10 @@ async fn a_migrated_database_answers_every_query_alike_and_its_queue_goes_on_in_
         vec!["sources", "github", "pulls", &id, "--state", "all"],
         vec!["sources", "github", "issues", &id, "--state", "all"],
         vec!["sources", "github", "releases", &id],
+        vec!["sources", "github", "reviews", &id],
+        vec!["sources", "github", "review-comments", &id, "--pull", "2"],
+        vec!["sources", "github", "labels", &id],
+        vec!["sources", "github", "milestones", &id, "--state", "all"],
         vec!["sources", "github", "webhook", "deliveries", "--limit", "1000"],
         vec!["sources", "github", "webhook", "deliveries", "--status", "dead"],
         vec!["sources", "github", "webhook", "status"],

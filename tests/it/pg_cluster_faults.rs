@@ -233,9 +233,11 @@ impl Cluster {
         (killed.len(), killed.iter().filter(|q| q.starts_with("LISTEN ")).count())
     }
 
-    /// How many of the instances' sessions listen for work hints now.
+    /// How many of the instances' sessions listen for work hints now (the work channel
+    /// is one of the LISTENs the session sent, not always the first: the change feed's
+    /// comes before it).
     async fn listening(&self) -> usize {
-        let listen = format!("LISTEN \"futurnal_work_{}\";%", self.schema.schema);
+        let listen = format!("%LISTEN \"futurnal_work_{}\";%", self.schema.schema);
         let row = self
             .db
             .query_one(

@@ -227,7 +227,9 @@ async fn changes_beyond_the_first_page_are_all_picked_up() {
     .await;
 
     // A restart goes on from what was read: its first poll reads one page of each list
-    // (new ETags, so not 304s), not all five pages again.
+    // (new ETags, so not 304s), not all five pages again; the reviews and review comments
+    // of the one pull request at the watermark (updated when the last poll saw it); and the
+    // labels and milestones (one page each).
     let dir = app.stop().await;
     let client = GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
     let toml = "[poll]\ninterval_secs = 3600\nreconcile_secs = 3600\n";
@@ -238,6 +240,145 @@ async fn changes_beyond_the_first_page_are_all_picked_up() {
         text.lines().find_map(|l| l.strip_prefix("futurnal_polls_total")?.trim().parse::<u64>().ok()).unwrap()
     };
     wait_until(Duration::from_secs(10), "the first poll after the restart", || async { polls().await >= 1 }).await;
-    assert_eq!(fake.requests() - before, 2, "one page of pull requests and one of issues");
+    assert_eq!(
+        fake.requests() - before,
+        6,
+        "one page of pull requests and one of issues, PR 1's reviews and review comments, labels, milestones"
+    );
+    app.stop().await;
+}
+
+/// A review as the REST API lists it (upper-case state, no pull request number).
+fn rest_review(id: u64, state: &str, submitted_at: Option<&str>) -> serde_json::Value {
+    json!({
+        "id": id, "node_id": format!("PRR_{id}"), "user": {"login": "octocat", "id": 1}, "body": format!("review {id}"),
+        "state": state, "html_url": format!("https://github.com/octo/hello/pull/1#pullrequestreview-{id}"),
+        "pull_request_url": "https://api.github.com/repos/octo/hello/pulls/1", "author_association": "MEMBER",
+        "submitted_at": submitted_at, "commit_id": "b".repeat(40)
+    })
+}
+
+fn rest_review_comment(id: u64, updated_at: &str) -> serde_json::Value {
+    json!({
+        "id": id, "pull_request_review_id": 10, "path": "src/lib.rs", "line": id % 50 + 1, "side": "RIGHT",
+        "body": format!("comment {id}"), "user": {"login": "octocat"}, "created_at": "2026-02-01T00:00:00Z",
+        "updated_at": updated_at, "in_reply_to_id": null, "diff_hunk": "@@ -1 +1 @@", "subject_type": "line"
+    })
+}
+
+fn rest_label(id: u64, name: &str, color: &str) -> serde_json::Value {
+    json!({"id": id, "node_id": format!("LA_{id}"), "name": name, "color": color, "description": null, "default": false})
+}
+
+fn rest_milestone(number: u64, state: &str, updated_at: &str) -> serde_json::Value {
+    json!({
+        "id": 500 + number, "number": number, "title": format!("v{number}"), "description": "the plan", "state": state,
+        "open_issues": 1, "closed_issues": 2, "created_at": "2026-01-01T00:00:00Z", "updated_at": updated_at,
+        "closed_at": if state == "closed" { json!(updated_at) } else { json!(null) }, "due_on": "2026-06-01T07:00:00Z"
+    })
+}
+
+/// Polling fills reviews, review comments, labels and milestones, every page of them:
+/// for each pull request changed since the last poll, its reviews and review comments;
+/// and the repository's labels and milestones. An unchanged repository then costs no
+/// quota at all; a change on a later page of a list (whose first page is unchanged) is
+/// still seen, for one request's quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_fills_reviews_review_comments_labels_and_milestones_and_an_idle_poll_costs_no_quota() {
+    use futurnal::storage::copy::MilestoneState;
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    fake.set_pulls(REPO, vec![pull(1, "Reviewed", "2026-02-01T00:00:00Z"), pull(2, "Quiet", "2026-02-01T00:00:00Z")]);
+    // Pull request 1: a review, another not submitted yet (only its author sees it), and
+    // 150 review comments (two pages).
+    let submitted = "2026-02-01T00:00:00Z";
+    fake.set_reviews(REPO, 1, vec![rest_review(10, "APPROVED", Some(submitted)), rest_review(11, "PENDING", None)]);
+    fake.set_review_comments(REPO, 1, (1..=150).map(|n| rest_review_comment(n, "2026-02-01T00:00:00Z")).collect());
+    fake.set_reviews(REPO, 2, vec![]);
+    fake.set_review_comments(REPO, 2, vec![]);
+    // 120 labels (two pages), and milestones open and closed.
+    let labels: Vec<_> = (1..=120).map(|n| rest_label(n, &format!("label-{n:03}"), "ededed")).collect();
+    fake.set_labels(REPO, labels.clone());
+    fake.set_milestones(
+        REPO,
+        vec![rest_milestone(1, "closed", "2026-01-05T00:00:00Z"), rest_milestone(2, "open", "2026-01-06T00:00:00Z")],
+    );
+    let app = app_polling(&fake).await;
+    let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    wait_until(Duration::from_secs(15), "reviews, review comments, labels and milestones", || async {
+        app.copy.reviews(repo.id, None, 100).await.unwrap().len() == 1
+            && app.copy.review_comments(repo.id, Some(1), 1000).await.unwrap().len() == 150
+            && app.copy.labels(repo.id, 1000).await.unwrap().len() == 120
+            && app.copy.milestones(repo.id, MilestoneState::All, 100).await.unwrap().len() == 2
+    })
+    .await;
+    let review = app.copy.reviews(repo.id, None, 100).await.unwrap().remove(0);
+    assert_eq!((review.id, review.pull_number, review.state.as_str()), (10, 1, "approved"), "pending left out");
+    assert_eq!(review.submitted_at, futurnal::time::parse_ms(submitted));
+    let newest = app.copy.review_comments(repo.id, Some(1), 1).await.unwrap().remove(0);
+    assert_eq!((newest.pull_number, newest.review_id, newest.side.as_deref()), (1, Some(10), Some("RIGHT")));
+    let open = app.copy.milestones(repo.id, MilestoneState::Open, 100).await.unwrap();
+    assert_eq!(open.iter().map(|m| m.number).collect::<Vec<_>>(), [2]);
+    let changes = app.copy.changes(futurnal::storage::changes::ChangeFilter {
+        since: 0,
+        limit: 10_000,
+        repository: None,
+        kind: Some("label".into()),
+    });
+    let changes = changes.await.unwrap();
+    assert_eq!(changes.len(), 120);
+    assert!(changes.iter().all(|c| c.cause == "poll"));
+
+    // Idle: polls go on, each page is asked for again, and GitHub answers 304 to all.
+    let polls = || async { metric_in(&app.scrape_metrics().await, "futurnal_polls_total").unwrap() };
+    let first = polls().await;
+    wait_until(Duration::from_secs(10), "a later poll", || async { polls().await > first }).await;
+    let (requests, quota, polled) = (fake.requests(), fake.quota_used(), polls().await);
+    wait_until(Duration::from_secs(10), "two more polls", || async {
+        polls().await >= polled + 2.0 && fake.requests() >= requests + 2 * 5
+    })
+    .await;
+    assert_eq!(fake.quota_used(), quota, "an unchanged repository costs no quota");
+
+    // A label on the second page changes: the first page still answers 304, and the
+    // change is found for the one request that did not.
+    let quota = fake.quota_used();
+    let mut changed = labels;
+    changed[119] = rest_label(120, "label-120", "ff0000");
+    fake.set_labels(REPO, changed);
+    let recolored = || async {
+        let labels = app.copy.labels(repo.id, 1000).await.unwrap();
+        labels.iter().any(|l| l.name == "label-120" && l.color.as_deref() == Some("ff0000"))
+    };
+    wait_until(Duration::from_secs(10), "the label on the second page", recolored).await;
+    let polled = polls().await;
+    wait_until(Duration::from_secs(10), "a poll after that", || async { polls().await > polled }).await;
+    assert_eq!(fake.quota_used(), quota + 1, "only the changed page cost quota");
+
+    // Pull request 2 changes (a review submitted moves its updated_at): its reviews are read.
+    fake.set_reviews(REPO, 2, vec![rest_review(20, "CHANGES_REQUESTED", Some("2026-02-03T00:00:00Z"))]);
+    fake.set_pulls(REPO, vec![pull(1, "Reviewed", "2026-02-01T00:00:00Z"), pull(2, "Quiet", "2026-02-03T00:00:00Z")]);
+    wait_until(Duration::from_secs(10), "the new review", || async {
+        app.copy.reviews(repo.id, Some(2), 10).await.unwrap().iter().any(|r| r.state == "changes_requested")
+    })
+    .await;
+    app.stop().await;
+}
+
+/// A poll that fails after some of its lists answered (here: the milestones, last) stores
+/// nothing, and forgets what those lists' ETags said: the next poll reads them again
+/// instead of taking a 304 for "nothing changed" and losing what was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_fails_part_way_reads_the_lists_again_next_time() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo(REPO, 4242);
+    fake.set_pulls(REPO, vec![pull(1, "First", "2026-02-01T00:00:00Z")]);
+    fake.fail_next_request_to(&format!("/repos/{REPO}/milestones"), 403);
+    let app = app_polling(&fake).await;
+    let repo = app.registry.find(RepoRef::Name(REPO.into())).await.unwrap().unwrap();
+    wait_until(Duration::from_secs(15), "the pull request, after the failed poll", || async {
+        !app.copy.pulls(repo.id, PullState::All, 10).await.unwrap().is_empty()
+    })
+    .await;
     app.stop().await;
 }

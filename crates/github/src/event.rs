@@ -16,13 +16,17 @@ pub enum WebhookEventType {
     Create,
     Delete,
     Repository,
+    PullRequestReview,
+    PullRequestReviewComment,
+    Label,
+    Milestone,
     Ping,
     Other(String),
 }
 
 impl WebhookEventType {
     /// Every event futurnal handles, ping included: the default set of enabled events.
-    pub const HANDLED: [WebhookEventType; 9] = [
+    pub const HANDLED: [WebhookEventType; 13] = [
         WebhookEventType::Push,
         WebhookEventType::PullRequest,
         WebhookEventType::Issues,
@@ -31,6 +35,10 @@ impl WebhookEventType {
         WebhookEventType::Create,
         WebhookEventType::Delete,
         WebhookEventType::Repository,
+        WebhookEventType::PullRequestReview,
+        WebhookEventType::PullRequestReviewComment,
+        WebhookEventType::Label,
+        WebhookEventType::Milestone,
         WebhookEventType::Ping,
     ];
 
@@ -45,6 +53,10 @@ impl WebhookEventType {
             "create" => Self::Create,
             "delete" => Self::Delete,
             "repository" => Self::Repository,
+            "pull_request_review" => Self::PullRequestReview,
+            "pull_request_review_comment" => Self::PullRequestReviewComment,
+            "label" => Self::Label,
+            "milestone" => Self::Milestone,
             "ping" => Self::Ping,
             other => Self::Other(other.to_owned()),
         }
@@ -61,6 +73,10 @@ impl WebhookEventType {
             Self::Create => "create",
             Self::Delete => "delete",
             Self::Repository => "repository",
+            Self::PullRequestReview => "pull_request_review",
+            Self::PullRequestReviewComment => "pull_request_review_comment",
+            Self::Label => "label",
+            Self::Milestone => "milestone",
             Self::Ping => "ping",
             Self::Other(name) => name,
         }

@@ -102,9 +102,50 @@ pub struct Repository {
     pub clone_url: Option<String>,
 }
 
+/// A label, as the `label` event, the labels list and an issue's `labels` show it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Label {
     pub name: String,
+    /// GitHub's id: it only grows, so of two labels that had one name the one with the
+    /// higher id is the newer.
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub color: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// An issue's or pull request's `milestone`: only its number is read (the milestone
+/// itself comes from `milestone` events and the milestones list).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct MilestoneRef {
+    #[serde(default)]
+    pub number: Option<u64>,
+}
+
+/// A milestone, as the `milestone` event and the milestones list show it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Milestone {
+    pub number: u64,
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `open` or `closed`; missing from some deliveries (then the action says).
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub due_on: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    pub updated_at: String,
+    #[serde(default)]
+    pub closed_at: Option<String>,
+    #[serde(default)]
+    pub html_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +220,8 @@ pub struct PullRequest {
     pub labels: Vec<Label>,
     #[serde(default)]
     pub assignees: Vec<Account>,
+    #[serde(default)]
+    pub milestone: Option<MilestoneRef>,
     pub base: GitRef,
     pub head: GitRef,
     #[serde(default)]
@@ -215,6 +258,8 @@ pub struct Issue {
     pub labels: Vec<Label>,
     #[serde(default)]
     pub assignees: Vec<Account>,
+    #[serde(default)]
+    pub milestone: Option<MilestoneRef>,
     #[serde(default)]
     pub comments: u64,
     #[serde(default)]
@@ -280,6 +325,99 @@ pub struct Release {
 pub struct ReleaseEvent {
     pub action: String,
     pub release: Release,
+    pub repository: Repository,
+}
+
+/// The pull request a review or review comment belongs to (GitHub's "simple" pull
+/// request): only its number is read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequestRef {
+    pub number: u64,
+}
+
+/// A pull request review, as the `pull_request_review` event and the reviews list show it.
+/// The event's `state` is lower case (`approved`), the list's upper case (`APPROVED`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Review {
+    pub id: u64,
+    #[serde(default)]
+    pub user: Option<Account>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub commit_id: Option<String>,
+    /// `null` for a pending review (which only its author sees).
+    #[serde(default)]
+    pub submitted_at: Option<String>,
+    #[serde(default)]
+    pub html_url: Option<String>,
+}
+
+/// `pull_request_review`: a review submitted, edited or dismissed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequestReviewEvent {
+    pub action: String,
+    pub review: Review,
+    pub pull_request: PullRequestRef,
+    pub repository: Repository,
+}
+
+/// A comment on a pull request's diff, as the `pull_request_review_comment` event and the
+/// review comments list show it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReviewComment {
+    pub id: u64,
+    #[serde(default)]
+    pub pull_request_review_id: Option<u64>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `null` once the line is outdated.
+    #[serde(default)]
+    pub line: Option<u64>,
+    #[serde(default)]
+    pub side: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub user: Option<Account>,
+    #[serde(default)]
+    pub in_reply_to_id: Option<u64>,
+    #[serde(default)]
+    pub commit_id: Option<String>,
+    #[serde(default)]
+    pub html_url: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// `pull_request_review_comment`: a diff comment created, edited or deleted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequestReviewCommentEvent {
+    pub action: String,
+    pub comment: ReviewComment,
+    pub pull_request: PullRequestRef,
+    pub repository: Repository,
+}
+
+/// `label`: a repository's label created, edited (maybe renamed: `changes.name.from`)
+/// or deleted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabelEvent {
+    pub action: String,
+    pub label: Label,
+    #[serde(default)]
+    pub changes: Option<serde_json::Value>,
+    pub repository: Repository,
+}
+
+/// `milestone`: created, edited, closed, opened or deleted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MilestoneEvent {
+    pub action: String,
+    pub milestone: Milestone,
     pub repository: Repository,
 }
 

@@ -30,7 +30,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use super::error::{from_db, to_db};
-use super::PgDb;
+use super::{entities, PgDb};
 use crate::output;
 use crate::storage::changes::{
     branch_key, comment_key, comment_state, commit_key, issue_key, issue_state, parse_state, pull_key, release_key,
@@ -39,8 +39,8 @@ use crate::storage::changes::{
 };
 use crate::storage::copy::{from_json_text as from_json, to_json_text as json};
 use crate::storage::copy::{
-    BranchRow, CommentRecord, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState,
-    ReleaseRecord, RepositoryRow, TagRow,
+    BranchRow, CommentRecord, CopyStore, Effect, IssueRecord, IssueState, LabelRecord, Membership, MilestoneRecord,
+    MilestoneState, PullRecord, PullState, ReleaseRecord, RepositoryRow, ReviewCommentRecord, ReviewRecord, TagRow,
 };
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::sync::git::CommitInfo;
@@ -80,22 +80,23 @@ const INSERT_MEMBERS: &str = "INSERT INTO branch_commits (repo_id, branch, sha, 
      ON CONFLICT (repo_id, branch, sha) DO NOTHING";
 
 const UPSERT_PULL: &str = "INSERT INTO pulls (repo_id, number, title, body, state, draft, merged, author, labels, \
-     assignees, base_ref, base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+     assignees, base_ref, base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at, milestone) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
      ON CONFLICT (repo_id, number) DO UPDATE SET title = excluded.title, body = excluded.body, \
      state = excluded.state, draft = excluded.draft, merged = excluded.merged, author = excluded.author, \
-     labels = excluded.labels, assignees = excluded.assignees, base_ref = excluded.base_ref, \
+     labels = excluded.labels, assignees = excluded.assignees, milestone = excluded.milestone, \
+     base_ref = excluded.base_ref, \
      base_sha = excluded.base_sha, head_ref = excluded.head_ref, head_sha = excluded.head_sha, \
      created_at = excluded.created_at, updated_at = excluded.updated_at, closed_at = excluded.closed_at, \
      merged_at = excluded.merged_at \
      WHERE excluded.updated_at >= pulls.updated_at \
      RETURNING number, title, body, state, draft, merged, author, labels, assignees, base_ref, \
-     base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at";
+     base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at, milestone";
 
 /// Newer wins; deletion and transfer stick once seen, whatever arrives after.
 const UPSERT_ISSUE: &str = "INSERT INTO issues (repo_id, number, title, body, state, author, labels, assignees, \
-     comments, created_at, updated_at, closed_at, deleted, transferred_to) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     comments, created_at, updated_at, closed_at, deleted, transferred_to, milestone) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
      ON CONFLICT (repo_id, number) DO UPDATE SET \
      title = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.title ELSE issues.title END, \
      body = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.body ELSE issues.body END, \
@@ -104,6 +105,7 @@ const UPSERT_ISSUE: &str = "INSERT INTO issues (repo_id, number, title, body, st
      author = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.author ELSE issues.author END, \
      labels = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.labels ELSE issues.labels END, \
      assignees = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.assignees ELSE issues.assignees END, \
+     milestone = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.milestone ELSE issues.milestone END, \
      comments = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.comments ELSE issues.comments END, \
      created_at = COALESCE(issues.created_at, excluded.created_at), \
      closed_at = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.closed_at ELSE issues.closed_at END, \
@@ -111,7 +113,7 @@ const UPSERT_ISSUE: &str = "INSERT INTO issues (repo_id, number, title, body, st
      deleted = issues.deleted OR excluded.deleted, \
      transferred_to = COALESCE(excluded.transferred_to, issues.transferred_to) \
      RETURNING number, title, body, state, author, labels, assignees, comments, created_at, \
-     updated_at, closed_at, deleted, transferred_to";
+     updated_at, closed_at, deleted, transferred_to, milestone";
 
 const UPSERT_COMMENT: &str = "INSERT INTO issue_comments (repo_id, id, issue_number, body, author, created_at, \
      updated_at, deleted) \
@@ -269,6 +271,7 @@ pub(super) async fn apply_effects(
                             &p.updated_at,
                             &p.closed_at,
                             &p.merged_at,
+                            &p.milestone.map(to_db).transpose()?,
                         ],
                     )
                     .await?;
@@ -302,6 +305,7 @@ pub(super) async fn apply_effects(
                             &i.closed_at,
                             &i.deleted,
                             &i.transferred_to,
+                            &i.milestone.map(to_db).transpose()?,
                         ],
                     )
                     .await?;
@@ -357,6 +361,10 @@ pub(super) async fn apply_effects(
                 let after = release_from_row(&after)?;
                 log.record("release", release_key(r.id), release_state(before.as_ref()), release_state(Some(&after)));
             }
+            Effect::Review(review) => entities::apply_review(tx, repo_id, review, &mut log).await?,
+            Effect::ReviewComment(comment) => entities::apply_review_comment(tx, repo_id, comment, &mut log).await?,
+            Effect::Label { label, naming } => entities::apply_label(tx, repo_id, label, naming, &mut log).await?,
+            Effect::Milestone(milestone) => entities::apply_milestone(tx, repo_id, milestone, &mut log).await?,
             Effect::Repository { full_name, github_id, archived, deleted, visibility, default_branch } => {
                 let sql = format!("SELECT {REPOSITORY_COLUMNS} FROM repositories WHERE id = $1");
                 let before = tx.query_typed(&sql, &[(&repo_id, Type::INT8)]).await?;
@@ -560,7 +568,7 @@ fn commit_from_row(r: &Row) -> StoreResult<CommitInfo> {
 }
 
 const PULL_COLUMNS: &str = "number, title, body, state, draft, merged, author, labels, assignees, base_ref, \
-     base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at";
+     base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at, milestone";
 
 fn pull_from_row(r: &Row) -> StoreResult<PullRecord> {
     Ok(PullRecord {
@@ -581,11 +589,12 @@ fn pull_from_row(r: &Row) -> StoreResult<PullRecord> {
         updated_at: r.try_get(14)?,
         closed_at: r.try_get(15)?,
         merged_at: r.try_get(16)?,
+        milestone: r.try_get::<_, Option<i64>>(17)?.map(from_db).transpose()?,
     })
 }
 
 const ISSUE_COLUMNS: &str = "number, title, body, state, author, labels, assignees, comments, created_at, \
-     updated_at, closed_at, deleted, transferred_to";
+     updated_at, closed_at, deleted, transferred_to, milestone";
 
 fn issue_from_row(r: &Row) -> StoreResult<IssueRecord> {
     Ok(IssueRecord {
@@ -602,6 +611,7 @@ fn issue_from_row(r: &Row) -> StoreResult<IssueRecord> {
         closed_at: r.try_get(10)?,
         deleted: r.try_get(11)?,
         transferred_to: r.try_get(12)?,
+        milestone: r.try_get::<_, Option<i64>>(13)?.map(from_db).transpose()?,
     })
 }
 
@@ -874,6 +884,65 @@ impl CopyStore for PgCopyStore {
         })
     }
 
+    fn reviews(&self, repo_id: i64, pull: Option<u64>, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReviewRecord>>> {
+        Box::pin(async move {
+            let limit = i64::from(limit);
+            let sql = entities::reviews_query(pull);
+            match pull {
+                Some(pull) => {
+                    let pull = to_db(pull)?;
+                    let params: [Param<'_>; 3] = [(&repo_id, Type::INT8), (&pull, Type::INT8), (&limit, Type::INT8)];
+                    self.select(sql, &params, entities::review_from_row).await
+                }
+                None => {
+                    self.select(sql, &[(&repo_id, Type::INT8), (&limit, Type::INT8)], entities::review_from_row).await
+                }
+            }
+        })
+    }
+
+    fn review_comments(
+        &self,
+        repo_id: i64,
+        pull: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<ReviewCommentRecord>>> {
+        Box::pin(async move {
+            let (pull, limit) = (pull.map(to_db).transpose()?, i64::from(limit));
+            self.select(
+                entities::REVIEW_COMMENTS_QUERY,
+                &[(&repo_id, Type::INT8), (&pull, Type::INT8), (&limit, Type::INT8)],
+                entities::review_comment_from_row,
+            )
+            .await
+        })
+    }
+
+    fn labels(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<LabelRecord>>> {
+        Box::pin(async move {
+            let limit = i64::from(limit);
+            self.select(
+                entities::LABELS_QUERY,
+                &[(&repo_id, Type::INT8), (&limit, Type::INT8)],
+                entities::label_from_row,
+            )
+            .await
+        })
+    }
+
+    fn milestones(
+        &self,
+        repo_id: i64,
+        state: MilestoneState,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<MilestoneRecord>>> {
+        Box::pin(async move {
+            let limit = i64::from(limit);
+            let sql = entities::milestones_query(state);
+            self.select(&sql, &[(&repo_id, Type::INT8), (&limit, Type::INT8)], entities::milestone_from_row).await
+        })
+    }
+
     fn changes(&self, filter: ChangeFilter) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>> {
         Box::pin(async move {
             let limit = i64::from(filter.limit);
@@ -969,7 +1038,7 @@ impl CopyStore for PgCopyStore {
 mod tests {
     use super::*;
     use crate::config::Synchronous;
-    use crate::storage::copy::{CommentRecord, Membership};
+    use crate::storage::copy::{CommentRecord, LabelNaming, Membership};
     use crate::storage::postgres::PostgresOptions;
     use crate::storage::sqlite::copy::SqliteCopyStore;
     use crate::storage::sqlite::{SqliteDb, SqliteOptions};
@@ -1013,6 +1082,7 @@ mod tests {
             author: Some("octocat".into()),
             labels: vec![format!("l{version}")],
             assignees: vec![],
+            milestone: (version % 3 == 0).then_some(version as u64),
             base_ref: "main".into(),
             base_sha: "b".repeat(40),
             head_ref: "topic".into(),
@@ -1033,6 +1103,7 @@ mod tests {
             author: Some("octocat".into()),
             labels: vec![format!("l{version}")],
             assignees: vec![format!("u{version}")],
+            milestone: (version % 2 == 1).then_some(version as u64),
             comments: u64::try_from(version).unwrap(),
             created_at: Some(100 + version),
             updated_at: 1_000 * version,
@@ -1063,6 +1134,67 @@ mod tests {
             prerelease: false,
             created_at,
             published_at,
+            deleted,
+        })
+    }
+
+    fn review(id: u64, pull: u64, submitted_at: Option<i64>, state: &str) -> Effect {
+        Effect::Review(ReviewRecord {
+            id,
+            pull_number: pull,
+            author: Some("octocat".into()),
+            state: state.into(),
+            body: Some(format!("review {id} {state}")),
+            commit_id: Some("c".repeat(40)),
+            submitted_at,
+            html_url: Some(format!("https://github.com/o/r/pull/{pull}#pullrequestreview-{id}")),
+        })
+    }
+
+    fn review_comment(id: u64, created_at: Option<i64>, updated_at: i64, deleted: bool) -> Effect {
+        Effect::ReviewComment(ReviewCommentRecord {
+            id,
+            review_id: Some(1),
+            pull_number: 42,
+            path: Some("src/lib.rs".into()),
+            line: id.is_multiple_of(2).then_some(id),
+            side: Some("RIGHT".into()),
+            body: Some(format!("comment {id} at {updated_at}")),
+            author: Some("octocat".into()),
+            in_reply_to: (id == 11).then_some(10),
+            commit_id: None,
+            html_url: None,
+            created_at,
+            updated_at,
+            deleted,
+        })
+    }
+
+    fn label(name: &str, id: Option<u64>, color: &str, deleted: bool, naming: LabelNaming) -> Effect {
+        Effect::Label {
+            label: LabelRecord {
+                name: name.into(),
+                github_id: id,
+                color: Some(color.into()),
+                description: (color == "111111").then(|| "first".into()),
+                deleted,
+            },
+            naming,
+        }
+    }
+
+    fn milestone(number: u64, updated_at: i64, state: &str, deleted: bool) -> Effect {
+        Effect::Milestone(MilestoneRecord {
+            number,
+            github_id: Some(100 + number),
+            title: format!("m{number} at {updated_at}"),
+            state: state.into(),
+            description: None,
+            due_on: (number != 3).then_some(86_400_000 * number as i64),
+            created_at: Some(10),
+            updated_at,
+            closed_at: (state == "closed").then_some(updated_at),
+            html_url: None,
             deleted,
         })
     }
@@ -1098,6 +1230,83 @@ mod tests {
         raw_comments: Vec<RawComment>,
         raw_releases: Vec<RawRelease>,
         repository: RawRepository,
+        entities: Entities,
+    }
+
+    /// What the queries of reviews, review comments, labels and milestones answer, and
+    /// their rows as stored (deleted ones included).
+    #[derive(Debug, PartialEq)]
+    struct Entities {
+        reviews: Vec<Vec<ReviewRecord>>,
+        review_comments: Vec<Vec<ReviewCommentRecord>>,
+        labels: Vec<Vec<LabelRecord>>,
+        milestones: Vec<Vec<MilestoneRecord>>,
+        /// (name, github_id, deleted), by name.
+        raw_labels: Vec<(String, Option<i64>, bool)>,
+        /// (id, updated_at, deleted) of review comments, by id.
+        raw_review_comments: Vec<(i64, i64, bool)>,
+        /// (number, state, updated_at, deleted), by number.
+        raw_milestones: Vec<(i64, String, i64, bool)>,
+    }
+
+    const RAW_LABELS: &str = "SELECT name, github_id, deleted FROM labels";
+    const RAW_REVIEW_COMMENTS: &str = "SELECT id, updated_at, deleted FROM review_comments";
+    const RAW_MILESTONES: &str = "SELECT number, state, updated_at, deleted FROM milestones";
+
+    async fn entities(store: &dyn CopyStore, raw: &Raw<'_>, repo_id: i64) -> Entities {
+        let mut reviews = Vec::new();
+        for (pull, limit) in [(None, 100), (Some(42), 100), (Some(43), 100), (None, 2)] {
+            reviews.push(store.reviews(repo_id, pull, limit).await.unwrap());
+        }
+        let mut review_comments = Vec::new();
+        for (pull, limit) in [(Some(42), 100), (Some(42), 1), (Some(43), 100), (None, 100)] {
+            review_comments.push(store.review_comments(repo_id, pull, limit).await.unwrap());
+        }
+        let labels = vec![store.labels(repo_id, 100).await.unwrap(), store.labels(repo_id, 2).await.unwrap()];
+        let mut milestones = Vec::new();
+        for (state, limit) in [
+            (MilestoneState::Open, 100),
+            (MilestoneState::Closed, 100),
+            (MilestoneState::All, 100),
+            (MilestoneState::All, 1),
+        ] {
+            milestones.push(store.milestones(repo_id, state, limit).await.unwrap());
+        }
+        let (mut raw_labels, mut raw_review_comments, mut raw_milestones) = match raw {
+            Raw::Sqlite(db) => db
+                .read(|c| {
+                    let labels: Vec<(String, Option<i64>, bool)> = c
+                        .prepare(RAW_LABELS)?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let comments: Vec<(i64, i64, bool)> = c
+                        .prepare(RAW_REVIEW_COMMENTS)?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let milestones: Vec<(i64, String, i64, bool)> = c
+                        .prepare(RAW_MILESTONES)?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                        .collect::<Result<_, _>>()?;
+                    Ok((labels, comments, milestones))
+                })
+                .await
+                .unwrap(),
+            Raw::Postgres(db) => {
+                let c = db.client().await.unwrap();
+                let labels = c.query(RAW_LABELS, &[]).await.unwrap();
+                let comments = c.query(RAW_REVIEW_COMMENTS, &[]).await.unwrap();
+                let milestones = c.query(RAW_MILESTONES, &[]).await.unwrap();
+                (
+                    labels.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+                    comments.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+                    milestones.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect(),
+                )
+            }
+        };
+        raw_labels.sort();
+        raw_review_comments.sort();
+        raw_milestones.sort();
+        Entities { reviews, review_comments, labels, milestones, raw_labels, raw_review_comments, raw_milestones }
     }
 
     const RAW_ISSUES: &str = "SELECT number, title, state, comments, created_at, updated_at, deleted, transferred_to \
@@ -1107,6 +1316,7 @@ mod tests {
     const RAW_REPOSITORY: &str = "SELECT full_name, github_id, archived, deleted, visibility, default_branch, \
          synced_at IS NOT NULL FROM repositories WHERE id = $1";
 
+    #[derive(Clone, Copy)]
     enum Raw<'a> {
         Sqlite(&'a SqliteDb),
         Postgres(&'a PgDb),
@@ -1186,6 +1396,7 @@ mod tests {
             raw_comments,
             raw_releases,
             repository,
+            entities: entities(store, &raw, repo_id).await,
         }
     }
 
@@ -1298,6 +1509,50 @@ mod tests {
                 release(4, "four renamed", Some(4_000), None, false),
                 release(5, "five", Some(1_000), Some(2_000), true),
             ],
+            // Reviews: ties and a missing submission time (sorted last); one submitted
+            // earlier is refused; a dismissal sticks.
+            vec![
+                review(1, 42, Some(3_000), "approved"),
+                review(2, 42, None, "commented"),
+                review(3, 43, Some(3_000), "commented"),
+                review(1, 42, Some(2_000), "commented"),
+                review(4, 42, Some(5_000), "changes_requested"),
+                review(4, 42, Some(5_000), "dismissed"),
+                review(4, 42, Some(5_000), "approved"),
+            ],
+            // Review comments: an older edit, a deletion that sticks, a missing creation time.
+            vec![
+                review_comment(10, Some(100), 1_000, false),
+                review_comment(11, None, 2_000, false),
+                review_comment(12, Some(100), 1_500, false),
+                review_comment(10, Some(100), 500, false),
+                review_comment(12, Some(100), 1_600, true),
+                review_comment(12, Some(100), 9_000, false),
+            ],
+            // Labels: names that sort apart by byte, a rename, an event from before it, a
+            // deletion without an id, an older label of a taken name.
+            vec![
+                label("Zeta", Some(10), "111111", false, LabelNaming::AsSent),
+                label("alpha", Some(20), "222222", false, LabelNaming::AsSent),
+                label("_under", None, "333333", false, LabelNaming::AsSent),
+                label("Zeta", Some(10), "444444", false, LabelNaming::Current),
+                label("beta", Some(20), "222222", false, LabelNaming::RenamedFrom("alpha".into())),
+                label("alpha", Some(20), "555555", false, LabelNaming::AsSent),
+                label("_under", None, "333333", true, LabelNaming::AsSent),
+                label("_under", None, "333333", false, LabelNaming::AsSent),
+                label("Zeta", Some(5), "666666", false, LabelNaming::AsSent),
+            ],
+            // Milestones: an empty state keeps the stored one, an older one is refused,
+            // a deletion sticks.
+            vec![
+                milestone(1, 1_000, "open", false),
+                milestone(2, 2_000, "closed", false),
+                milestone(3, 3_000, "", false),
+                milestone(1, 500, "closed", false),
+                milestone(1, 1_100, "", false),
+                milestone(2, 2_500, "closed", true),
+                milestone(2, 9_000, "open", false),
+            ],
             // The repository: renamed, github_id kept from the first, flags COALESCEd.
             vec![repository(Some("o/renamed"), Some(42), Some(true))],
             vec![repository(None, Some(43), None)],
@@ -1394,6 +1649,35 @@ mod tests {
         assert_eq!(
             s.repository,
             ("o/renamed".into(), Some(42), true, false, Some("private".into()), Some("main".into()), true)
+        );
+        let e = &s.entities;
+        let ids = |reviews: &[ReviewRecord]| reviews.iter().map(|r| (r.id, r.state.clone())).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&e.reviews[0]),
+            [(4, "dismissed".into()), (3, "commented".into()), (1, "approved".into()), (2, "commented".into())],
+            "newest submitted first, a tie by id, unsubmitted last; refused and undismissed kept out"
+        );
+        assert_eq!(ids(&e.reviews[2]), [(3, "commented".into())]);
+        let comments: Vec<u64> = e.review_comments[0].iter().map(|c| c.id).collect();
+        assert_eq!(comments, [10, 11], "deleted ones are not listed; no creation time sorts last");
+        assert_eq!(e.raw_review_comments, [(10, 1_000, false), (11, 2_000, false), (12, 1_600, true)]);
+        let names: Vec<(&str, Option<&str>)> =
+            e.labels[0].iter().map(|l| (l.name.as_str(), l.color.as_deref())).collect();
+        assert_eq!(
+            names,
+            [("Zeta", Some("444444")), ("beta", Some("222222"))],
+            "byte order; renamed, deleted left out"
+        );
+        assert_eq!(
+            e.raw_labels,
+            [("Zeta".into(), Some(10), false), ("_under".into(), None, true), ("beta".into(), Some(20), false)]
+        );
+        let numbers = |m: &[MilestoneRecord]| m.iter().map(|m| (m.number, m.state.clone())).collect::<Vec<_>>();
+        assert_eq!(numbers(&e.milestones[0]), [(3, "open".into()), (1, "open".into())]);
+        assert!(e.milestones[1].is_empty());
+        assert_eq!(
+            e.raw_milestones,
+            [(1, "open".into(), 1_100, false), (2, "closed".into(), 2_500, true), (3, "open".into(), 3_000, false)]
         );
 
         // A rename onto another tracked repository is a Conflict, and the whole apply is undone.

@@ -287,4 +287,68 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX changes_by_cause ON changes(cause, seq);
     "#,
+    // 10: reviews, review comments, labels and milestones, and the milestone of each issue
+    // and pull request (see `storage::entities` for the rules that fill them). The same columns
+    // as SQLite's migration 10.
+    r#"
+    ALTER TABLE pulls ADD COLUMN milestone BIGINT;
+    ALTER TABLE issues ADD COLUMN milestone BIGINT;
+    CREATE TABLE reviews (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
+        pull_number BIGINT NOT NULL,
+        author TEXT,
+        state TEXT NOT NULL,
+        body TEXT,
+        commit_id TEXT,
+        submitted_at BIGINT,
+        html_url TEXT,
+        PRIMARY KEY (repo_id, id)
+    );
+    CREATE INDEX reviews_by_pull ON reviews(repo_id, pull_number);
+    CREATE TABLE review_comments (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
+        review_id BIGINT,
+        pull_number BIGINT NOT NULL,
+        path TEXT,
+        line BIGINT,
+        side TEXT,
+        body TEXT,
+        author TEXT,
+        in_reply_to BIGINT,
+        commit_id TEXT,
+        html_url TEXT,
+        created_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (repo_id, id)
+    );
+    CREATE INDEX review_comments_by_pull ON review_comments(repo_id, pull_number);
+    CREATE TABLE labels (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        github_id BIGINT,
+        color TEXT,
+        description TEXT,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE INDEX labels_by_github_id ON labels(repo_id, github_id);
+    CREATE TABLE milestones (
+        repo_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number BIGINT NOT NULL,
+        github_id BIGINT,
+        title TEXT NOT NULL,
+        state TEXT NOT NULL,
+        description TEXT,
+        due_on BIGINT,
+        created_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        closed_at BIGINT,
+        html_url TEXT,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (repo_id, number)
+    );
+    "#,
 ];

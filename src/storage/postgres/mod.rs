@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod copy;
+mod entities;
 mod error;
 mod migrations;
 pub mod queue;

@@ -13,10 +13,10 @@ use crate::storage::changes::{
 };
 use crate::storage::copy::{from_json_text as from_json, to_json_text as json};
 use crate::storage::copy::{
-    BranchRow, CommentRecord, CopyStore, Effect, IssueRecord, IssueState, Membership, PullRecord, PullState,
-    ReleaseRecord, RepositoryRow, TagRow,
+    BranchRow, CommentRecord, CopyStore, Effect, IssueRecord, IssueState, LabelRecord, Membership, MilestoneRecord,
+    MilestoneState, PullRecord, PullState, ReleaseRecord, RepositoryRow, ReviewCommentRecord, ReviewRecord, TagRow,
 };
-use crate::storage::sqlite::SqliteDb;
+use crate::storage::sqlite::{entities, SqliteDb};
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::sync::git::CommitInfo;
 use crate::time::now_ms;
@@ -163,11 +163,12 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect], cause: &C
                 let written = c
                     .prepare_cached(&format!(
                         "INSERT INTO pulls (repo_id, number, title, body, state, draft, merged, author, labels, assignees, \
-                         base_ref, base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+                         base_ref, base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at, milestone) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
                          ON CONFLICT (repo_id, number) DO UPDATE SET title = excluded.title, body = excluded.body, \
                          state = excluded.state, draft = excluded.draft, merged = excluded.merged, author = excluded.author, \
-                         labels = excluded.labels, assignees = excluded.assignees, base_ref = excluded.base_ref, \
+                         labels = excluded.labels, assignees = excluded.assignees, milestone = excluded.milestone, \
+                         base_ref = excluded.base_ref, \
                          base_sha = excluded.base_sha, head_ref = excluded.head_ref, head_sha = excluded.head_sha, \
                          created_at = excluded.created_at, updated_at = excluded.updated_at, closed_at = excluded.closed_at, \
                          merged_at = excluded.merged_at \
@@ -193,6 +194,7 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect], cause: &C
                             p.updated_at,
                             p.closed_at,
                             p.merged_at,
+                            p.milestone,
                         ],
                         pull_from_row,
                     )
@@ -211,8 +213,8 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect], cause: &C
                 let after = c
                     .prepare_cached(&format!(
                         "INSERT INTO issues (repo_id, number, title, body, state, author, labels, assignees, comments, \
-                         created_at, updated_at, closed_at, deleted, transferred_to) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                         created_at, updated_at, closed_at, deleted, transferred_to, milestone) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
                          ON CONFLICT (repo_id, number) DO UPDATE SET \
                          title = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.title ELSE issues.title END, \
                          body = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.body ELSE issues.body END, \
@@ -220,6 +222,7 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect], cause: &C
                          author = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.author ELSE issues.author END, \
                          labels = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.labels ELSE issues.labels END, \
                          assignees = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.assignees ELSE issues.assignees END, \
+                         milestone = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.milestone ELSE issues.milestone END, \
                          comments = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.comments ELSE issues.comments END, \
                          created_at = COALESCE(issues.created_at, excluded.created_at), \
                          closed_at = CASE WHEN excluded.updated_at >= issues.updated_at THEN excluded.closed_at ELSE issues.closed_at END, \
@@ -244,6 +247,7 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect], cause: &C
                             i.closed_at,
                             i.deleted,
                             i.transferred_to,
+                            i.milestone,
                         ],
                         issue_from_row,
                     )?;
@@ -313,6 +317,10 @@ pub fn apply_effects(c: &Connection, repo_id: i64, effects: &[Effect], cause: &C
                     )?;
                 log.record("release", release_key(r.id), release_state(before.as_ref()), release_state(Some(&after)));
             }
+            Effect::Review(review) => entities::apply_review(c, repo_id, review, &mut log)?,
+            Effect::ReviewComment(comment) => entities::apply_review_comment(c, repo_id, comment, &mut log)?,
+            Effect::Label { label, naming } => entities::apply_label(c, repo_id, label, naming, &mut log)?,
+            Effect::Milestone(milestone) => entities::apply_milestone(c, repo_id, milestone, &mut log)?,
             Effect::Repository { full_name, github_id, archived, deleted, visibility, default_branch } => {
                 let before = c
                     .prepare_cached(&format!("SELECT {REPOSITORY_COLUMNS} FROM repositories WHERE id = ?1"))?
@@ -394,10 +402,10 @@ const RETURNED_COMMIT: &str = "sha, parents, author_name, author_email, authored
      committer_email, committed_at, message, paths";
 
 const PULL_COLUMNS: &str = "number, title, body, state, draft, merged, author, labels, assignees, base_ref, \
-     base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at";
+     base_sha, head_ref, head_sha, created_at, updated_at, closed_at, merged_at, milestone";
 
 const ISSUE_COLUMNS: &str = "number, title, body, state, author, labels, assignees, comments, created_at, \
-     updated_at, closed_at, deleted, transferred_to";
+     updated_at, closed_at, deleted, transferred_to, milestone";
 
 const COMMENT_COLUMNS: &str = "id, issue_number, body, author, created_at, updated_at, deleted";
 
@@ -502,6 +510,7 @@ fn pull_from_row(r: &Row<'_>) -> rusqlite::Result<PullRecord> {
         updated_at: r.get(14)?,
         closed_at: r.get(15)?,
         merged_at: r.get(16)?,
+        milestone: r.get(17)?,
     })
 }
 
@@ -520,6 +529,7 @@ fn issue_from_row(r: &Row<'_>) -> rusqlite::Result<IssueRecord> {
         closed_at: r.get(10)?,
         deleted: r.get(11)?,
         transferred_to: r.get(12)?,
+        milestone: r.get(13)?,
     })
 }
 
@@ -618,6 +628,32 @@ impl CopyStore for SqliteCopyStore {
             .query_map(params![repo_id, limit], release_from_row)?
             .collect::<Result<_, _>>()?)
         }))
+    }
+
+    fn reviews(&self, repo_id: i64, pull: Option<u64>, limit: u32) -> BoxFuture<'_, StoreResult<Vec<ReviewRecord>>> {
+        Box::pin(self.db.read(move |c| entities::reviews(c, repo_id, pull, limit)))
+    }
+
+    fn review_comments(
+        &self,
+        repo_id: i64,
+        pull: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<ReviewCommentRecord>>> {
+        Box::pin(self.db.read(move |c| entities::review_comments(c, repo_id, pull, limit)))
+    }
+
+    fn labels(&self, repo_id: i64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<LabelRecord>>> {
+        Box::pin(self.db.read(move |c| entities::labels(c, repo_id, limit)))
+    }
+
+    fn milestones(
+        &self,
+        repo_id: i64,
+        state: MilestoneState,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<MilestoneRecord>>> {
+        Box::pin(self.db.read(move |c| entities::milestones(c, repo_id, state, limit)))
     }
 
     fn changes(&self, filter: ChangeFilter) -> BoxFuture<'_, StoreResult<Vec<ChangeRecord>>> {

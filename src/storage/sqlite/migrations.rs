@@ -244,4 +244,67 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX changes_by_cause ON changes(cause, seq);
     "#,
+    // 10: reviews, review comments, labels and milestones, and the milestone of each issue
+    // and pull request (see `storage::entities` for the rules that fill them).
+    r#"
+    ALTER TABLE pulls ADD COLUMN milestone INTEGER;
+    ALTER TABLE issues ADD COLUMN milestone INTEGER;
+    CREATE TABLE reviews (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        pull_number INTEGER NOT NULL,
+        author TEXT,
+        state TEXT NOT NULL,
+        body TEXT,
+        commit_id TEXT,
+        submitted_at INTEGER,
+        html_url TEXT,
+        PRIMARY KEY (repo_id, id)
+    );
+    CREATE INDEX reviews_by_pull ON reviews(repo_id, pull_number);
+    CREATE TABLE review_comments (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        review_id INTEGER,
+        pull_number INTEGER NOT NULL,
+        path TEXT,
+        line INTEGER,
+        side TEXT,
+        body TEXT,
+        author TEXT,
+        in_reply_to INTEGER,
+        commit_id TEXT,
+        html_url TEXT,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo_id, id)
+    );
+    CREATE INDEX review_comments_by_pull ON review_comments(repo_id, pull_number);
+    CREATE TABLE labels (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        github_id INTEGER,
+        color TEXT,
+        description TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo_id, name)
+    );
+    CREATE INDEX labels_by_github_id ON labels(repo_id, github_id);
+    CREATE TABLE milestones (
+        repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        github_id INTEGER,
+        title TEXT NOT NULL,
+        state TEXT NOT NULL,
+        description TEXT,
+        due_on INTEGER,
+        created_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        html_url TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo_id, number)
+    );
+    "#,
 ];

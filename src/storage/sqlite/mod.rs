@@ -19,6 +19,7 @@ use crate::storage::{StoreError, StoreResult};
 use migrations::MIGRATIONS;
 
 pub mod copy;
+mod entities;
 mod error;
 mod migrations;
 pub mod queue;
