@@ -218,6 +218,11 @@
   function askForToken(refused) {
     if (tokenPrompt) return tokenPrompt;
     if (refused) sessionStorage.removeItem(TOKEN_KEY);
+    const indicator = $('#live');
+    if (indicator) {
+      indicator.className = 'live off';
+      indicator.textContent = 'waiting for the admin token';
+    }
     tokenPrompt = new Promise((resolve) => {
       const input = el('input', { type: 'password', id: 'token-input', name: 'token', autocomplete: 'off', spellcheck: 'false', required: true });
       const dialog = el('dialog', { id: 'token-dialog', 'aria-labelledby': 'token-title' });
@@ -1205,7 +1210,8 @@
         try {
           byPull.set(p.number, await api(`/api/repositories/${repoId}/reviews?pull=${p.number}`));
         } catch (e) {
-          if (e.status === 404 && !/pull/i.test(e.message)) reviewsMissing = true;
+          // A daemon whose API has no reviews view yet: stop asking.
+          if (e.status === 404) reviewsMissing = true;
         }
       }));
       reviewMemo.pulls = key;
