@@ -310,6 +310,7 @@
   /** Confirm, POST, show the result, refresh the view. */
   async function runAction(button, { title, body, confirmLabel, path, result }) {
     if (!(await confirmDialog(title, body, confirmLabel))) return;
+    const wasDisabled = button.disabled;
     button.disabled = true;
     try {
       const answer = await api(path, { method: 'POST' });
@@ -317,7 +318,7 @@
     } catch (e) {
       toast(`${title} failed: ${e.message}`, 'error');
     } finally {
-      button.disabled = false;
+      button.disabled = wasDisabled;
       button.focus();
     }
     refreshNow();
@@ -445,13 +446,13 @@
     function drawInstances() {
       const list = data.health.instances || [];
       put(instances, table(
-        ['Instance', 'Role', 'Leader', 'Version', 'Started', 'Last seen'],
+        ['Instance', 'Role', 'Leader', { text: 'Version', cls: 'hide-narrow' }, { text: 'Started', cls: 'hide-narrow' }, 'Last seen'],
         list.map((i) => el('tr', null,
           el('td', null, dash(i.name), i.name === data.health.instance ? el('span', { class: 'muted', text: ' (this one)' }) : null),
           el('td', { text: dash(i.role) }),
           el('td', null, i.leader ? badge('leader', 'ok') : '—'),
-          el('td', { text: dash(i.version) }),
-          el('td', null, timeEl(i.started_at)),
+          el('td', { class: 'hide-narrow', text: dash(i.version) }),
+          el('td', { class: 'hide-narrow' }, timeEl(i.started_at)),
           el('td', null, timeEl(i.seen_at)))),
         'No instance has reported in the last minute.'));
     }
@@ -634,6 +635,18 @@
         type: 'button', 'data-action': name, text,
         onclick: (event) => runAction(event.currentTarget, describe(entry.repo)),
       });
+      const ping = action('Ping hook', 'ping', (r) => ({
+        title: 'Ping hook', confirmLabel: 'Ping',
+        body: `Ask GitHub to send a ping to ${r.repository}'s hook${r.hook_id ? ` (${r.hook_id})` : ''}?`,
+        path: `/api/repositories/${r.id}/ping`,
+        result: () => `${r.repository}: GitHub was asked for a ping.`,
+      }));
+      const catchUp = action('Run catch-up', 'catch-up', (r) => ({
+        title: 'Run catch-up', confirmLabel: 'Run catch-up',
+        body: `Read ${r.repository}'s delivery log on GitHub and have GitHub redeliver what never reached this daemon?`,
+        path: `/api/repositories/${r.id}/catch-up`,
+        result: (a) => `${r.repository}: catch-up done, ${a.redelivered ?? 0} redelivered.`,
+      }));
       const buttons = el('div', { class: 'toolbar' },
         action('Sync now', 'sync', (r) => ({
           title: 'Sync now', confirmLabel: 'Sync',
@@ -641,23 +654,13 @@
           path: `/api/repositories/${r.id}/sync`,
           result: (a) => `${r.repository}: synced, ${a.changes ?? 0} changes recorded.`,
         })),
-        action('Ping hook', 'ping', (r) => ({
-          title: 'Ping hook', confirmLabel: 'Ping',
-          body: `Ask GitHub to send a ping to ${r.repository}'s hook${r.hook_id ? ` (${r.hook_id})` : ''}?`,
-          path: `/api/repositories/${r.id}/ping`,
-          result: () => `${r.repository}: GitHub was asked for a ping.`,
-        })),
-        action('Run catch-up', 'catch-up', (r) => ({
-          title: 'Run catch-up', confirmLabel: 'Run catch-up',
-          body: `Read ${r.repository}'s delivery log on GitHub and have GitHub redeliver what never reached this daemon?`,
-          path: `/api/repositories/${r.id}/catch-up`,
-          result: (a) => `${r.repository}: catch-up done, ${a.redelivered ?? 0} redelivered.`,
-        })),
+        ping,
+        catchUp,
         el('a', { class: 'button', href: `#/deliveries?repository=${encodeURIComponent(repo.repository)}`, text: 'Deliveries' }),
         el('a', { class: 'button', href: `#/copy/${repo.id}`, text: 'Local copy' }));
       const node = el('section', { class: 'panel repository', 'data-repository': repo.repository },
         el('div', { class: 'header-row' }, el('div', { class: 'toolbar' }, title, mode), buttons), reason, fields);
-      entry = { node, title, mode, reason, fields, repo, memo: {} };
+      entry = { node, title, mode, reason, fields, repo, memo: {}, hookActions: [ping, catchUp] };
       cards.set(repo.id, entry);
       return entry;
     }
@@ -672,6 +675,12 @@
       put(entry.title, githubLink(githubBase(repo), repo.repository));
       put(entry.mode, badge(dash(repo.mode), repo.mode));
       entry.reason.textContent = repo.mode_reason || '';
+      // Ping and catch-up ask GitHub about the hook: without one there is nothing to ask.
+      for (const button of entry.hookActions) {
+        button.disabled = !repo.hook_id;
+        if (repo.hook_id) button.removeAttribute('title');
+        else button.title = `Needs a webhook: futurnal sources github webhook enable ${repo.repository}`;
+      }
       const response = repo.last_response;
       put(entry.fields,
         field('Hook', repo.hook_id ? String(repo.hook_id) : 'none'),
@@ -685,7 +694,9 @@
         field('Polling watermark', timeEl(repo.poll_watermark)),
         field('Mirror size', bytes(repo.mirror_bytes)),
         field('Last sync', timeEl(repo.last_sync_at)),
-        field('Branches', Array.isArray(repo.branches) && repo.branches.length ? repo.branches.map((b) => el('code', { class: 'label-chip', text: b })) : '—'),
+        field('Branches tracked', Array.isArray(repo.branches) && repo.branches.length
+          ? repo.branches.map((b) => el('code', { class: 'label-chip', text: b }))
+          : ['the default branch', repo.default_branch ? [' (', el('code', { text: repo.default_branch }), ')'] : null]),
       );
     }
 
@@ -933,8 +944,18 @@
     return el('span', { text: String(value) });
   }
 
-  /** A foldable tree of `value`; children of a closed node are built when it is opened. */
-  function jsonTree(value, key, depth, openDepth) {
+  /** The objects every payload carries (who sent it, which repository): folded at first,
+   * so that what the event is about shows without scrolling. */
+  const ENVELOPE = new Set(['repository', 'sender', 'organization', 'installation', 'enterprise']);
+
+  /** How much of a payload is unfolded at first: the top level, and its objects other
+   * than the envelope. */
+  const payloadOpen = (depth, key) => depth === 0 || (depth === 1 && !ENVELOPE.has(key));
+  const allFolded = () => false;
+
+  /** A foldable tree of `value`; children of a closed node are built when it is opened.
+   * `unfolded(depth, key)` says which nodes start open. */
+  function jsonTree(value, key, depth, unfolded) {
     const keyPart = key === undefined ? null : [el('span', { class: 'key', text: typeof key === 'number' ? String(key) : JSON.stringify(key) }), ': '];
     if (value === null || typeof value !== 'object') return el('div', { class: 'row' }, keyPart, jsonValue(value));
     const isArray = Array.isArray(value);
@@ -947,10 +968,10 @@
     const build = () => {
       if (built) return;
       built = true;
-      node.append(...entries.map(([k, v]) => jsonTree(v, k, depth + 1, openDepth)));
+      node.append(...entries.map(([k, v]) => jsonTree(v, k, depth + 1, unfolded)));
     };
     node.addEventListener('toggle', () => node.open && build());
-    if (depth < openDepth) {
+    if (unfolded(depth, key)) {
       node.open = true;
       build();
     }
@@ -986,7 +1007,7 @@
         title: 'Replay delivery', confirmLabel: 'Replay',
         body: `Process delivery ${id} again, as if it had just arrived? Its effects are idempotent: what is already stored is not applied twice.`,
         path: `/api/deliveries/${encodeURIComponent(id)}/replay`,
-        result: (a) => `Delivery ${id} queued again (${(a.delivery && a.delivery.status) || a.status || 'queued'}).`,
+        result: () => `Delivery ${id} queued again.`,
       }),
     });
     put(root,
@@ -1018,13 +1039,15 @@
     function drawAttempts(list) {
       put(attempts, el('h2', { text: `Attempts (${list.length})` }), table(
         ['#', 'Started', 'Finished', 'Took', 'Worker', 'Outcome', 'Error'],
-        list.map((a) => {
+        list.map((a, i) => {
           const took = a.started_at && a.finished_at ? (new Date(a.finished_at) - new Date(a.started_at)) / 1000 : null;
+          // A replay starts counting again at 1.
+          const replay = i > 0 && a.attempt === 1;
           return el('tr', null,
-            el('td', { class: 'num', text: String(a.attempt ?? '') }),
+            el('td', { class: 'num' }, String(a.attempt ?? ''), replay ? el('span', { class: 'muted', text: ' (replay)' }) : null),
             el('td', null, timeEl(a.started_at)),
             el('td', null, timeEl(a.finished_at)),
-            el('td', { class: 'num', text: took === null ? '—' : duration(took) }),
+            el('td', { class: 'num', text: took === null ? '—' : took < 1 && /:\d\dZ$/.test(a.finished_at) ? '< 1 s' : duration(took) }),
             el('td', { text: dash(a.worker) }),
             el('td', null, badge(dash(a.outcome), a.outcome)),
             el('td', { class: 'error', text: a.error || '' }));
@@ -1041,7 +1064,7 @@
           el('td', { text: dash(c.kind) }),
           el('td', { class: 'mono', text: dash(c.key) }),
           el('td', null, badge(dash(c.op), c.op)),
-          el('td', null, c.state === undefined || c.state === null ? '—' : el('div', { class: 'json' }, jsonTree(c.state, undefined, 0, 0))))), ''));
+          el('td', null, c.state === undefined || c.state === null ? '—' : el('div', { class: 'json' }, jsonTree(c.state, undefined, 0, allFolded))))), ''));
     }
 
     function drawHeaders(kept) {
@@ -1062,7 +1085,7 @@
         raw.hidden = false;
         tree.hidden = true;
       } else {
-        tree.append(jsonTree(body, undefined, 0, 2));
+        tree.append(jsonTree(body, undefined, 0, payloadOpen));
       }
       const toggleRaw = el('button', {
         type: 'button', 'aria-pressed': String(!raw.hidden), text: 'Raw JSON',
@@ -1145,7 +1168,7 @@
         s.value = state;
         return el('label', null, 'State ', s);
       };
-      const limitButton = el('button', { type: 'button', id: 'copy-more', text: `Show ${limit + 50} instead of ${limit}`, onclick: () => go({ ...(branch ? { branch } : {}), ...(state ? { state } : {}), limit: String(limit + 50) }) });
+      const limitButton = el('button', { type: 'button', id: 'copy-more', text: `Show 50 more (${limit} shown)`, onclick: () => go({ ...(branch ? { branch } : {}), ...(state ? { state } : {}), limit: String(limit + 50) }) });
       if (tab === 'commits') {
         const branchSelect = el('select', { id: 'copy-branch', onchange: (e) => go(e.target.value ? { branch: e.target.value } : {}) }, el('option', { value: '', text: 'all branches' }));
         put(controls, el('label', null, 'Branch ', branchSelect), limitButton);

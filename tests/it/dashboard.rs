@@ -479,10 +479,16 @@ async fn the_dashboard_shows_every_page_filters_replays_and_escapes_hostile_payl
             "return [...document.querySelectorAll('.toast')].some(t => /synced, \\d+ changes/.test(t.textContent))",
         )
         .await;
-    // Without a GitHub token a ping cannot be asked for: the page says why.
-    browser.click(&format!("{card} button[data-action='ping']")).await;
-    browser.confirm("ping").await;
-    browser.wait("the ping's refusal", "return [...document.querySelectorAll('.toast.error')].some(t => t.textContent.includes('Ping hook failed'))").await;
+    // Without a hook there is nothing to ping or catch up: those buttons are off and say why.
+    let off = browser
+        .js(&format!("return [...document.querySelectorAll(\"{card} button[data-action='ping'], {card} button[data-action='catch-up']\")].map(b => b.disabled && b.title)"))
+        .await;
+    assert!(off.as_array().unwrap().iter().all(|t| t.as_str().is_some_and(|t| t.contains("webhook enable"))), "{off}");
+    // An action that fails says why: octo/broken's remote is gone.
+    let broken = "section[data-repository='octo/broken']";
+    browser.click(&format!("{broken} button[data-action='sync']")).await;
+    browser.confirm("octo/broken").await;
+    browser.wait("the failed sync's reason", "return [...document.querySelectorAll('.toast.error')].some(t => t.textContent.startsWith('Sync now failed: sync failed'))").await;
     browser.screenshot("repositories", 1280, false).await;
 
     // ---- Deliveries: every status listed; filtered by status; a live arrival.
@@ -578,6 +584,12 @@ async fn the_dashboard_shows_every_page_filters_replays_and_escapes_hostile_payl
     // ---- The hostile payload: shown as text, nothing of it run or rendered.
     browser.goto(&format!("{base}/#/deliveries/{}", seeded.hostile)).await;
     browser.wait("the payload tree", "return document.querySelector('#payload-tree details')").await;
+    // Drawn at once with the tree: an element made from the payload would be there now.
+    assert_eq!(
+        browser.js("return document.querySelectorAll('img, script:not([src])').length").await,
+        0,
+        "no element came from the payload"
+    );
     let shown = browser
         .wait("the hostile title as text", &format!("return [...document.querySelectorAll('#payload-tree .str')].find(s => s.textContent === {})?.textContent", json!(json!(HOSTILE).to_string())))
         .await;
@@ -585,11 +597,6 @@ async fn the_dashboard_shows_every_page_filters_replays_and_escapes_hostile_payl
     let xpath = format!("//span[@class='str' and text()='{}']", json!(HOSTILE));
     let element = browser.client.find(Locator::XPath(&xpath)).await.unwrap();
     assert!(element.is_displayed().await.unwrap(), "the hostile string is visible");
-    assert_eq!(
-        browser.js("return document.querySelectorAll('img, script:not([src])').length").await,
-        0,
-        "no element came from the payload"
-    );
     assert!(
         browser
             .js("return document.querySelector('#payload-size').textContent")
