@@ -1378,6 +1378,7 @@
   function refreshNow() {
     clearTimeout(refreshTimer);
     const current = view;
+    const started = Date.now();
     const run = (async () => {
       if (refreshing) await refreshing.catch(() => {});
       if (current !== view) return;
@@ -1392,8 +1393,9 @@
     run.finally(() => {
       if (refreshing === run) refreshing = null;
       if (current === view) {
+        // Every REFRESH_MS from the start of the last read, however long it took.
         clearTimeout(refreshTimer);
-        refreshTimer = setTimeout(tick, REFRESH_MS);
+        refreshTimer = setTimeout(tick, Math.max(100, REFRESH_MS - (Date.now() - started)));
       }
     });
     return run;

@@ -606,6 +606,7 @@ async fn the_dashboard_shows_every_page_filters_replays_and_escapes_hostile_payl
             .contains("KiB"),
         "the payload's size"
     );
+    browser.screenshot("delivery-hostile", 1280, false).await;
     browser.click("#delivery-payload button:nth-of-type(2)").await;
     assert_eq!(
         browser.js("return [...document.querySelectorAll('#payload-tree details')].every(d => !d.open)").await,
@@ -619,7 +620,6 @@ async fn the_dashboard_shows_every_page_filters_replays_and_escapes_hostile_payl
         "unfolded"
     );
     browser.assert_no_alert().await;
-    browser.screenshot("delivery-hostile", 1280, false).await;
 
     // ---- The local copy: commits with their paths, the issue with the hostile title,
     // pull requests, releases, branches; each linked to GitHub.
