@@ -18,6 +18,7 @@ use super::AppState;
 use crate::output;
 use crate::storage::changes::ChangeFilter;
 use crate::storage::copy::{IssueState, PullState};
+use crate::storage::entities::MilestoneState;
 use crate::storage::queue::{DeliveryFilter, DeliveryRecord, DeliveryStatus};
 use crate::storage::registry::{RepoRef, TrackedRepository};
 use crate::storage::StoreError;
@@ -380,6 +381,7 @@ pub struct CopyQuery {
     branch: Option<String>,
     state: Option<String>,
     limit: Option<u32>,
+    pull: Option<u64>,
 }
 
 /// `GET /api/repositories/{id}/{what}`: the local copy, in the query commands' shapes.
@@ -422,10 +424,30 @@ pub async fn copy(
             copy.issues(repo.id, issue_state, limit).await.map(|r| r.iter().map(output::issue_json).collect())
         }
         "releases" => copy.releases(repo.id, limit).await.map(|r| r.iter().map(output::release_json).collect()),
+        "reviews" => copy.reviews(repo.id, q.pull, limit).await.map(|r| r.iter().map(output::review_json).collect()),
+        "review-comments" => copy
+            .review_comments(repo.id, q.pull, limit)
+            .await
+            .map(|r| r.iter().map(output::review_comment_json).collect()),
+        "labels" => copy.labels(repo.id, limit).await.map(|r| r.iter().map(output::label_json).collect()),
+        "milestones" => {
+            let milestone_state = match q.state.as_deref().unwrap_or("all") {
+                "open" => MilestoneState::Open,
+                "closed" => MilestoneState::Closed,
+                "all" => MilestoneState::All,
+                other => return error(StatusCode::BAD_REQUEST, format!("unknown state '{other}'")),
+            };
+            copy.milestones(repo.id, milestone_state, limit)
+                .await
+                .map(|r| r.iter().map(output::milestone_json).collect())
+        }
         other => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("unknown view '{other}': branches, commits, pulls, issues or releases"),
+                format!(
+                    "unknown view '{other}': branches, commits, pulls, issues, releases, reviews, review-comments, \
+                     labels or milestones"
+                ),
             )
         }
     };

@@ -211,6 +211,11 @@ async fn repositories_their_local_copy_and_the_sync_action() {
     assert_eq!(issues.as_array().unwrap()[0]["title"], "In the copy");
     let (status, _) = get(&app, &format!("/api/repositories/{repo_id}/widgets")).await;
     assert_eq!(status, 404);
+    for view in ["branches", "commits", "pulls", "releases", "reviews", "review-comments", "labels", "milestones"] {
+        let (status, rows) = get(&app, &format!("/api/repositories/{repo_id}/{view}")).await;
+        assert_eq!(status, 200, "{view}: {rows}");
+        assert!(rows.is_array(), "{view}: {rows}");
+    }
     let (status, _) = get(&app, "/api/repositories/999/issues").await;
     assert_eq!(status, 404);
 
