@@ -1224,21 +1224,26 @@
       return badge(dash(p.state), p.state);
     }
 
+    /** The repository's reviews by pull request number: one request, made again when the
+     * pull requests changed or the change feed said something did. */
     async function reviewsFor(pulls) {
       if (reviewsMissing) return reviewMemo.byPull;
       const key = JSON.stringify(pulls.map((p) => [p.number, p.updated_at]));
       if (reviewMemo.pulls === key && reviewMemo.generation === feedGeneration) return reviewMemo.byPull;
+      const generation = feedGeneration;
       const byPull = new Map();
-      await Promise.all(pulls.slice(0, 50).map(async (p) => {
-        try {
-          byPull.set(p.number, await api(`/api/repositories/${repoId}/reviews?pull=${p.number}`));
-        } catch (e) {
-          // A daemon whose API has no reviews view yet: stop asking.
-          if (e.status === 404) reviewsMissing = true;
+      try {
+        for (const review of await api(`/api/repositories/${repoId}/reviews?limit=1000`)) {
+          if (!byPull.has(review.pull_number)) byPull.set(review.pull_number, []);
+          byPull.get(review.pull_number).push(review);
         }
-      }));
+      } catch (e) {
+        // A daemon whose API has no reviews view: show the pull requests without them.
+        if (e.status !== 404) throw e;
+        reviewsMissing = true;
+      }
       reviewMemo.pulls = key;
-      reviewMemo.generation = feedGeneration;
+      reviewMemo.generation = generation;
       reviewMemo.byPull = byPull;
       return byPull;
     }
@@ -1250,9 +1255,12 @@
           el('td', null,
             githubLink(`${base()}/pull/${encodeURIComponent(p.number)}`, `#${p.number} ${dash(p.title)}`),
             el('div', null, labelChips(p.labels)),
-            own.length ? el('ul', { class: 'reviews', 'aria-label': 'Reviews' }, own.map((r) => el('li', null,
+            own.length ? el('ul', { class: 'reviews', 'aria-label': 'Reviews' }, own.map((r) => el('li', { 'data-review': String(r.id) },
               badge(String(r.state || '').toLowerCase().replace(/_/g, ' ') || 'review', /approved/i.test(r.state) ? 'ok' : /changes/i.test(r.state) ? 'bad' : 'neutral'),
-              ` ${dash(r.author)} · `, timeEl(r.submitted_at),
+              ` ${dash(r.author)} · `,
+              r.html_url && safeHref(r.html_url)
+                ? el('a', { href: r.html_url, rel: 'noreferrer noopener', target: '_blank', title: 'The review on GitHub' }, timeEl(r.submitted_at))
+                : timeEl(r.submitted_at),
               r.body ? el('div', { class: 'message muted', text: r.body }) : null))) : null),
           el('td', null, pullState(p)),
           el('td', { text: dash(p.author) }),

@@ -327,9 +327,13 @@ async fn seed(app: &TestApp, handler: &FailOnce) -> Seeded {
     let hostile = deliver(app, "issues", &issue).await;
     let pull = fixture_for("payloads/pull_request/opened.payload.json", REPO, REPO_ID);
     let pull_id = deliver(app, "pull_request", &pull).await;
+    let mut review = fixture_for("payloads/pull_request_review/submitted.payload.json", REPO, REPO_ID);
+    review["review"]["state"] = "approved".into();
+    review["review"]["body"] = format!("Looks good {HOSTILE}").into();
+    let review_id = deliver(app, "pull_request_review", &review).await;
     let release = fixture_for("payloads/release/published.payload.json", REPO, REPO_ID);
     let release_id = deliver(app, "release", &release).await;
-    for id in [&push, &hostile, &pull_id, &release_id] {
+    for id in [&push, &hostile, &pull_id, &review_id, &release_id] {
         app.wait_for_status(id, DeliveryStatus::Done).await;
     }
 
@@ -650,6 +654,16 @@ async fn the_dashboard_shows_every_page_filters_replays_and_escapes_hostile_payl
             "return document.querySelector('tr[data-pull] a')?.href.includes('/octo/hello/pull/')",
         )
         .await;
+    // With its review, whose body (hostile too) is text.
+    let review = browser
+        .wait(
+            "the pull request's review",
+            "return document.querySelector('tr[data-pull=\"2\"] li[data-review]')?.innerText",
+        )
+        .await;
+    let review = review.as_str().unwrap();
+    assert!(review.contains("approved") && review.contains(&format!("Looks good {HOSTILE}")), "{review}");
+    assert_eq!(browser.js("return document.querySelectorAll('img').length").await, 0);
     browser.screenshot("copy-pulls", 1280, false).await;
     browser.goto(&format!("{copy}/releases")).await;
     browser
