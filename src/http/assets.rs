@@ -147,13 +147,14 @@ mod tests {
         assert!(!page.contains("<style") && !page.contains("style="), "{INDEX}");
         assert!(!has_event_handler_attribute(&page), "{INDEX}");
         let script = std::str::from_utf8(FILES[0].body).unwrap();
-        for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
-            assert!(!script.contains(banned), "app.js uses {banned}");
-        }
         for (line_number, line) in script.lines().enumerate() {
             let code = line.trim_start();
+            // Comments may name what the code never does.
             if code.starts_with("//") || code.starts_with('*') || code.starts_with("/*") {
                 continue;
+            }
+            for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
+                assert!(!code.contains(banned), "line {}: app.js uses {banned}: {line}", line_number + 1);
             }
             // Requests go to this origin only: no absolute URL is ever fetched.
             assert!(
