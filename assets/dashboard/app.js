@@ -1144,6 +1144,7 @@
     const state = params.get('state') || (tab === 'pulls' || tab === 'issues' ? 'all' : '');
     const branch = params.get('branch') || '';
     let reviewsMissing = false;
+    let moreButton = null;
     const reviewMemo = { generation: -1, pulls: '', byPull: new Map() };
 
     function href(nextTab, extra) {
@@ -1168,17 +1169,21 @@
         s.value = state;
         return el('label', null, 'State ', s);
       };
-      const limitButton = el('button', { type: 'button', id: 'copy-more', text: `Show 50 more (${limit} shown)`, onclick: () => go({ ...(branch ? { branch } : {}), ...(state ? { state } : {}), limit: String(limit + 50) }) });
+      // Offered only when the list filled the limit (there may be more).
+      const limitButton = el('button', { type: 'button', id: 'copy-more', text: 'Show 50 more', hidden: true, onclick: () => go({ ...(branch ? { branch } : {}), ...(state ? { state } : {}), limit: String(limit + 50) }) });
       if (tab === 'commits') {
         const branchSelect = el('select', { id: 'copy-branch', onchange: (e) => go(e.target.value ? { branch: e.target.value } : {}) }, el('option', { value: '', text: 'all branches' }));
+        moreButton = limitButton;
         put(controls, el('label', null, 'Branch ', branchSelect), limitButton);
         api(`/api/repositories/${repoId}/branches`).then((branches) => {
           branchSelect.append(...branches.map((b) => el('option', { value: b.name, text: b.name })));
           branchSelect.value = branch;
         }).catch(() => {});
       } else if (tab === 'pulls') {
+        moreButton = limitButton;
         put(controls, stateSelect(['all', 'open', 'closed', 'merged']), limitButton);
       } else if (tab === 'issues') {
+        moreButton = limitButton;
         put(controls, stateSelect(['all', 'open', 'closed']), limitButton);
       } else {
         put(controls, el('span', { class: 'muted', text: 'From the local copy; each entry links to GitHub.' }));
@@ -1305,13 +1310,16 @@
           const query = new URLSearchParams({ limit: String(limit) });
           if (branch) query.set('branch', branch);
           const list = await api(`${path}/commits?${query}`);
+          if (moreButton) moreButton.hidden = list.length < limit;
           if (changed(memo, 'list', list)) drawCommits(list);
         } else if (tab === 'pulls') {
           const list = await api(`${path}/pulls?${new URLSearchParams({ state, limit: String(limit) })}`);
+          if (moreButton) moreButton.hidden = list.length < limit;
           const reviews = await reviewsFor(list);
           if (changed(memo, 'list', [list, [...reviews]])) drawPulls(list, reviews);
         } else if (tab === 'issues') {
           const list = await api(`${path}/issues?${new URLSearchParams({ state, limit: String(limit) })}`);
+          if (moreButton) moreButton.hidden = list.length < limit;
           if (changed(memo, 'list', list)) drawIssues(list);
         } else {
           const list = await api(`${path}/releases`);
