@@ -867,16 +867,16 @@
 
     async function bulkReplay(button) {
       const scope = replayScope();
-      const query = new URLSearchParams({ status: scope });
-      if (filters.repository) query.set('repository', filters.repository);
-      if (filters.event) query.set('event', filters.event);
-      const what = [`every ${scope} delivery`, filters.repository ? ` of ${filters.repository}` : ' of every repository', filters.event ? ` with event ${filters.event}` : ''].join('');
-      const ignored = ['action', 'range', 'since', 'until', 'q'].filter((k) => filters[k]);
-      const note = ignored.length ? ' The action, time and id filters do not narrow this.' : '';
+      // The same filters as the list (the server narrows the replay by each of them).
+      const query = apiQuery('');
+      query.delete('limit');
+      query.set('status', scope);
+      const narrowed = ['action', 'range', 'since', 'until', 'q'].some((k) => filters[k]);
+      const what = [`every ${scope} delivery`, filters.repository ? ` of ${filters.repository}` : ' of every repository', filters.event ? ` with event ${filters.event}` : '', narrowed ? ' that the other filters shown select' : ''].join('');
       await runAction(button, {
         title: `Replay all ${scope}`,
         confirmLabel: 'Replay',
-        body: `Process ${what} again, in the order they arrived?${note}`,
+        body: `Process ${what} again, in the order they arrived?`,
         path: `/api/deliveries/replay?${query}`,
         result: (a) => `${a.replayed ?? 0} ${scope} deliveries queued again.`,
       });
