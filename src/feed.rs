@@ -246,7 +246,7 @@ pub async fn prune_loop(
 ) {
     let Some(retention) = retention else { return };
     loop {
-        let cutoff = crate::time::now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = crate::serve::retention_cutoff(crate::time::now_ms(), retention);
         match copy.prune_changes(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(changes = n, "Pruned changes past the retention period"),

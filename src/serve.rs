@@ -394,7 +394,7 @@ async fn maintenance(state: Arc<AppState>, shutdown: CancellationToken) {
 
 /// Deliveries received before this were received longer ago than `retention` (none, for
 /// a retention longer than the clock goes back).
-fn retention_cutoff(now_ms: i64, retention: Duration) -> i64 {
+pub(crate) fn retention_cutoff(now_ms: i64, retention: Duration) -> i64 {
     now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
 }
 
