@@ -56,7 +56,37 @@ pub fn repository_json(r: &TrackedRepository, quiet: std::time::Duration) -> Val
 }
 
 pub fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+    let mut text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    text.push('\n');
+    write_stdout(&text);
+}
+
+/// Writes a command's output. A reader that went away (`futurnal … | head`) ends the
+/// command quietly with status 0, as `git log | head` does, instead of a panic with a
+/// backtrace (the Rust runtime ignores SIGPIPE, so a closed pipe is an error here);
+/// any other failure to write is one line on stderr and status 1.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write the output: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// `println!` for command output, through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// A left-aligned table with a header row; empty cells print as `-`.
@@ -78,7 +108,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}  ", w = *w));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(headers.to_vec());
     for row in &rows {

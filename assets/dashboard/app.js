@@ -54,6 +54,12 @@
     }
   }
 
+  /** A delivery id's first 8 characters (GitHub's ids are UUIDs; the page search takes a beginning). */
+  function shortId(id) {
+    const text = String(id ?? '');
+    return text.length > 9 ? `${text.slice(0, 8)}…` : text;
+  }
+
   /** The page's own routes, and http(s) URLs elsewhere; nothing else becomes a link. */
   function safeHref(value) {
     const text = String(value);
@@ -885,7 +891,9 @@
     function row(d) {
       return el('tr', { 'data-delivery': d.delivery_id, 'data-status': d.status },
         el('td', { class: 'nowrap' }, timeEl(d.received_at)),
-        el('td', { class: 'id' }, el('a', { href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, text: d.delivery_id })),
+        // The id's first 8 characters (as GitHub's own list shows them; the search takes a
+        // beginning), the whole id on hover and for a screen reader: the row then fits 1280 px.
+        el('td', { class: 'id' }, el('a', { href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, title: d.delivery_id, 'aria-label': `delivery ${d.delivery_id}`, text: shortId(d.delivery_id) })),
         el('td', { text: dash(d.event) }),
         el('td', { class: 'hide-narrow', text: dash(d.action) }),
         el('td', { text: dash(d.repository) }),

@@ -5,7 +5,6 @@
 //! it; a database that goes away (PostgreSQL restarting) is waited for, and reading goes
 //! on from the last change printed: nothing is skipped or printed twice.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -40,7 +39,7 @@ pub(super) async fn changes(config: &Config, backend: &Backend, args: ChangesArg
     if !args.follow {
         let page = read_or_resync(&*backend.copy, &filter).await?;
         if page.changes.is_empty() && !config.json {
-            println!("No changes after seq {}.", filter.since);
+            crate::outln!("No changes after seq {}.", filter.since);
             return Ok(());
         }
         out.print(&page.changes)?;
@@ -137,11 +136,7 @@ impl Printer {
             }
             text.push('\n');
         }
-        let mut stdout = std::io::stdout().lock();
-        match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-            Err(e) => Err(e.into()),
-        }
+        crate::output::write_stdout(&text);
+        Ok(())
     }
 }

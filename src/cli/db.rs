@@ -69,7 +69,7 @@ async fn secret_key(config: &Config, command: SecretKeyCommand) -> anyhow::Resul
     if config.json {
         print_json(&json!({ "key": message }));
     } else {
-        println!("{ENV}: {message}");
+        crate::outln!("{ENV}: {message}");
     }
     Ok(())
 }
@@ -101,52 +101,53 @@ async fn migrate(config: &Config, config_file: Option<&Path>, args: MigrateArgs)
         Some(schema) => format!("{shown_url} (schema {schema})"),
         None => shown_url.clone(),
     };
-    println!("Copied {} into PostgreSQL at {target}, in one transaction.", source.display());
-    println!();
+    crate::outln!("Copied {} into PostgreSQL at {target}, in one transaction.", source.display());
+    crate::outln!();
     let rows: Vec<Vec<String>> =
         report.tables.iter().map(|t| vec![t.table.to_owned(), t.source.to_string(), t.target.to_string()]).collect();
     print_table(&["TABLE", "SQLITE", "POSTGRESQL"], &rows);
-    println!();
-    println!(
+    crate::outln!();
+    crate::outln!(
         "Verified: read back after the commit, every table has as many rows in PostgreSQL as in the SQLite \
          snapshot taken at {}.",
         rfc3339(report.snapshot_at_ms)
     );
-    println!(
+    crate::outln!(
         "{} pending deliveries were copied, in their order per repository; the next repository added gets id {}.",
-        report.pending, report.next_repository_id
+        report.pending,
+        report.next_repository_id
     );
     if report.processing > 0 {
-        println!(
+        crate::outln!(
             "{} of them were being processed at the snapshot: the daemon queues them again when it starts.",
             report.processing
         );
     }
-    println!(
+    crate::outln!(
         "Deliveries received after the snapshot were not copied: stop the daemon (futurnal serve) before \
          migrating, or, if it was running, migrate again into an empty database once it is stopped."
     );
-    println!();
+    crate::outln!();
     let file = match config_file {
         Some(path) => path.display().to_string(),
         None => dirs::config_dir()
             .map(|d| d.join("futurnal").join("config.toml").display().to_string())
             .unwrap_or_else(|| "config.toml".to_owned()),
     };
-    println!("To use PostgreSQL from now on, set in {file}:");
-    println!();
-    println!("    database_url = \"{shown_url}\"");
+    crate::outln!("To use PostgreSQL from now on, set in {file}:");
+    crate::outln!();
+    crate::outln!("    database_url = \"{shown_url}\"");
     if let Some(schema) = schema {
-        println!("    [postgres]");
-        println!("    schema = \"{schema}\"");
+        crate::outln!("    [postgres]");
+        crate::outln!("    schema = \"{schema}\"");
     }
-    println!();
-    println!("or in the environment: FUTURNAL_DATABASE_URL={shown_url}");
+    crate::outln!();
+    crate::outln!("or in the environment: FUTURNAL_DATABASE_URL={shown_url}");
     if shown_url != url {
-        println!("(with the real password in place of <redacted>)");
+        crate::outln!("(with the real password in place of <redacted>)");
     }
-    println!();
-    println!(
+    crate::outln!();
+    crate::outln!(
         "Keep the data dir ({}): hook secrets stay in the OS keychain or its hook-secrets/, which the \
          receiver needs and the database does not hold. Its git mirrors are a cache: a host without them \
          clones each repository when it first needs it. The SQLite file is left as it was.",

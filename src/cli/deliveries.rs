@@ -48,7 +48,7 @@ pub(super) async fn deliveries(config: &Config, backend: &Backend, args: Deliver
     if config.json {
         print_json(&Value::Array(records.iter().map(output::delivery_json).collect()));
     } else if records.is_empty() {
-        println!("No deliveries.");
+        crate::outln!("No deliveries.");
     } else {
         print_table(&output::DELIVERY_HEADERS, &records.iter().map(output::delivery_row).collect::<Vec<_>>());
     }
@@ -60,7 +60,7 @@ pub(super) async fn replay(config: &Config, backend: &Backend, delivery_id: &str
     if config.json {
         print_json(&output::delivery_json(&record));
     } else {
-        println!(
+        crate::outln!(
             "Queued delivery {} ({} {}) again; a running `futurnal serve` picks it up within a second",
             record.delivery_id,
             record.event,

@@ -120,7 +120,7 @@ pub(super) async fn enable(config: &Config, backend: &Backend, args: EnableArgs)
             "ping_received": ping_seen,
         }));
     } else {
-        println!(
+        crate::outln!(
             "{} hook {} for {} at {url}\n{}Secret stored in {location} (never printed)\n{}",
             if created { "Created" } else { "Updated" },
             hook.id,

@@ -43,7 +43,7 @@ pub(super) async fn disable(config: &Config, backend: &Backend, repo: &str) -> a
     if config.json {
         print_json(&json!({ "repository": repo.full_name, "hook_id": hook_id, "mode": "polling" }));
     } else {
-        println!("Deleted hook {hook_id} of {}; the repository is back to polling", repo.full_name);
+        crate::outln!("Deleted hook {hook_id} of {}; the repository is back to polling", repo.full_name);
     }
     Ok(())
 }
@@ -144,10 +144,10 @@ pub(super) async fn catch_up(config: &Config, backend: &Backend, repo: Option<&s
     if config.json {
         print_json(&Value::Array(rows));
     } else if rows.is_empty() {
-        println!("No repository has a webhook enabled by futurnal; nothing to catch up.");
+        crate::outln!("No repository has a webhook enabled by futurnal; nothing to catch up.");
     } else {
         for row in rows {
-            println!(
+            crate::outln!(
                 "{}: {} deliveries in GitHub's log, {} asked to be redelivered, {} already asked for earlier",
                 row["repository"].as_str().unwrap_or_default(),
                 row["seen"],
@@ -188,7 +188,7 @@ pub(super) async fn rotate_secret(config: &Config, backend: &Backend, repo: &str
             "secret_location": location.to_string(),
         }));
     } else {
-        println!(
+        crate::outln!(
             "Rotated the secret of hook {hook_id} ({}); the old one stays accepted until a delivery signed with the new \
              one arrives (at most 24 h). Stored in {location}",
             repo.full_name,

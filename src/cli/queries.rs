@@ -15,7 +15,7 @@ fn print_rows<T>(config: &Config, rows: &[T], to_json: fn(&T) -> Value, headers:
     if config.json {
         print_json(&Value::Array(rows.iter().map(to_json).collect()));
     } else if rows.is_empty() {
-        println!("Nothing recorded yet.");
+        crate::outln!("Nothing recorded yet.");
     } else {
         print_table(headers, &rows.iter().map(row).collect::<Vec<_>>());
     }

@@ -31,12 +31,15 @@ pub(super) async fn add(config: &Config, backend: &Backend, args: AddArgs) -> an
     if config.json {
         print_json(&output::repository_json(repo, config.poll.quiet));
     } else if let Some(synced) = added.synced {
-        println!(
+        crate::outln!(
             "Tracking {} (id {}): {} branch(es), {} commit(s) recorded",
-            repo.full_name, repo.id, synced.branches, synced.commits
+            repo.full_name,
+            repo.id,
+            synced.branches,
+            synced.commits
         );
     } else {
-        println!("Tracking {} (id {}), not synced yet", repo.full_name, repo.id);
+        crate::outln!("Tracking {} (id {}), not synced yet", repo.full_name, repo.id);
     }
     Ok(())
 }
@@ -46,7 +49,7 @@ pub(super) async fn list(config: &Config, backend: &Backend) -> anyhow::Result<(
     if config.json {
         print_json(&Value::Array(repos.iter().map(|r| output::repository_json(r, config.poll.quiet)).collect()));
     } else if repos.is_empty() {
-        println!("No repositories tracked. Add one with: futurnal sources github add OWNER/NAME");
+        crate::outln!("No repositories tracked. Add one with: futurnal sources github add OWNER/NAME");
     } else {
         print_table(
             &output::REPOSITORY_HEADERS,
@@ -75,7 +78,7 @@ pub(super) async fn remove(config: &Config, backend: &Backend, repo: &str) -> an
     if config.json {
         print_json(&output::repository_json(&removed, config.poll.quiet));
     } else {
-        println!("Stopped tracking {} (id {})", removed.full_name, removed.id);
+        crate::outln!("Stopped tracking {} (id {})", removed.full_name, removed.id);
     }
     Ok(())
 }
@@ -91,7 +94,7 @@ pub(super) async fn sync(config: &Config, backend: &Backend, repo: &str) -> anyh
     if config.json {
         print_json(&Value::Array(branches.iter().map(output::branch_json).collect()));
     } else {
-        println!("Synced {} ({count} changes): {} branch(es)", repo.full_name, branches.len());
+        crate::outln!("Synced {} ({count} changes): {} branch(es)", repo.full_name, branches.len());
     }
     Ok(())
 }

@@ -61,7 +61,7 @@ pub(super) async fn simulate(config: &Config, args: SimulateArgs) -> anyhow::Res
             "response": answer,
         }));
     } else {
-        println!(
+        crate::outln!(
             "Sent {} delivery {} to {}: HTTP {} {}",
             delivery.event,
             delivery.delivery_id,

@@ -51,7 +51,7 @@ pub(super) fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()
     if config.json {
         print_json(&serde_json::json!({ "token": message }));
     } else {
-        println!("GitHub token: {message}");
+        crate::outln!("GitHub token: {message}");
     }
     Ok(())
 }

@@ -108,11 +108,14 @@ impl RepoRef {
     }
 }
 
-/// Whether a delivery that names `stored` by name only (no GitHub id match) is about it:
-/// only while the stored repository's GitHub id is unknown, or the delivery carries
-/// none, so a new repository that reuses a renamed one's old name is not taken for it.
+/// Whether a delivery that names `stored` by name is about it: while the stored
+/// repository's GitHub id is unknown, or the delivery carries none, or the two agree; so a
+/// new repository that reuses a renamed one's old name is not taken for it. "The two
+/// agree" is not redundant with the lookup by id that comes first: those are two queries,
+/// and a concurrent delivery can learn the id between them (seen on PostgreSQL: an
+/// `issues` delivery processed beside the first `push` was ignored as "no longer tracked").
 pub fn matches_by_name(stored: &TrackedRepository, delivery_github_id: Option<u64>) -> bool {
-    stored.github_id.is_none() || delivery_github_id.is_none()
+    stored.github_id.is_none() || delivery_github_id.is_none() || stored.github_id == delivery_github_id
 }
 
 pub trait Registry: Send + Sync {
@@ -151,4 +154,41 @@ pub trait Registry: Send + Sync {
         full_name: Option<String>,
         received_at_ms: i64,
     ) -> BoxFuture<'_, StoreResult<Option<TrackedRepository>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(github_id: Option<u64>) -> TrackedRepository {
+        TrackedRepository {
+            id: 1,
+            full_name: "octo/hello".into(),
+            github_id,
+            branches: vec![],
+            clone_url: None,
+            mode: "polling".into(),
+            added_at_ms: 0,
+            last_delivery_at_ms: None,
+            default_branch: None,
+            archived: false,
+            deleted: false,
+            visibility: None,
+            synced_at_ms: None,
+            hook_id: None,
+            hook_url: None,
+            hook_tunnel: None,
+            last_ping_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_name_matches_unless_both_ids_are_known_and_differ() {
+        assert!(matches_by_name(&stored(None), Some(7)));
+        assert!(matches_by_name(&stored(Some(7)), None));
+        // Learned by a concurrent delivery between the lookup by id and this one by name.
+        assert!(matches_by_name(&stored(Some(7)), Some(7)));
+        // A new repository under a renamed one's old name.
+        assert!(!matches_by_name(&stored(Some(7)), Some(8)));
+    }
 }

@@ -1,5 +1,6 @@
 //! The command line as a user meets it: the real binary, its output and exit codes.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -40,6 +41,28 @@ fn repositories_are_added_listed_shown_and_removed() {
     let gone = futurnal(d, &["sources", "github", "show", &id]);
     assert_eq!(gone.code, 1);
     assert!(gone.stderr.contains("not tracked"));
+}
+
+/// `futurnal … | head` (or `| grep -q`): the reader is gone before the command writes.
+/// The command ends quietly with status 0, as `git log | head` does; it used to panic
+/// ("failed printing to stdout: Broken pipe") with a backtrace on stderr.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(futurnal(d, &["sources", "github", "add", "octo/hello", "--no-sync"]).code, 0);
+    for args in [
+        &["--json", "sources", "github", "list"][..],
+        &["sources", "github", "list"],
+        &["sources", "github", "show", "octo/hello"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = bin_in(d).args(args).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} printed on stderr: {stderr}");
+    }
 }
 
 #[test]
