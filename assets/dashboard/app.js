@@ -900,7 +900,8 @@
         el('td', null, badge(dash(d.status), d.status)),
         el('td', { class: 'num hide-narrow', text: String(d.attempts ?? 0) }),
         el('td', { class: 'hide-narrow', text: dash(d.worker) }),
-        el('td', { class: 'error hide-narrow' }, d.last_error ? el('div', { class: 'clamp', title: d.last_error, text: d.last_error }) : null));
+        // An ignored delivery's "error" is the reason nothing was done, not a failure.
+        el('td', { class: `${d.status === 'ignored' ? 'reason' : 'error'} hide-narrow` }, d.last_error ? el('div', { class: 'clamp', title: d.last_error, text: d.last_error }) : null));
     }
 
     let loads = 0;
