@@ -46,20 +46,25 @@ impl Histogram {
         }
     }
 
-    /// The upper bound of the bucket holding quantile `q` (the last bucket reads as twice
-    /// the last bound); `None` without samples.
+    /// Quantile `q`, estimated as Prometheus' `histogram_quantile` does: found in its
+    /// bucket, then placed linearly between the bucket's bounds by its rank there (so a
+    /// p50 reads 3.2 ms rather than the bound 5 ms). The open last bucket reads as its
+    /// lower bound (past 60 s, no better estimate exists). `None` without samples.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let total: u64 = self.counts.iter().sum();
         if total == 0 {
             return None;
         }
-        let rank = ((q * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(BOUNDS_MS.get(i).copied().unwrap_or(BOUNDS_MS[BOUNDS_MS.len() - 1] * 2.0));
+        let rank = (q.clamp(0.0, 1.0) * total as f64).max(f64::MIN_POSITIVE);
+        let mut below = 0u64;
+        for (i, &count) in self.counts.iter().enumerate() {
+            if count > 0 && (below + count) as f64 >= rank {
+                let Some(&upper) = BOUNDS_MS.get(i) else { return Some(BOUNDS_MS[BOUNDS_MS.len() - 1]) };
+                let lower = if i == 0 { 0.0 } else { BOUNDS_MS[i - 1] };
+                let within = (rank - below as f64) / count as f64;
+                return Some(lower + (upper - lower) * within);
             }
+            below += count;
         }
         None
     }
@@ -258,16 +263,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_are_bucket_bounds() {
+    fn quantiles_are_placed_within_their_bucket() {
         let mut h = Histogram::default();
         assert_eq!(h.quantile(0.5), None);
         for ms in [0.5, 3.0, 3.0, 4.0, 150.0] {
             h.record(ms);
         }
-        assert_eq!(h.quantile(0.5), Some(5.0));
-        assert_eq!(h.quantile(0.99), Some(200.0));
+        // Rank 2.5 of 5: one sample below, the (2, 5] bucket's three hold ranks 1..4, so
+        // 1.5 of its 3: half of the way through it.
+        assert_eq!(h.quantile(0.5), Some(3.5));
+        // Rank 4.95: the (100, 200] bucket's one sample, 95% of the way.
+        assert!((h.quantile(0.99).unwrap() - 195.0).abs() < 1e-9);
         h.record(1e9);
-        assert_eq!(h.quantile(1.0), Some(120_000.0));
+        assert_eq!(h.quantile(1.0), Some(60_000.0));
+        // All in one bucket: spread over it, never past its upper bound.
+        let mut one = Histogram::default();
+        for _ in 0..10 {
+            one.record(7.0);
+        }
+        assert_eq!(one.quantile(0.5), Some(7.5));
+        assert_eq!(one.quantile(1.0), Some(10.0));
     }
 
     #[test]
@@ -286,7 +301,7 @@ mod tests {
         let last = &hour[59];
         assert_eq!(last["received"]["queued"], 3);
         assert_eq!(last["processed"]["dead"], 1);
-        assert_eq!(last["ack_ms"]["p50"], 5.0);
+        assert_eq!(last["ack_ms"]["p50"], 3.5);
         assert_eq!(hour[0]["received"]["queued"], 0);
         assert!(hour[0]["ack_ms"].is_null());
         let day = charts["day"]["buckets"].as_array().unwrap();
