@@ -30,6 +30,8 @@ pub fn attempt_json(a: &crate::storage::queue::AttemptRecord) -> Value {
         "attempt": a.attempt,
         "started_at": rfc3339_opt(a.started_at_ms),
         "finished_at": rfc3339(a.finished_at_ms),
+        // The times above are whole seconds; how long it took, to the millisecond.
+        "took_ms": a.started_at_ms.map(|s| (a.finished_at_ms - s).max(0)),
         "worker": a.worker,
         "outcome": a.outcome,
         "error": a.error,

@@ -1049,14 +1049,14 @@
       put(attempts, el('h2', { text: `Attempts (${list.length})` }), table(
         ['#', 'Started', 'Finished', 'Took', 'Worker', 'Outcome', 'Error'],
         list.map((a, i) => {
-          const took = a.started_at && a.finished_at ? (new Date(a.finished_at) - new Date(a.started_at)) / 1000 : null;
+          const took = typeof a.took_ms === 'number' ? a.took_ms / 1000 : null;
           // A replay starts counting again at 1.
           const replay = i > 0 && a.attempt === 1;
           return el('tr', null,
             el('td', { class: 'num' }, String(a.attempt ?? ''), replay ? el('span', { class: 'muted', text: ' (replay)' }) : null),
             el('td', null, timeEl(a.started_at)),
             el('td', null, timeEl(a.finished_at)),
-            el('td', { class: 'num', text: took === null ? '—' : took < 1 && /:\d\dZ$/.test(a.finished_at) ? '< 1 s' : duration(took) }),
+            el('td', { class: 'num', text: duration(took) }),
             el('td', { text: dash(a.worker) }),
             el('td', null, badge(dash(a.outcome), a.outcome)),
             el('td', { class: 'error', text: a.error || '' }));

@@ -110,6 +110,7 @@ async fn deliveries_filter_page_and_open_with_payload_attempts_and_changes_and_t
     assert_eq!(attempts.len(), 1, "{page}");
     assert_eq!((attempts[0]["attempt"].as_u64(), attempts[0]["outcome"].as_str()), (Some(1), Some("done")));
     assert!(attempts[0]["worker"].is_string() && attempts[0]["started_at"].is_string(), "{page}");
+    assert!(attempts[0]["took_ms"].as_i64().is_some_and(|ms| (0..10_000).contains(&ms)), "{page}");
     let changes = page["changes"].as_array().unwrap();
     assert!(changes.iter().any(|c| c["key"] == "issue#1" && c["cause"] == issue_ids[0].as_str()), "{page}");
 
