@@ -309,7 +309,10 @@
     const node = el('div', { class: `toast ${kind || ''}`, role: kind === 'error' ? 'alert' : 'status' },
       el('p', { text: message }),
       el('button', { type: 'button', 'aria-label': 'Dismiss', text: '×', onclick: () => node.remove() }));
-    $('#toasts').append(node);
+    const toasts = $('#toasts');
+    toasts.append(node);
+    // The newest three: older results give way rather than pile up over the page.
+    while (toasts.children.length > 3) toasts.firstElementChild.remove();
     setTimeout(() => node.remove(), kind === 'error' ? 15000 : 8000);
   }
 
@@ -322,7 +325,7 @@
       const answer = await api(path, { method: 'POST' });
       toast(result(answer || {}));
     } catch (e) {
-      toast(`${title} failed: ${e.message}`, 'error');
+      toast(`${title} — ${e.message}`, 'error');
     } finally {
       button.disabled = wasDisabled;
       button.focus();

@@ -492,7 +492,7 @@ async fn the_dashboard_shows_every_page_filters_replays_and_escapes_hostile_payl
     let broken = "section[data-repository='octo/broken']";
     browser.click(&format!("{broken} button[data-action='sync']")).await;
     browser.confirm("octo/broken").await;
-    browser.wait("the failed sync's reason", "return [...document.querySelectorAll('.toast.error')].some(t => t.textContent.startsWith('Sync now failed: sync failed'))").await;
+    browser.wait("the failed sync's reason", "return [...document.querySelectorAll('.toast.error')].some(t => t.textContent.startsWith('Sync now — sync failed'))").await;
     browser.screenshot("repositories", 1280, false).await;
 
     // ---- Deliveries: every status listed; filtered by status; a live arrival.
