@@ -896,8 +896,12 @@
         el('td', { class: 'nowrap' }, timeEl(d.received_at)),
         // The id's first 8 characters (as GitHub's own list shows them; the search takes a
         // beginning), the whole id on hover and for a screen reader: the row then fits 1280 px.
-        el('td', { class: 'id' }, el('a', { href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, title: d.delivery_id, 'aria-label': `delivery ${d.delivery_id}`, text: shortId(d.delivery_id) })),
-        el('td', { text: dash(d.event) }),
+        el('td', { class: 'id hide-narrow' }, el('a', { href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, title: d.delivery_id, 'aria-label': `delivery ${d.delivery_id}`, text: shortId(d.delivery_id) })),
+        // On a phone the id column gives way and the event is the link (only one of the
+        // two is ever displayed, so one tab stop).
+        el('td', null,
+          el('span', { class: 'hide-narrow', text: dash(d.event) }),
+          el('a', { class: 'show-narrow', href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, title: d.delivery_id, 'aria-label': `delivery ${d.delivery_id}`, text: dash(d.event) })),
         el('td', { class: 'hide-narrow', text: dash(d.action) }),
         el('td', { text: dash(d.repository) }),
         el('td', null, badge(dash(d.status), d.status)),
@@ -923,7 +927,7 @@
       pageInfo.textContent = lastRows.length ? `page ${pages.length} · ${first + 1}–${first + lastRows.length}${hasOlder ? '' : ' (the oldest)'}` : '';
       if (!changed(memo, 'rows', lastRows)) return;
       put(list, table(
-        ['Received', 'Delivery', 'Event', { text: 'Action', cls: 'hide-narrow' }, 'Repository', 'Status', { text: 'Attempts', cls: 'num hide-narrow' }, { text: 'Worker', cls: 'hide-narrow' }, { text: 'Error', cls: 'hide-narrow' }],
+        ['Received', { text: 'Delivery', cls: 'hide-narrow' }, 'Event', { text: 'Action', cls: 'hide-narrow' }, 'Repository', 'Status', { text: 'Attempts', cls: 'num hide-narrow' }, { text: 'Worker', cls: 'hide-narrow' }, { text: 'Error', cls: 'hide-narrow' }],
         lastRows.map(row),
         pages.length > 1 ? 'No older deliveries.' : 'No delivery matches these filters.'));
     }
