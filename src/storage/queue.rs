@@ -267,6 +267,10 @@ pub struct DeliveryRecord {
     pub worker: Option<String>,
 }
 
+/// Why an abandoned delivery's attempt ended: an SQL expression over its row as it was
+/// (both backends), for the attempt row (outcome `lost`) and the delivery's `last_error`.
+pub const LOST_ATTEMPT_ERROR: &str = "'the lease of worker ' || COALESCE(worker, '?') || ' expired'";
+
 /// One attempt at a delivery: when, by whom, how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
@@ -274,7 +278,7 @@ pub struct AttemptRecord {
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: i64,
     pub worker: Option<String>,
-    /// done, ignored, retry or dead.
+    /// done, ignored, retry, dead, or lost (the worker's lease expired mid-attempt).
     pub outcome: String,
     pub error: Option<String>,
 }

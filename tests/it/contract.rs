@@ -426,6 +426,17 @@ async fn leases_expire_to_another_worker_and_the_old_claim_writes_nothing() {
         let record = q.get(&first_id).await.unwrap().unwrap();
         assert_eq!(record.worker.as_deref(), Some("worker-b"), "{name}");
         assert!(record.last_error.as_deref().unwrap_or("").contains("lease of worker worker-a expired"), "{record:?}");
+        // a's cut-short attempt is on record: its number, worker, start and why it ended.
+        let attempts = q.attempts(&first_id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "{name}: {attempts:?}");
+        let lost = &attempts[0];
+        assert_eq!(
+            (lost.attempt, lost.outcome.as_str(), lost.worker.as_deref()),
+            (1, "lost", Some("worker-a")),
+            "{name}"
+        );
+        assert!(lost.error.as_deref().unwrap_or("").contains("lease of worker worker-a expired"), "{name}: {lost:?}");
+        assert!(lost.started_at_ms.is_some_and(|at| at <= lost.finished_at_ms), "{name}: {lost:?}");
         assert!(q.claim_as(&a, 4, 8).await.unwrap().is_empty(), "{name}: b's live lease holds the domain");
 
         // a wakes up: its renewal holds nothing, its changes and results are refused.

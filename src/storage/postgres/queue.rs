@@ -27,6 +27,7 @@ use crate::storage::changes::Cause;
 use crate::storage::queue::{
     AttemptRecord, ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus,
     EnqueueOutcome, InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
+    LOST_ATTEMPT_ERROR,
 };
 use crate::storage::{BoxFuture, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -126,14 +127,18 @@ static DOMAIN_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// Claims a run under a new token; an abandoned delivery (its lease expired) has that
-/// attempt counted and says why.
+/// attempt counted, recorded (outcome `lost`, in the same statement: the insert reads the
+/// rows as they were before the update) and says why.
 static CLAIM_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "UPDATE deliveries SET status = 'processing', fence = $2, lease_until = {NOW_MS} + $3, worker = $4, \
+        "WITH lost AS ( \
+           INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, worker, outcome, error) \
+           SELECT delivery_id, attempts + 1, started_at, {NOW_MS}, worker, 'lost', {LOST_ATTEMPT_ERROR} FROM deliveries \
+           WHERE id = ANY($1) AND status = 'processing') \
+         UPDATE deliveries SET status = 'processing', fence = $2, lease_until = {NOW_MS} + $3, worker = $4, \
            started_at = {NOW_MS}, \
            attempts = CASE WHEN status = 'processing' THEN attempts + 1 ELSE attempts END, \
-           last_error = CASE WHEN status = 'processing' \
-             THEN 'the lease of worker ' || COALESCE(worker, '?') || ' expired' ELSE last_error END \
+           last_error = CASE WHEN status = 'processing' THEN {LOST_ATTEMPT_ERROR} ELSE last_error END \
          WHERE id = ANY($1) \
          RETURNING id, delivery_id, event, action, repository, repository_github_id, hook_id, \
          received_at, attempts, body_codec, body, position"

@@ -19,6 +19,7 @@ use crate::storage::changes::Cause;
 use crate::storage::queue::{
     AttemptRecord, ClaimHandle, ClaimedDelivery, Claimer, Completion, DeliveryFilter, DeliveryRecord, DeliveryStatus,
     EnqueueOutcome, InitialStatus, Lane, NewDelivery, Queue, QueueStats, Report, RepositoryBacklog, StoredBody,
+    LOST_ATTEMPT_ERROR,
 };
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{BoxFuture, StoreError, StoreResult};
@@ -188,13 +189,20 @@ fn claim_lanes(
         let fence: i64 = c
             .prepare_cached("UPDATE claim_counter SET fence = fence + 1 RETURNING fence")?
             .query_row([], |r| r.get(0))?;
+        // An abandoned delivery's cut-short attempt is one of its attempts too: recorded
+        // (outcome `lost`) before the claim below counts it and takes the row over.
+        c.prepare_cached(&format!(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, worker, outcome, error) \
+             SELECT delivery_id, attempts + 1, started_at, ?4, worker, 'lost', {LOST_ATTEMPT_ERROR} FROM deliveries \
+             WHERE domain = ?1 AND seq BETWEEN ?2 AND ?3 AND status = 'processing'"
+        ))?
+        .execute(params![domain, first, last, now])?;
         let mut lane: Vec<ClaimedDelivery> = c
             .prepare_cached(&format!(
                 "UPDATE deliveries SET status = 'processing', fence = ?4, lease_until = ?5 + ?6, worker = ?7, \
                  started_at = ?5, \
                  attempts = CASE WHEN status = 'processing' THEN attempts + 1 ELSE attempts END, \
-                 last_error = CASE WHEN status = 'processing' \
-                   THEN 'the lease of worker ' || COALESCE(worker, '?') || ' expired' ELSE last_error END \
+                 last_error = CASE WHEN status = 'processing' THEN {LOST_ATTEMPT_ERROR} ELSE last_error END \
                  WHERE domain = ?1 AND seq BETWEEN ?2 AND ?3 AND status IN {PENDING} \
                  RETURNING seq, delivery_id, event, action, repository, repository_github_id, hook_id, \
                  received_at, attempts, body_codec, body"
