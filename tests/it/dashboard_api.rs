@@ -3,6 +3,8 @@
 //! delivery's page with its payload, attempts and changes, replaying a filtered set, and
 //! the local copy per repository. On every backend of the run.
 
+use std::time::Duration;
+
 use futurnal::storage::queue::DeliveryStatus;
 use serde_json::Value;
 
@@ -237,5 +239,77 @@ async fn repositories_their_local_copy_and_the_sync_action() {
     let (status, body) = post(&app, &format!("/api/repositories/{repo_id}/ping"), Some(&token)).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("no webhook"));
+    app.stop().await;
+}
+
+/// The repository card's two GitHub actions against the fake GitHub: "Ping hook" has
+/// GitHub ping the hook (the ping arrives, verified, and is the card's last ping), and
+/// "Run catch-up" has GitHub redeliver what the receiver missed while it was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ping_and_catch_up_buttons_reach_github_and_what_it_sends_arrives() {
+    use futurnal::github::client::{GitHubClient, Token};
+    let fake = crate::fake_github::FakeGitHub::start().await;
+    fake.add_repo("octo/hello", 4242);
+    let client = || GitHubClient::new(&fake.url(), Some(Token::new("test-token"))).unwrap();
+    let app = spawn_app(AppOptions { github: Some(client()), ..Default::default() }).await;
+    let (dir, api, url) = (app.dir.path().to_owned(), fake.url(), app.url());
+    let enabled = crate::hooks::cli(
+        &dir,
+        &api,
+        &["--json", "sources", "github", "webhook", "enable", "octo/hello", "--public-url", &url],
+    )
+    .await;
+    assert_eq!(enabled.code, 0, "{}", enabled.stderr);
+    let hook_id = enabled.json()["hook_id"].as_u64().unwrap();
+    let (_, repos) = get(&app, "/api/repositories").await;
+    let repo_id = repos[0]["id"].as_i64().unwrap();
+    assert_eq!(repos[0]["hook_id"].as_u64(), Some(hook_id), "{repos}");
+    let pings = |fake: &crate::fake_github::FakeGitHub| {
+        fake.deliveries(hook_id).iter().filter(|d| d["event"] == "ping" && d["status_code"] == 200).count()
+    };
+    assert_eq!(pings(&fake), 1, "the ping GitHub sends when it creates a hook");
+
+    let token = csrf(&app).await;
+    let (status, body) = post(&app, &format!("/api/repositories/{repo_id}/ping"), Some(&token)).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("sent")), "{body}");
+    wait_for(Duration::from_secs(10), "the second ping to be answered 200", || async {
+        (pings(&fake) == 2).then_some(())
+    })
+    .await;
+    let (_, repos) = get(&app, "/api/repositories").await;
+    assert!(repos[0]["last_ping_at"].is_string(), "{repos}");
+
+    // GitHub cannot reach the receiver for a while (the hook's URL moved, as when a tunnel
+    // goes down): two issues fail to arrive. The daemon stays up, so only the button asks.
+    let hook_url = fake.hooks("octo/hello")[0].url.clone();
+    let set_url = |to: String| {
+        let request = app
+            .client
+            .patch(format!("{api}/repos/octo/hello/hooks/{hook_id}/config"))
+            .bearer_auth("test-token")
+            .json(&serde_json::json!({ "url": to }));
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
+    set_url("http://127.0.0.1:9/webhook/github".into()).await;
+    let mut missed = Vec::new();
+    for n in [7, 8] {
+        let payload: Value = serde_json::from_slice(&issue_payload(n, "Sent while unreachable")).unwrap();
+        missed.extend(fake.trigger("octo/hello", "issues", payload).await);
+    }
+    assert_eq!(missed.len(), 2);
+    for guid in &missed {
+        assert!(app.delivery(guid).await.is_none(), "{guid} never reached the receiver");
+    }
+    set_url(hook_url).await;
+    let token = csrf(&app).await;
+    let (status, body) = post(&app, &format!("/api/repositories/{repo_id}/catch-up"), Some(&token)).await;
+    assert_eq!((status, body["redelivered"].as_u64()), (200, Some(2)), "{body}");
+    for guid in &missed {
+        app.wait_for_status(guid, DeliveryStatus::Done).await;
+    }
+    // Without the CSRF token, neither button does anything.
+    let (status, _) = post(&app, &format!("/api/repositories/{repo_id}/ping"), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(pings(&fake), 2);
     app.stop().await;
 }

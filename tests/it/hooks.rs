@@ -40,7 +40,7 @@ fn futurnal_with_toml(dir: &Path, api: &str, token: &str, extra_toml: &str, args
 }
 
 /// `futurnal_with` off the async threads (the daemon under test shares the runtime).
-async fn cli(dir: &Path, api: &str, args: &[&str]) -> CliOutput {
+pub(crate) async fn cli(dir: &Path, api: &str, args: &[&str]) -> CliOutput {
     // The dir's PostgreSQL schema (in that run) belongs to the test's thread, not the blocking one.
     crate::pg_mode::schema_for(dir);
     let (dir, api) = (dir.to_owned(), api.to_owned());
