@@ -40,9 +40,7 @@ pub async fn hardening_headers(mut response: Response) -> Response {
     response
 }
 
-fn refuse(status: StatusCode, message: &'static str) -> Response {
-    (status, Json(json!({ "status": "error", "error": message }))).into_response()
-}
+use super::json_error as refuse;
 
 /// Compares digests, so the time taken says nothing about how much of a guess was right.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
@@ -125,9 +123,7 @@ pub async fn replay(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
             Json(json!({ "status": "queued", "delivery": crate::output::delivery_json(&record) })).into_response()
         }
         Err(StoreError::NotFound(_)) => refuse(StatusCode::NOT_FOUND, "no such delivery"),
-        Err(StoreError::Conflict(message)) => {
-            (StatusCode::CONFLICT, Json(json!({ "status": "error", "error": message }))).into_response()
-        }
+        Err(StoreError::Conflict(message)) => refuse(StatusCode::CONFLICT, message),
         Err(e) => {
             tracing::error!(error = %e, "Replaying a delivery failed");
             refuse(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")

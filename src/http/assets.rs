@@ -100,8 +100,7 @@ pub async fn index(request: HeaderMap) -> Response {
 /// `GET /assets/{file}`.
 pub async fn asset(Path(file): Path<String>, RawQuery(query): RawQuery, request: HeaderMap) -> Response {
     let Some((_, served)) = SERVED.1.iter().find(|(name, _)| *name == file) else {
-        return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "status": "error", "error": "no such asset" })))
-            .into_response();
+        return super::json_error(StatusCode::NOT_FOUND, "no such asset");
     };
     let versioned = query.as_deref().and_then(|q| q.strip_prefix("v=")) == Some(served.hash.as_str());
     serve(served, if versioned { FOREVER } else { REVALIDATE }, &request)

@@ -28,14 +28,7 @@ use crate::time::{now_ms, rfc3339_opt};
 /// each look would cost an API request per repository.
 const HOOK_CACHE: Duration = Duration::from_secs(60);
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "status": "error", "error": message.into() }))).into_response()
-}
-
-fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "{what} failed");
-    error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-}
+use super::{json_error as error, json_unavailable as unavailable};
 
 /// GitHub's web address for an API base: `https://api.github.com` → `https://github.com`,
 /// GitHub Enterprise's `https://host/api/v3` → `https://host`.

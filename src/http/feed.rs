@@ -49,13 +49,10 @@ pub struct SnapshotQuery {
     kind: Option<String>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "status": "error", "error": message.into() }))).into_response()
-}
+use super::json_error as error;
 
 fn unavailable(e: &crate::storage::StoreError) -> Response {
-    tracing::error!(error = %e, "Reading the change log failed");
-    error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+    super::json_unavailable("Reading the change log", e)
 }
 
 /// 410 for a cursor the feed cannot continue from.

@@ -399,6 +399,19 @@ pub fn spread_timeout(base: Duration, n: u64) -> Duration {
     base.mul_f64(1.0 + fraction / 2.0)
 }
 
+/// An API error as every JSON endpoint answers it: `{"status": "error", "error": …}`.
+pub(crate) fn json_error(status: axum::http::StatusCode, message: impl Into<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (status, axum::Json(serde_json::json!({ "status": "error", "error": message.into() }))).into_response()
+}
+
+/// The database did not answer: logged with what was being done, 503 to the client
+/// (without the database's own words, which may name hosts or users).
+pub(crate) fn json_unavailable(what: &str, e: &dyn std::fmt::Display) -> axum::response::Response {
+    tracing::error!(error = %e, "{what} failed");
+    json_error(axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+}
+
 /// Failed accepts, logged once a second with how many there were.
 #[derive(Default)]
 struct AcceptErrors {
