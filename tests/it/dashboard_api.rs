@@ -10,17 +10,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn issue_payload(number: u64, title: &str) -> Vec<u8> {
-    let mut value: Value =
-        serde_json::from_slice(&std::fs::read(fixture("payloads/issues/opened.payload.json")).unwrap()).unwrap();
-    value["repository"]["id"] = 4242.into();
-    value["repository"]["full_name"] = "octo/hello".into();
-    value["issue"]["number"] = number.into();
-    value["issue"]["id"] = (2_000_000 + number).into();
-    value["issue"]["title"] = title.into();
-    serde_json::to_vec(&value).unwrap()
-}
-
 async fn get(app: &TestApp, path: &str) -> (u16, Value) {
     let response = app.client.get(format!("http://{}{path}", app.admin)).send().await.unwrap();
     let status = response.status().as_u16();

@@ -16,17 +16,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn issue_payload(number: u64, title: &str) -> Vec<u8> {
-    let mut value: Value =
-        serde_json::from_slice(&std::fs::read(fixture("payloads/issues/opened.payload.json")).unwrap()).unwrap();
-    value["repository"]["id"] = 4242.into();
-    value["repository"]["full_name"] = "octo/hello".into();
-    value["issue"]["number"] = number.into();
-    value["issue"]["id"] = (1_000_000 + number).into();
-    value["issue"]["title"] = title.into();
-    serde_json::to_vec(&value).unwrap()
-}
-
 /// Delivers issue `number` and waits until it is processed; returns the delivery id.
 async fn deliver_issue(app: &TestApp, number: u64) -> String {
     let d = Delivery::new("issues", issue_payload(number, &format!("Issue {number}")));

@@ -527,6 +527,19 @@ impl GitRemote {
     }
 }
 
+/// GitHub's `issues` `opened` example for issue `number` of octo/hello (GitHub id 4242),
+/// titled `title`.
+pub fn issue_payload(number: u64, title: &str) -> Vec<u8> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("payloads/issues/opened.payload.json")).unwrap()).unwrap();
+    value["repository"]["id"] = 4242.into();
+    value["repository"]["full_name"] = "octo/hello".into();
+    value["issue"]["number"] = number.into();
+    value["issue"]["id"] = (1_000_000 + number).into();
+    value["issue"]["title"] = title.into();
+    serde_json::to_vec(&value).unwrap()
+}
+
 /// The push delivery GitHub would send, in the real shape of the documented example.
 pub fn push_payload(repo: &str, github_id: u64, git_ref: &str, before: &str, after: &str) -> Vec<u8> {
     let mut value: serde_json::Value =
