@@ -10,27 +10,17 @@ use std::time::Duration;
 use futurnal::output;
 use futurnal::storage::changes::{Cause, ChangeBounds, ChangeFilter, ChangeOp, ChangeRecord};
 use futurnal::storage::copy::{
-    CommentRecord, CopyStore, Effect, IssueRecord, LabelNaming, LabelRecord, Membership, MilestoneRecord,
-    MilestoneState, PullRecord, PullState, ReleaseRecord, ReviewCommentRecord, ReviewRecord,
+    CommentRecord, CopyStore, Effect, LabelNaming, LabelRecord, Membership, MilestoneRecord, MilestoneState,
+    PullRecord, PullState, ReleaseRecord, ReviewCommentRecord, ReviewRecord,
 };
 use futurnal::storage::queue::{Changes, Claimer, Completion, DeliveryStatus, Report};
-use futurnal::storage::registry::{NewRepository, RepoRef};
+use futurnal::storage::registry::RepoRef;
 use futurnal::storage::StoreError;
 use futurnal::sync::git::CommitInfo;
 use serde_json::{json, Value};
 
 use crate::contract::{backends, queued};
 use crate::helpers::*;
-
-fn new_repo(name: &str, github_id: Option<u64>) -> NewRepository {
-    NewRepository {
-        full_name: name.into(),
-        github_id,
-        branches: vec!["main".into()],
-        clone_url: None,
-        default_branch: Some("main".into()),
-    }
-}
 
 fn commit(sha: &str, committed_at: i64) -> CommitInfo {
     CommitInfo {
@@ -76,25 +66,6 @@ fn pull(number: u64, updated_at: i64, title: &str) -> PullRecord {
         updated_at,
         closed_at: None,
         merged_at: None,
-    }
-}
-
-fn issue(number: u64, updated_at: i64, title: &str) -> IssueRecord {
-    IssueRecord {
-        number,
-        title: title.into(),
-        body: None,
-        state: "open".into(),
-        author: Some("mona".into()),
-        labels: vec![],
-        assignees: vec![],
-        milestone: None,
-        comments: 0,
-        created_at: Some(1_000),
-        updated_at,
-        closed_at: None,
-        deleted: false,
-        transferred_to: None,
     }
 }
 

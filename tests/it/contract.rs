@@ -7,12 +7,12 @@
 use futurnal::domain::DeliveryId;
 use futurnal::storage::backend::{Backend, Purpose};
 use futurnal::storage::changes::Cause;
-use futurnal::storage::copy::{Effect, IssueRecord, IssueState, PullState};
+use futurnal::storage::copy::{Effect, IssueState, PullState};
 use futurnal::storage::queue::Queue;
 use futurnal::storage::queue::{
     Completion, DeliveryFilter, DeliveryStatus, EnqueueOutcome, InitialStatus, NewDelivery, StoredBody,
 };
-use futurnal::storage::registry::{HookRef, NewRepository, PollWatermarks, RepoRef};
+use futurnal::storage::registry::{HookRef, PollWatermarks, RepoRef};
 use futurnal::storage::StoreError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,35 +109,6 @@ fn delivery(repo: &str, github_id: u64, event: &str, initial: InitialStatus) -> 
 
 pub fn queued(repo: &str, github_id: u64, event: &str) -> NewDelivery {
     delivery(repo, github_id, event, InitialStatus::Queued)
-}
-
-fn new_repo(name: &str, github_id: Option<u64>) -> NewRepository {
-    NewRepository {
-        full_name: name.into(),
-        github_id,
-        branches: vec!["main".into()],
-        clone_url: None,
-        default_branch: Some("main".into()),
-    }
-}
-
-fn issue(number: u64, updated_at: i64, title: &str) -> IssueRecord {
-    IssueRecord {
-        number,
-        title: title.into(),
-        body: None,
-        state: "open".into(),
-        author: Some("mona".into()),
-        labels: vec![],
-        assignees: vec![],
-        milestone: None,
-        comments: 0,
-        created_at: Some(1),
-        updated_at,
-        closed_at: None,
-        deleted: false,
-        transferred_to: None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -527,6 +527,37 @@ impl GitRemote {
     }
 }
 
+/// A repository to track (the storage contract's tests): branch `main`, no remote.
+pub fn new_repo(name: &str, github_id: Option<u64>) -> NewRepository {
+    NewRepository {
+        full_name: name.into(),
+        github_id,
+        branches: vec!["main".into()],
+        clone_url: None,
+        default_branch: Some("main".into()),
+    }
+}
+
+/// An open issue by mona, as the local copy stores it.
+pub fn issue(number: u64, updated_at: i64, title: &str) -> futurnal::storage::copy::IssueRecord {
+    futurnal::storage::copy::IssueRecord {
+        number,
+        title: title.into(),
+        body: None,
+        state: "open".into(),
+        author: Some("mona".into()),
+        labels: vec![],
+        assignees: vec![],
+        milestone: None,
+        comments: 0,
+        created_at: Some(1_000),
+        updated_at,
+        closed_at: None,
+        deleted: false,
+        transferred_to: None,
+    }
+}
+
 /// GitHub's `issues` `opened` example for issue `number` of octo/hello (GitHub id 4242),
 /// titled `title`.
 pub fn issue_payload(number: u64, title: &str) -> Vec<u8> {
