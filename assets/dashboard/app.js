@@ -892,16 +892,17 @@
     }
 
     function row(d) {
+      const link = (text, cls) => el('a', {
+        class: cls, href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, title: d.delivery_id, 'aria-label': `delivery ${d.delivery_id}`, text,
+      });
       return el('tr', { 'data-delivery': d.delivery_id, 'data-status': d.status },
         el('td', { class: 'nowrap' }, timeEl(d.received_at)),
         // The id's first 8 characters (as GitHub's own list shows them; the search takes a
         // beginning), the whole id on hover and for a screen reader: the row then fits 1280 px.
-        el('td', { class: 'id hide-narrow' }, el('a', { href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, title: d.delivery_id, 'aria-label': `delivery ${d.delivery_id}`, text: shortId(d.delivery_id) })),
+        el('td', { class: 'id hide-narrow' }, link(shortId(d.delivery_id))),
         // On a phone the id column gives way and the event is the link (only one of the
         // two is ever displayed, so one tab stop).
-        el('td', null,
-          el('span', { class: 'hide-narrow', text: dash(d.event) }),
-          el('a', { class: 'show-narrow', href: `#/deliveries/${encodeURIComponent(d.delivery_id)}`, title: d.delivery_id, 'aria-label': `delivery ${d.delivery_id}`, text: dash(d.event) })),
+        el('td', null, el('span', { class: 'hide-narrow', text: dash(d.event) }), link(dash(d.event), 'show-narrow')),
         el('td', { class: 'hide-narrow', text: dash(d.action) }),
         el('td', { text: dash(d.repository) }),
         el('td', null, badge(dash(d.status), d.status)),

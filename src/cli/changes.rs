@@ -42,7 +42,7 @@ pub(super) async fn changes(config: &Config, backend: &Backend, args: ChangesArg
             crate::outln!("No changes after seq {}.", filter.since);
             return Ok(());
         }
-        out.print(&page.changes)?;
+        out.print(&page.changes);
         if page.changes.len() >= limit as usize && page.next < page.newest {
             eprintln!("More changes follow: --since {} lists the next ones.", page.next);
         }
@@ -78,7 +78,7 @@ pub(super) async fn changes(config: &Config, backend: &Backend, args: ChangesArg
             eprintln!("futurnal: the database is back; following from seq {}", filter.since);
             backoff = Duration::from_millis(100);
         }
-        out.print(&page.changes)?;
+        out.print(&page.changes);
         let full = page.changes.len() >= filter.limit as usize;
         filter.since = page.next;
         if !full {
@@ -107,9 +107,9 @@ struct Printer {
 
 impl Printer {
     /// Prints changes; a reader that went away (`| head`) ends the command quietly.
-    fn print(&mut self, changes: &[ChangeRecord]) -> anyhow::Result<()> {
+    fn print(&mut self, changes: &[ChangeRecord]) {
         if changes.is_empty() {
-            return Ok(());
+            return;
         }
         let mut text = String::new();
         if !self.json && !self.header {
@@ -137,6 +137,5 @@ impl Printer {
             text.push('\n');
         }
         crate::output::write_stdout(&text);
-        Ok(())
     }
 }

@@ -124,10 +124,7 @@ pub async fn replay(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
         }
         Err(StoreError::NotFound(_)) => refuse(StatusCode::NOT_FOUND, "no such delivery"),
         Err(StoreError::Conflict(message)) => refuse(StatusCode::CONFLICT, message),
-        Err(e) => {
-            tracing::error!(error = %e, "Replaying a delivery failed");
-            refuse(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-        }
+        Err(e) => super::json_unavailable("Replaying a delivery", &e),
     }
 }
 

@@ -253,14 +253,9 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
 /// hold it: a head that arrives in one read can exceed the buffer's size and still be
 /// parsed (one run in four let a 500 KB header through).
 async fn limit_head(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let bytes: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if bytes > MAX_HEAD_BYTES {
-        return (
-            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            axum::Json(serde_json::json!({ "status": "error", "error": "request headers too large" })),
-        )
-            .into_response();
+        return json_error(axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large");
     }
     next.run(request).await
 }

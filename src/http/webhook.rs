@@ -57,8 +57,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
         // Before the body is read: a source that may not deliver costs no more than this.
         state.metrics.received(ReceiveOutcome::Forbidden);
         tracing::debug!(client = %client, "Delivery refused: source not allowed");
-        return (StatusCode::FORBIDDEN, axum::Json(json!({ "status": "error", "error": "source not allowed" })))
-            .into_response();
+        return super::json_error(StatusCode::FORBIDDEN, "source not allowed");
     }
     // Run to completion in a task of its own: a client that hangs up mid-request must not
     // cancel a write half-way, and what is stored is counted even if nobody reads the answer.
